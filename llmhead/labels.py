@@ -1,0 +1,106 @@
+"""The map between what users write as labels and what the head outputs, saved with the model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .data import DataError
+
+
+@dataclass
+class LabelSpace:
+    task: str
+    names: list  # class names (classification, multilabel) or target names (regression)
+    shift: list[float] = field(default_factory=list)  # regression: targets are standardized for training
+    scale: list[float] = field(default_factory=list)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def learn(cls, task: str, raw: list, fixed: list | None, label) -> LabelSpace:
+        """Build from training labels; ``fixed`` (the user's ``labels``) sets the order when given."""
+        if task == "regression":
+            targets = np.asarray(raw, dtype=np.float64)  # (N, K)
+            names = [label] if isinstance(label, str) else list(label)
+            std = targets.std(0)
+            return cls(task, names, targets.mean(0).tolist(), np.where(std > 0, std, 1.0).tolist())
+        seen = raw if task == "classification" else [name for row in raw for name in row]
+        if task == "multilabel" and not isinstance(label, str) and fixed is None:
+            fixed = list(label)  # one 0/1 column per label: the columns are the names, in order
+        if fixed is not None:
+            unknown = sorted({repr(v) for v in seen} - {repr(v) for v in fixed})
+            if unknown:
+                raise DataError(f"training labels {', '.join(unknown)} are not in labels={fixed!r}")
+            names = list(fixed)
+        else:
+            names = sorted(set(seen), key=lambda v: (str(type(v)), v))
+        if task == "classification" and len(names) < 2:
+            raise DataError(f"task='classification' needs at least 2 classes; the training data has only {names!r}")
+        return cls(task, names)
+
+    def encode(self, raw: list, origin: str = "data") -> torch.Tensor:
+        """Raw labels -> targets: (N,) class ids, (N, C) 0/1 floats, or (N, K) standardized floats."""
+        if self.task == "regression":
+            targets = torch.tensor(raw, dtype=torch.float64)
+            return ((targets - torch.tensor(self.shift)) / torch.tensor(self.scale)).float()
+        index = {repr(name): i for i, name in enumerate(self.names)}
+        rows = [[row] for row in raw] if self.task == "classification" else raw
+        unseen = [(i, v) for i, row in enumerate(rows) for v in row if repr(v) not in index]
+        if unseen:
+            listed = "; ".join(f"row {i + 1}: {v!r}" for i, v in unseen[:10])
+            more = f" (and {len(unseen) - 10} more)" if len(unseen) > 10 else ""
+            raise DataError(
+                f"{origin}: {len(unseen)} label(s) that training never saw: {listed}{more}. "
+                f"Known labels: {self.names!r}"
+            )
+        if self.task == "classification":
+            return torch.tensor([index[repr(r[0])] for r in rows], dtype=torch.long)
+        targets = torch.zeros(len(rows), len(self.names))
+        for i, row in enumerate(rows):
+            for v in row:
+                targets[i, index[repr(v)]] = 1.0
+        return targets
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return torch.nn.functional.cross_entropy(logits, targets)
+        if self.task == "multilabel":
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+        return torch.nn.functional.mse_loss(logits, targets)
+
+    def probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        if self.task == "classification":
+            return logits.float().softmax(-1).numpy()
+        if self.task == "multilabel":
+            return logits.float().sigmoid().numpy()
+        raise ValueError("predict_proba is for classification and multilabel; regression has no probabilities")
+
+    def values(self, logits: torch.Tensor) -> np.ndarray:
+        """Regression outputs in the units of the training targets. (N, K)"""
+        return logits.double().numpy() * np.asarray(self.scale) + np.asarray(self.shift)
+
+    def decode(self, logits: torch.Tensor, threshold: float = 0.5) -> list:
+        """Predictions as users wrote labels: names, lists of names, or floats (lists for K > 1 targets)."""
+        if self.task == "classification":
+            return [self.names[i] for i in logits.argmax(-1).tolist()]
+        if self.task == "multilabel":
+            probs = self.probabilities(logits)
+            return [[n for n, p in zip(self.names, row) if p >= threshold] for row in probs]
+        values = self.values(logits)
+        return values[:, 0].tolist() if values.shape[1] == 1 else values.tolist()
+
+    def to_json(self) -> dict:
+        return {"task": self.task, "names": self.names, "shift": self.shift, "scale": self.scale}
+
+    @classmethod
+    def from_json(cls, data: dict) -> LabelSpace:
+        space = cls(data["task"], list(data["names"]), list(data["shift"]), list(data["scale"]))
+        if any(not math.isfinite(v) for v in space.shift + space.scale):
+            raise ValueError("saved label space has non-finite target statistics")
+        return space

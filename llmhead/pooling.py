@@ -1,0 +1,31 @@
+"""Pool a sequence of hidden states into one vector per example.
+
+Positions come from ``attention_mask`` only, never from ``pad_token_id``: that is correct for left
+and right padding alike and when the pad token is the EOS token (transformers #24265, #30004).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Pooling = Literal["last", "mean"]
+POOLINGS = ("last", "mean")
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last attended position of each row, for left or right padding. (B,)"""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (T,)
+    return (attention_mask.long() * positions).argmax(dim=1)  # (B,)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: Pooling = "last") -> torch.Tensor:
+    """(B, T, H) hidden states, (B, T) mask -> (B, H)."""
+    if how == "last":
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, last_token_index(attention_mask)]  # (B, H)
+    if how == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
