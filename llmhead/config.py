@@ -118,6 +118,6 @@ def build(cls, values: dict[str, Any], where: str = ""):
         for key in unknown:
             close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
             hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"valid keys: {', '.join(names)}"
-            lines.append(f"unknown key {where}{key!r}: {hint}")
+            lines.append(f"unknown key '{where}{key}': {hint}")
         raise ValueError("invalid configuration:\n  - " + "\n  - ".join(lines))
     return cls(**values)

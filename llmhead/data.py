@@ -85,7 +85,12 @@ def _read_file(path: Path) -> Table:
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
     if suffix in (".csv", ".tsv"):
         # Keep every cell as written: no guessing of types, no "NA" strings turned into missing values.
-        kwargs.update(keep_default_na=False, dtype=str)
+        import csv
+
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f, delimiter=kwargs.get("delimiter", ",")), [])
+        features = datasets.Features({name: datasets.Value("string") for name in header})
+        kwargs.update(keep_default_na=False, features=features)
     try:
         loaded = datasets.load_dataset(FILE_FORMATS[suffix], data_files=str(path), split="train", **kwargs)
     except Exception as exc:  # the loaders raise many types; all mean the same to the user

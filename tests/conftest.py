@@ -106,4 +106,4 @@ def smollm2_4layers(tmp_path_factory) -> str:
 def sentiment_rows(n_repeat: int = 2) -> list[dict]:
     """Hand-written toy data: label 'pos' or 'neg'."""
     labels = ["pos", "neg"] * 4
-    return [{"text": t, "label": y} for t, y in zip(CORPUS, labels)] * n_repeat
+    return [{"text": t, "label": y} for _ in range(n_repeat) for t, y in zip(CORPUS, labels)]

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+import llmhead
+from llmhead.config import ModelConfig, TrainConfig, build
+
+
+def test_unknown_keys_name_the_nearest():
+    with pytest.raises(ValueError, match=r"unknown key 'epoch': did you mean 'epochs'"):
+        build(TrainConfig, {"epoch": 3})
+    with pytest.raises(ValueError, match=r"unknown key 'poolin'.*'pooling'"):
+        llmhead.from_pretrained("smollm2-135m", poolin="mean")
+
+
+def test_unknown_fit_option(tiny_llama):
+    from conftest import sentiment_rows
+
+    with pytest.raises(ValueError, match=r"'batchsize'.*did you mean 'batch_size'"):
+        llmhead.from_pretrained(tiny_llama).fit(sentiment_rows(1), batchsize=4)
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("task", "clasification", "task must be one of"),
+        ("mode", "lora", "mode must be one of"),
+        ("pooling", "first", "pooling must be one of"),
+        ("head_hidden", [0], "head_hidden must be a list of positive ints"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+        ("dtype", "float16", "dtype must be one of"),
+        ("template", "no placeholder", "template must be a string containing"),
+        ("labels", ["a"], "labels needs >= 2 classes"),
+    ],
+)
+def test_invalid_values_are_named(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{field: value})
+
+
+def test_problems_are_collected():
+    with pytest.raises(ValueError) as err:
+        TrainConfig(epochs=0, lr=-1)
+    assert "epochs" in str(err.value) and "lr" in str(err.value)
+
+
+def test_model_sources_fail_early(tmp_path):
+    with pytest.raises(ValueError, match="did you mean 'smollm2-135m'"):
+        llmhead.from_pretrained("smollm2")
+    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+        llmhead.from_pretrained(str(tmp_path / "model.gguf"))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        llmhead.from_pretrained(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="model directory not found"):
+        llmhead.from_pretrained("./not/here")
