@@ -1,18 +1,24 @@
 """llmhead: turn a pretrained decoder LLM into a text classifier or regressor.
 
-    import llmhead
-    clf = llmhead.from_pretrained("smollm2-135m", task="classification", mode="head")
-    clf.fit("train.csv", text="text", label="label")
-    clf.predict(["a text"])
+import llmhead
+clf = llmhead.from_pretrained("smollm2-135m", task="classification", mode="head")
+clf.fit("train.csv", text="text", label="label")
+clf.predict(["a text"])
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .classifier import Classifier
-from .config import ModelConfig, TrainConfig, build
-from .data import DataError
+import logging as _logging
+
+# bitsandbytes (imported by transformers/peft when installed) warns on every CPU import that an optional
+# kernel package is absent; its pure-PyTorch CPU path works without it.
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+
+from .classifier import Classifier  # noqa: E402
+from .config import ModelConfig, TrainConfig, build  # noqa: E402
+from .data import DataError  # noqa: E402
 
 
 def from_pretrained(model: str | None = None, **options) -> Classifier:

@@ -34,7 +34,10 @@ class Source:
 
     def pretrained_path(self) -> str:
         """What ``from_pretrained`` should read: the converted cache for GGUF, the name otherwise."""
-        return str(convert_gguf(self.gguf)) if self.gguf is not None else self.name
+        if self.gguf is None:
+            return self.name
+        cached = _gguf_cache_dir(self.gguf)
+        return str(cached if (cached / "config.json").is_file() else convert_gguf(self.gguf))
 
 
 def resolve(model: str) -> Source:
@@ -74,8 +77,6 @@ def convert_gguf(gguf: Path) -> Path:
     from transformers import AutoModel, AutoTokenizer
 
     target = _gguf_cache_dir(gguf)
-    if (target / "config.json").is_file():
-        return target
     log.info("converting %s to safetensors in %s (once; later loads are fast)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

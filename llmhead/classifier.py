@@ -17,7 +17,7 @@ import torch
 from . import backbone as bb
 from . import checkpoint, metrics
 from .config import ModelConfig, TrainConfig, build
-from .data import DataError, FILE_FORMATS, read_raw_labels, read_table, read_texts
+from .data import FILE_FORMATS, DataError, read_raw_labels, read_table, read_texts
 from .features import FeatureCache, extract, tokenize
 from .heads import MLPHead
 from .labels import LabelSpace
@@ -75,7 +75,9 @@ class Classifier:
     def _new_head(self) -> MLPHead:
         torch.manual_seed(self.config.seed)
         c = self.config
-        return MLPHead(self.hidden_size(self._backbone()), self.labels.num_outputs, c.head_hidden, c.activation, c.dropout)
+        return MLPHead(
+            self.hidden_size(self._backbone()), self.labels.num_outputs, c.head_hidden, c.activation, c.dropout
+        )
 
     # ---- data ----------------------------------------------------------------------------
     def _texts(self, data: Any, text, role: str) -> list[str]:
@@ -114,8 +116,10 @@ class Classifier:
         c = self.config
         # Everything about the data is checked before any weights load.
         train_texts, train_raw, origin = self._examples(train, text, label, "train")
-        if eval is None and type(train).__name__ == "DatasetDict" and any(
-            s in train for s in ("validation", "valid", "dev", "eval")
+        if (
+            eval is None
+            and type(train).__name__ == "DatasetDict"
+            and any(s in train for s in ("validation", "valid", "dev", "eval"))
         ):
             eval = train
         labels = LabelSpace.learn(c.task, train_raw, c.labels, label)
@@ -184,7 +188,7 @@ class Classifier:
         return self.labels.probabilities(self.logits(data, text, batch_size))
 
     def evaluate(self, data: Any, text="text", label="label", batch_size: int = 32) -> dict:
-        """Metrics on labelled data: accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman."""
+        """Metrics: accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman."""
         self._require_fitted()
         texts, raw, origin = self._examples(data, text, label, "test")
         targets = self.labels.encode(raw, origin)  # unseen labels fail here, before any forward pass
@@ -248,5 +252,9 @@ def _versions() -> dict:
 
     from . import __version__
 
-    return {"llmhead": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__}
+    return {
+        "llmhead": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+    }

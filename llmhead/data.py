@@ -106,7 +106,9 @@ def _pick_split(dd, role: str) -> str:
     for name in wanted:
         if name in dd:
             return name
-    raise DataError(f"DatasetDict has splits {list(dd)} but none for {role} (looked for {list(wanted)}); pass dd[split]")
+    raise DataError(
+        f"DatasetDict has splits {list(dd)} but none for {role} (looked for {list(wanted)}); pass dd[split]"
+    )
 
 
 def require_columns(table: Table, names: list[str], what: str) -> None:

@@ -25,7 +25,9 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[in
     ids = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
     truncated = sum(len(x) > max_length for x in ids)
     if truncated:
-        log.warning("%d of %d texts are longer than max_length=%d tokens and were truncated", truncated, len(ids), max_length)
+        log.warning(
+            "%d of %d texts are longer than max_length=%d tokens and were truncated", truncated, len(ids), max_length
+        )
     # Keep the start: with last-token pooling the end would be better, but the start is what
     # transformers does and what users expect; chunking long inputs is the real fix.
     return [x[:max_length] for x in ids], truncated

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,8 +29,12 @@ from llmhead.config import ModelConfig, TrainConfig, build  # noqa: E402
 from llmhead.data import DataError, read_raw_labels, read_table, read_texts  # noqa: E402
 from llmhead.labels import LabelSpace  # noqa: E402
 
-CORPORA = {"rotten_tomatoes": corpora.rotten_tomatoes, "bbc_news": corpora.bbc_news,
-           "kaomoji": corpora.kaomoji, "vader_tweets": corpora.vader_tweets}
+CORPORA = {
+    "rotten_tomatoes": corpora.rotten_tomatoes,
+    "bbc_news": corpora.bbc_news,
+    "kaomoji": corpora.kaomoji,
+    "vader_tweets": corpora.vader_tweets,
+}
 
 
 @dataclass
@@ -122,10 +127,15 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if test is not None:
         result["test"] = clf.evaluate(test, text=text, label=label)
+    result["total_seconds"] = round(time.perf_counter() - start, 1)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     summary = {k: round(v, 4) for k, v in result.get("test", {}).items() if isinstance(v, float)}
     print(f"test metrics: {json.dumps(summary)}")
     print(f"model saved to {saved}  (load with llmhead.load({str(saved)!r}))")
+    print(
+        f"fit {result['fit_seconds']} s, fit+save+test {result['total_seconds']} s, peak RSS {result['peak_rss_mb']} MB"
+    )
     print(f"metrics written to {out / 'metrics.json'}")
     return result
 

@@ -90,15 +90,15 @@ def tiny_llama(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def smollm2_4layers(tmp_path_factory) -> str:
-    """The packaged SmolLM2 with its real embeddings and first 4 real blocks, as a local directory."""
+def smollm2_8layers(tmp_path_factory) -> str:
+    """The packaged SmolLM2 with its real embeddings and first 8 real blocks, as a local directory."""
     from transformers import AutoModel, AutoTokenizer
 
     from llmhead.backbone import resolve
 
     path = resolve("smollm2-135m").pretrained_path()  # converts the GGUF once into the cache
-    folder = tmp_path_factory.mktemp("smollm2-4")
-    AutoModel.from_pretrained(path, num_hidden_layers=4).save_pretrained(folder)
+    folder = tmp_path_factory.mktemp("smollm2-8")
+    AutoModel.from_pretrained(path, num_hidden_layers=8).save_pretrained(folder)
     AutoTokenizer.from_pretrained(path).save_pretrained(folder)
     return str(folder)
 

@@ -148,10 +148,17 @@ def test_every_source_type_reads_the_same(tiny_llama, tmp_path):
 
 def test_text_pair_and_multilabel_columns(tiny_llama):
     rows = [
-        {"premise": r["text"], "hypothesis": "it is good", "pos": int(r["label"] == "pos"), "neg": int(r["label"] == "neg")}
+        {
+            "premise": r["text"],
+            "hypothesis": "it is good",
+            "pos": int(r["label"] == "pos"),
+            "neg": int(r["label"] == "neg"),
+        }
         for r in sentiment_rows(1)
     ]
-    clf = clf_for(tiny_llama, task="multilabel").fit(rows, text=("premise", "hypothesis"), label=["pos", "neg"], epochs=2)
+    clf = clf_for(tiny_llama, task="multilabel").fit(
+        rows, text=("premise", "hypothesis"), label=["pos", "neg"], epochs=2
+    )
     assert clf.labels.names == ["pos", "neg"]
     preds = clf.predict(rows[:2], text=("premise", "hypothesis"))
     assert all(isinstance(p, list) for p in preds)

@@ -80,13 +80,23 @@ def test_head_training_leaves_backbone_unchanged(tiny_llama):
         (
             "multilabel",
             "tags",
-            [{"text": r["text"], "tags": [r["label"]] + (["film"] if "film" in r["text"] else [])} for r in sentiment_rows(2)],
+            [
+                {"text": r["text"], "tags": [r["label"]] + (["film"] if "film" in r["text"] else [])}
+                for r in sentiment_rows(2)
+            ],
         ),
-        ("regression", "score", [{"text": r["text"], "score": 1.5 if r["label"] == "pos" else -2.0} for r in sentiment_rows(2)]),
+        (
+            "regression",
+            "score",
+            [{"text": r["text"], "score": 1.5 if r["label"] == "pos" else -2.0} for r in sentiment_rows(2)],
+        ),
         (
             "regression",
             ["a", "b"],
-            [{"text": r["text"], "a": float(len(r["text"])), "b": 3.0 if r["label"] == "pos" else 0.0} for r in sentiment_rows(2)],
+            [
+                {"text": r["text"], "a": float(len(r["text"])), "b": 3.0 if r["label"] == "pos" else 0.0}
+                for r in sentiment_rows(2)
+            ],
         ),
     ],
 )

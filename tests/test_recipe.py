@@ -57,14 +57,22 @@ def test_unseen_test_label_fails_before_training(tiny_llama, tmp_path, monkeypat
     pd.DataFrame(rows).to_csv(tmp_path / "test.csv", index=False)
     monkeypatch.setattr(llmhead.Classifier, "fit", lambda *a, **k: pytest.fail("trained before checking test data"))
     with pytest.raises(llmhead.DataError, match=r"row 3: 'mixed'"):
-        recipe.main([f"model.model={tiny_llama}", f"data.train={tmp_path / 'train.csv'}",
-                     f"data.test={tmp_path / 'test.csv'}", f"output_dir={tmp_path / 'run'}"])
+        recipe.main(
+            [
+                f"model.model={tiny_llama}",
+                f"data.train={tmp_path / 'train.csv'}",
+                f"data.test={tmp_path / 'test.csv'}",
+                f"output_dir={tmp_path / 'run'}",
+            ]
+        )
 
 
 def test_recipe_cli_reports_errors_cleanly(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "recipes/train.py"), "data.train=" + str(tmp_path / "missing.csv")],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert proc.returncode != 0
     assert "error:" in proc.stderr and "missing.csv: file not found" in proc.stderr

@@ -1,0 +1,115 @@
+"""Integration on real weights and real data: the packaged SmolLM2 (its first 8 real blocks, for speed)
+on Rotten Tomatoes, kaomoji and VADER tweets, and the GGUF conversion cache on the full model."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import llmhead
+from llmhead import backbone, corpora
+
+pytestmark = pytest.mark.real
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def subset(split, n: int, seed: int = 0):
+    return split.shuffle(seed=seed).select(range(min(n, len(split))))
+
+
+def test_classification_on_rotten_tomatoes(tmp_path):
+    """The whole packaged model, through its alias, as users call it."""
+    data = corpora.rotten_tomatoes()
+    train, test = subset(data["train"], 600), subset(data["test"], 300)
+    clf = llmhead.from_pretrained("smollm2-135m", template="Review: {text}\nSentiment:")
+    clf.fit(train, epochs=40)
+    metrics = clf.evaluate(test)
+    print({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    majority = max(np.mean(np.array(test["label"]) == c) for c in ("fresh", "rotten"))
+    assert metrics["accuracy"] > majority + 0.2, (metrics["accuracy"], majority)
+    assert set(metrics["per_class"]) == {"fresh", "rotten"}
+    clf.save(tmp_path / "m")
+    again = llmhead.load(tmp_path / "m")
+    np.testing.assert_array_equal(again.predict_proba(test["text"][:50]), clf.predict_proba(test["text"][:50]))
+
+
+def test_multilabel_on_kaomoji(smollm2_8layers):
+    data = corpora.kaomoji()
+    train, test = subset(data["train"], 800), subset(data["test"], 300)
+    clf = llmhead.from_pretrained(smollm2_8layers, task="multilabel", dtype="float32")
+    clf.fit(train, label="labels", epochs=40)
+    metrics = clf.evaluate(test, label="labels")
+    print({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    # Always predicting the most frequent tag set scores the same micro-F1 as the prior; beat it clearly.
+    names = clf.labels.names
+    truth = np.array([[n in row for n in names] for row in test["labels"]])
+    prior = truth.mean(0) >= 0.5
+    baseline = (2 * (truth & prior).sum()) / (truth.sum() + prior.sum() * len(truth))
+    assert metrics["micro_f1"] > baseline + 0.1, (metrics["micro_f1"], baseline)
+    assert all(isinstance(p, list) for p in clf.predict(test["text"][:5]))
+
+
+def test_regression_on_vader_tweets(smollm2_8layers):
+    data = corpora.vader_tweets()
+    train, test = subset(data["train"], 800), subset(data["test"], 300)
+    clf = llmhead.from_pretrained(smollm2_8layers, task="regression", dtype="float32")
+    clf.fit(train, label="rating", epochs=40)
+    metrics = clf.evaluate(test, label="rating")
+    print({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    assert metrics["pearson"] > 0.4, metrics
+    mean_baseline = float(np.mean((np.array(test["rating"]) - np.mean(train["rating"])) ** 2))
+    assert metrics["mse"] < mean_baseline, (metrics["mse"], mean_baseline)
+    preds = clf.predict(test["text"][:3])
+    assert all(isinstance(p, float) and -6 < p < 6 for p in preds)
+
+
+def test_gguf_conversion_is_cached_and_exact(monkeypatch):
+    """The converted safetensors model gives the GGUF model's hidden states, and later loads skip conversion."""
+    from transformers import AutoModel
+
+    source = backbone.resolve("smollm2-135m")
+    converted = source.pretrained_path()
+    monkeypatch.setattr(backbone, "convert_gguf", lambda *_: pytest.fail("converted twice"))
+    assert llmhead.from_pretrained("smollm2-135m").source.pretrained_path() == converted
+    monkeypatch.undo()
+
+    start = time.perf_counter()
+    fast = backbone.load_backbone(source, "float32")
+    load_s = time.perf_counter() - start
+    gguf = AutoModel.from_pretrained(str(source.gguf.parent), gguf_file=source.gguf.name, dtype=torch.float32)
+    ids = torch.tensor([[1, 420, 3, 9000, 77]])
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(ids).last_hidden_state, gguf(ids).last_hidden_state, atol=0, rtol=0)
+    assert not any("lm_head" in n for n, _ in fast.named_parameters())
+    print(f"load from the safetensors cache: {load_s:.2f} s")
+
+
+def test_readme_example_runs(tmp_path, monkeypatch):
+    """The Python example in README.md, executed as written."""
+    monkeypatch.chdir(tmp_path)
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_gemma3_alias_pads_left_and_pools_the_same(tmp_path):
+    """The second packaged family: its tokenizer pads on the left and prepends BOS; logits do not
+    depend on the padding side or on batching."""
+    from conftest import sentiment_rows
+
+    clf = llmhead.from_pretrained("gemma3-270m", dtype="float32")
+    tok = clf.tokenizer
+    assert tok.padding_side == "left" and tok("hello")["input_ids"][0] == tok.bos_token_id
+    clf.fit(sentiment_rows(2), epochs=3, patience=0)
+    texts = ["short", "a considerably longer text, with commas and several more words", "mid length text"]
+    left = clf.logits(texts)
+    tok.padding_side = "right"
+    right = clf.logits(texts)
+    alone = torch.cat([clf.logits([t]) for t in texts])
+    torch.testing.assert_close(left, right, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(alone, left, atol=1e-4, rtol=1e-4)
