@@ -119,15 +119,54 @@ def load_tokenizer(source: Source, trust_remote_code: bool = False):
     return tokenizer, added
 
 
-def load_backbone(source: Source, dtype: str = "float32", trust_remote_code: bool = False, **overrides):
-    """The base model (``AutoModel``): embeddings and blocks, no LM head."""
+def model_config(source: Source, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
+
+
+def block_plan(total: int, layer: int | None, layers: list[int] | None) -> tuple[int, list[int] | None]:
+    """How many blocks to keep, and which ``hidden_states`` to pool (None: the final output).
+
+    Blocks are numbered from 1 (``hidden_states[k]`` is the output of block k, ``hidden_states[0]`` the
+    embeddings); negative numbers count from the top, -1 being the last of ``total`` blocks.
+    """
+
+    def absolute(i: int, lowest: int) -> int:
+        j = total + 1 + i if i < 0 else i
+        if not lowest <= j <= total:
+            raise ValueError(
+                f"layer {i} is out of range: this model has {total} blocks (valid: {lowest}..{total} or -{total}..-1)"
+            )
+        return j
+
+    if layer is not None:
+        return absolute(layer, 1), None
+    if layers is not None:
+        indices = [absolute(i, 0) for i in layers]
+        return max(1, *indices), indices
+    return total, None
+
+
+def load_backbone(
+    source: Source, dtype: str = "float32", trust_remote_code: bool = False, keep_blocks: int | None = None
+):
+    """The base model (``AutoModel``): embeddings and the first ``keep_blocks`` blocks, no LM head.
+
+    Blocks above ``keep_blocks`` are never built or loaded, so compute and memory fall with it.
+    """
     from transformers import AutoModel
 
+    config = model_config(source, trust_remote_code)
+    if keep_blocks is not None and keep_blocks < config.num_hidden_layers:
+        config.num_hidden_layers = keep_blocks
+        if getattr(config, "layer_types", None):  # Gemma3, Qwen2...: one attention type per block
+            config.layer_types = config.layer_types[:keep_blocks]
     model = AutoModel.from_pretrained(
         source.pretrained_path(),
+        config=config,
         dtype=torch_dtype(dtype),
         trust_remote_code=trust_remote_code,
-        **overrides,
     )
     model.eval()
     return model

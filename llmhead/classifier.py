@@ -18,7 +18,7 @@ from . import backbone as bb
 from . import checkpoint, metrics
 from .config import ModelConfig, TrainConfig, build
 from .data import FILE_FORMATS, DataError, read_raw_labels, read_table, read_texts
-from .features import FeatureCache, extract, tokenize
+from .features import FeatureCache, aggregate, chunk, extract, tokenize
 from .heads import MLPHead
 from .labels import LabelSpace
 from .model import HeadModel
@@ -57,7 +57,10 @@ class Classifier:
 
     def _backbone(self) -> torch.nn.Module:
         if self._model is None:
-            backbone = bb.load_backbone(self.source, self.config.dtype, self.config.trust_remote_code)
+            c = self.config
+            total = bb.model_config(self.source, c.trust_remote_code).num_hidden_layers
+            keep, self._layer_indices = bb.block_plan(total, c.layer, c.layers)
+            backbone = bb.load_backbone(self.source, c.dtype, c.trust_remote_code, keep_blocks=keep)
             backbone.requires_grad_(False)  # head mode: the backbone is frozen
             self._fingerprint = bb.fingerprint(backbone)
             if self._expected_fingerprint and self._fingerprint != self._expected_fingerprint:
@@ -65,7 +68,7 @@ class Classifier:
                     f"the weights of {self.source.name!r} differ from those this classifier was trained on "
                     f"(fingerprint {self._fingerprint} != {self._expected_fingerprint})"
                 )
-            self._model = HeadModel(backbone, MLPHead(self.hidden_size(backbone), 1), self.config.pooling)
+            self._model = HeadModel(backbone, MLPHead(self.hidden_size(backbone), 1), c.pooling, self._layer_indices)
         return self._model.backbone
 
     @staticmethod
@@ -76,7 +79,16 @@ class Classifier:
         torch.manual_seed(self.config.seed)
         c = self.config
         return MLPHead(
-            self.hidden_size(self._backbone()), self.labels.num_outputs, c.head_hidden, c.activation, c.dropout
+            self.hidden_size(self._backbone()),
+            self.labels.num_outputs,
+            c.head_hidden,
+            c.activation,
+            c.dropout,
+            num_layers=len(self._layer_indices or [None]),
+            layer_mix=c.layer_mix,
+            input_norm=c.input_norm,
+            bias=c.head_bias,
+            init=c.head_init,
         )
 
     # ---- data ----------------------------------------------------------------------------
@@ -97,14 +109,22 @@ class Classifier:
         return texts, read_raw_labels(table, label, self.config.task), table.origin
 
     def _features(self, texts: list[str], batch_size: int, cache: bool) -> torch.Tensor:
-        ids, truncated = tokenize(self.tokenizer, texts, self.config.max_length)
-        self.truncated += truncated
-        self._backbone()
+        """(N, L, H) pooled features of ``texts``, from the cache when it has them."""
         c = self.config
-        key = FeatureCache.key(self._fingerprint, f"{c.pooling}|{resolve_dtype(c.dtype)}", ids)
+        owner = None
+        if c.long_inputs == "chunk":
+            ids, owner = chunk(self.tokenizer, texts, c.max_length, c.chunk_overlap)
+        else:
+            ids, truncated = tokenize(self.tokenizer, texts, c.max_length)
+            self.truncated += truncated
+        self._backbone()
+        settings = f"{c.pooling}|{self._layer_indices}|{resolve_dtype(c.dtype)}|{c.long_inputs}|{c.chunk_overlap}"
+        key = FeatureCache.key(self._fingerprint, f"{settings}|{c.chunk_aggregate}|{owner}", ids)
         found = self._cache.get(key) if cache else None
         if found is None:
             found = extract(self._model, self.tokenizer, ids, batch_size)
+            if owner is not None:
+                found = aggregate(found, owner, len(texts), c.chunk_aggregate)
             if cache:
                 self._cache.put(key, found)
         return found

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .assets import DEFAULT_MODEL
-from .heads import ACTIVATIONS
+from .heads import ACTIVATIONS, INITS, INPUT_NORMS, LAYER_MIXES
 from .pooling import POOLINGS
 from .precision import DTYPES
 
@@ -30,11 +30,20 @@ class ModelConfig:
     task: str = "classification"  # classification | multilabel | regression
     labels: list | None = None  # fixed label order; learnt from training data when None
     mode: str = "head"  # head: frozen backbone, cached features, only the head trains
-    pooling: str = "last"  # last | mean, both read from attention_mask
+    pooling: str = "last"  # last | mean | max, all read from attention_mask
+    layer: int | None = None  # feed the head from block k (negative: from the top); blocks above k are dropped
+    layers: list[int] | None = None  # several blocks' pooled states (0 = embeddings); blocks above the top one dropped
+    layer_mix: str = "concat"  # how `layers` combine: concat | weighted (learned softmax weights)
     head_hidden: list[int] = field(default_factory=lambda: [256])  # [] = a linear head
     activation: str = "gelu"
     dropout: float = 0.1
-    max_length: int = 512  # tokens; longer texts are truncated and counted
+    input_norm: str = "standardize"  # standardize | scale | layernorm | none, on the pooled input
+    head_bias: bool = True
+    head_init: str = "default"  # default (PyTorch) | normal (std 0.02, zero bias, as transformers' score)
+    max_length: int = 512  # tokens per forward pass
+    long_inputs: str = "truncate"  # truncate (counted and reported) | chunk (overlapping windows, aggregated)
+    chunk_overlap: int = 64  # tokens shared by consecutive chunks
+    chunk_aggregate: str = "mean"  # mean | max over a text's chunk features
     dtype: str = "auto"  # auto: bfloat16 where the hardware runs it fast, else float32
     template: str = "{text}"  # text fed to the model; e.g. "Review: {text}\nSentiment:"
     pair_separator: str = "\n"  # between the two texts of a text pair
@@ -49,6 +58,36 @@ class ModelConfig:
             p.append(f"mode must be one of {MODES} in this version, got {self.mode!r}")
         if self.pooling not in POOLINGS:
             p.append(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        for name, allowed in (
+            ("layer_mix", LAYER_MIXES),
+            ("input_norm", INPUT_NORMS),
+            ("head_init", INITS),
+            ("long_inputs", ("truncate", "chunk")),
+            ("chunk_aggregate", ("mean", "max")),
+        ):
+            if getattr(self, name) not in allowed:
+                p.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.layer is not None and self.layers is not None:
+            p.append("set layer (one block, blocks above dropped) or layers (several blocks), not both")
+        if self.layer is not None and not (isinstance(self.layer, int) and self.layer != 0):
+            p.append(f"layer must be a non-zero int (1 = first block, -1 = last), got {self.layer!r}")
+        if self.layers is not None:
+            if (
+                not isinstance(self.layers, (list, tuple))
+                or not self.layers
+                or not all(isinstance(i, int) for i in self.layers)
+            ):
+                p.append(f"layers must be a non-empty list of ints, got {self.layers!r}")
+            else:
+                self.layers = list(self.layers)
+        if not (isinstance(self.chunk_overlap, int) and 0 <= self.chunk_overlap):
+            p.append(f"chunk_overlap must be an int >= 0, got {self.chunk_overlap!r}")
+        elif (
+            self.long_inputs == "chunk"
+            and isinstance(self.max_length, int)
+            and self.chunk_overlap >= self.max_length // 2
+        ):
+            p.append(f"chunk_overlap must be < max_length / 2 = {self.max_length // 2}, got {self.chunk_overlap}")
         if self.activation not in ACTIVATIONS:
             p.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if not isinstance(self.head_hidden, (list, tuple)) or not all(

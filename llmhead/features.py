@@ -26,11 +26,44 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[in
     truncated = sum(len(x) > max_length for x in ids)
     if truncated:
         log.warning(
-            "%d of %d texts are longer than max_length=%d tokens and were truncated", truncated, len(ids), max_length
+            "%d of %d texts are longer than max_length=%d tokens and were truncated (keeping the start); "
+            "set long_inputs='chunk' to use all of them",
+            truncated,
+            len(ids),
+            max_length,
         )
-    # Keep the start: with last-token pooling the end would be better, but the start is what
-    # transformers does and what users expect; chunking long inputs is the real fix.
     return [x[:max_length] for x in ids], truncated
+
+
+def chunk(tokenizer, texts: list[str], max_length: int, overlap: int) -> tuple[list[list[int]], list[int]]:
+    """Overlapping windows of at most ``max_length`` tokens covering each text, and the text each came from.
+
+    Leading special tokens (a BOS) are repeated at the start of every window, as the model expects them.
+    """
+    specials = set(tokenizer.all_special_ids)
+    windows, owner = [], []
+    for i, ids in enumerate(tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]):
+        n_prefix = next((k for k, t in enumerate(ids) if t not in specials), len(ids))
+        prefix, body = ids[:n_prefix], ids[n_prefix:]
+        size = max_length - n_prefix
+        step = size - overlap
+        starts = range(0, max(len(body) - overlap, 1), step) if len(body) > size else [0]
+        for start in starts:
+            windows.append(prefix + body[start : start + size])
+            owner.append(i)
+    return windows, owner
+
+
+def aggregate(features: torch.Tensor, owner: list[int], n: int, how: str) -> torch.Tensor:
+    """(C, ...) chunk features -> (n, ...) per-text mean or max, without a Python loop over texts."""
+    index = torch.as_tensor(owner)
+    shape = (n, *features.shape[1:])
+    if how == "mean":
+        total = torch.zeros(shape).index_add_(0, index, features)
+        counts = torch.bincount(index, minlength=n).clamp(min=1).to(features.dtype)
+        return total / counts.view(-1, *([1] * (features.dim() - 1)))
+    expanded = index.view(-1, *([1] * (features.dim() - 1))).expand_as(features)
+    return torch.full(shape, -torch.inf).scatter_reduce_(0, expanded, features, reduce="amax")
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[np.ndarray]:
@@ -46,7 +79,7 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 @torch.inference_mode()
 def extract(model, tokenizer, ids: list[list[int]], batch_size: int, progress: bool = True) -> torch.Tensor:
-    """(N, H) float32 pooled features in input order. ``model`` has ``features(input_ids, attention_mask)``."""
+    """(N, L, H) float32 pooled features in input order. ``model`` has ``features(input_ids, attention_mask)``."""
     device = next(model.parameters()).device
     dtype = next(model.backbone.parameters()).dtype
     out: torch.Tensor | None = None
@@ -56,7 +89,7 @@ def extract(model, tokenizer, ids: list[list[int]], batch_size: int, progress: b
         with autocast(device, dtype):
             pooled = model.features(padded["input_ids"].to(device), padded["attention_mask"].to(device))
         if out is None:
-            out = torch.empty(len(ids), pooled.shape[-1], dtype=torch.float32)
+            out = torch.empty(len(ids), *pooled.shape[1:], dtype=torch.float32)
         out[torch.as_tensor(batch)] = pooled.float().cpu()
         bar.update(len(batch))
     bar.close()

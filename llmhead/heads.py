@@ -1,4 +1,7 @@
-"""The new head: an MLP on pooled vectors, always kept in float32 whatever the backbone's dtype."""
+"""The new head, on pooled vectors of one or several layers, always float32 whatever the backbone's dtype.
+
+(B, L, H) pooled features -> input norm (per layer) -> layer mix -> [Linear -> act -> dropout]* -> Linear
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,19 @@ import torch
 from torch import nn
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+INPUT_NORMS = ("standardize", "scale", "layernorm", "none")
+LAYER_MIXES = ("concat", "weighted")
+INITS = ("default", "normal")
 
 
 class MLPHead(nn.Module):
-    """standardize -> [Linear -> activation -> dropout] * len(hidden) -> dropout -> Linear.
+    """Decoder hidden states have a few dimensions with huge magnitudes ("massive activations") and
+    norms that differ across layers, so the input is normalized per layer first:
 
-    Decoder hidden states have a few dimensions with huge magnitudes ("massive activations"), so
-    the pooled input is standardized with per-feature statistics of the training features. These are
-    buffers, fitted once by ``fit_scaler`` and saved with the head, not trained.
+    - ``standardize`` (default): per-feature mean/std of the training features, fitted once by
+      ``fit_scaler`` and saved as buffers, not trained;
+    - ``scale``: the same std, no shift (keeps a linear head exportable as a bias-free ``score``);
+    - ``layernorm``: a learned LayerNorm; ``none``: nothing.
     """
 
     def __init__(
@@ -23,28 +31,51 @@ class MLPHead(nn.Module):
         hidden: list[int] | tuple[int, ...] = (),
         activation: str = "gelu",
         dropout: float = 0.1,
+        num_layers: int = 1,
+        layer_mix: str = "concat",
+        input_norm: str = "standardize",
+        bias: bool = True,
+        init: str = "default",
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.register_buffer("shift", torch.zeros(in_dim))
-        self.register_buffer("scale", torch.ones(in_dim))
+        self.input_norm, self.layer_mix = input_norm, layer_mix
+        self.register_buffer("shift", torch.zeros(num_layers, in_dim))
+        self.register_buffer("scale", torch.ones(num_layers, in_dim))
+        self.norm = nn.LayerNorm(in_dim) if input_norm == "layernorm" else nn.Identity()
+        if layer_mix == "weighted":
+            self.mix = nn.Parameter(torch.zeros(num_layers))  # softmax weights over layers, start uniform
+            width = in_dim
+        else:
+            width = in_dim * num_layers
         layers: list[nn.Module] = []
-        width = in_dim
         for size in hidden:
             layers += [nn.Linear(width, size), ACTIVATIONS[activation](), nn.Dropout(dropout)]
             width = size
-        layers += [nn.Dropout(dropout), nn.Linear(width, out_dim)]
+        layers += [nn.Dropout(dropout), nn.Linear(width, out_dim, bias=bias)]
         self.mlp = nn.Sequential(*layers)
+        if init == "normal":  # what transformers does for its score layer
+            for module in self.mlp:
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, std=0.02)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
 
     @torch.no_grad()
     def fit_scaler(self, features: torch.Tensor) -> None:
-        """Per-feature mean and std of (N, H) training features."""
+        """Per-layer, per-feature statistics of (N, L, H) training features."""
         features = features.float()
-        self.shift.copy_(features.mean(0))
-        self.scale.copy_(features.std(0, unbiased=False).clamp(min=1e-6))
+        if self.input_norm in ("standardize", "scale"):
+            self.scale.copy_(features.std(0, unbiased=False).clamp(min=1e-6))
+        if self.input_norm == "standardize":
+            self.shift.copy_(features.mean(0))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(B, H) -> (B, out_dim) in float32."""
-        x = (pooled.float() - self.shift) / self.scale
+        """(B, L, H) -> (B, out_dim) float32."""
+        x = self.norm((pooled.float() - self.shift) / self.scale)  # (B, L, H)
+        if self.layer_mix == "weighted":
+            x = (self.mix.softmax(0)[:, None] * x).sum(1)  # (B, H)
+        else:
+            x = x.flatten(1)  # (B, L*H)
         return self.mlp(x)

@@ -1,4 +1,4 @@
-"""The head-swapping model: decoder backbone (no LM head) -> pooling -> MLP head on pooled vectors."""
+"""The head-swapping model: decoder backbone (no LM head) -> pooling -> head on pooled vectors only."""
 
 from __future__ import annotations
 
@@ -10,22 +10,28 @@ from .pooling import Pooling, pool
 
 
 class HeadModel(nn.Module):
-    def __init__(self, backbone: nn.Module, head: MLPHead, pooling: Pooling = "last"):
+    def __init__(self, backbone: nn.Module, head: MLPHead, pooling: Pooling = "last", layers: list[int] | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.pooling = pooling
+        self.layers = layers  # indices into hidden_states (0 = embeddings); None = the final output
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) tokens -> (B, H) pooled float32 features."""
+        """(B, T) tokens -> (B, L, H) pooled float32 features, one row per selected layer."""
         # Positions count real tokens only, so left padding does not shift them (models with absolute
         # position embeddings, such as GPT-2, would otherwise change their output with the padding side).
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
         out = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            output_hidden_states=self.layers is not None,
         )
-        return pool(out.last_hidden_state, attention_mask, self.pooling).float()  # (B, H)
+        states = [out.last_hidden_state] if self.layers is None else [out.hidden_states[i] for i in self.layers]
+        return torch.stack([pool(h, attention_mask, self.pooling) for h in states], 1).float()  # (B, L, H)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, num_outputs) logits; the head only ever sees pooled vectors."""
+        """(B, T) -> (B, num_outputs) logits."""
         return self.head(self.features(input_ids, attention_mask))

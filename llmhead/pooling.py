@@ -10,8 +10,8 @@ from typing import Literal
 
 import torch
 
-Pooling = Literal["last", "mean"]
-POOLINGS = ("last", "mean")
+Pooling = Literal["last", "mean", "max"]
+POOLINGS = ("last", "mean", "max")
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -25,7 +25,10 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: Pooling = "las
     if how == "last":
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]  # (B, H)
+    mask = attention_mask.unsqueeze(-1).bool()  # (B, T, 1)
     if how == "mean":
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H)
+        weights = mask.to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, H)
+    if how == "max":
+        return hidden.masked_fill(~mask, torch.finfo(hidden.dtype).min).max(1).values  # (B, H)
     raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")

@@ -1,0 +1,120 @@
+"""Pooling choices, layer choice with truncation, multi-layer features and long inputs, on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_tiny, sentiment_rows
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import llmhead
+from llmhead.features import aggregate, chunk
+from llmhead.pooling import last_token_index, pool
+
+
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=6), st.integers(0, 4), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_pooling_ignores_padding_on_either_side(lengths, extra, left):
+    """Pooled vectors depend only on the real tokens, wherever the padding sits."""
+    width = max(lengths) + extra
+    torch.manual_seed(0)
+    real = [torch.randn(n, 3) for n in lengths]
+    hidden = torch.full((len(lengths), width, 3), 1e4)  # garbage in the padding
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, r in enumerate(real):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        hidden[i, span], mask[i, span] = r, 1
+    assert last_token_index(mask).tolist() == [width - 1 if left else n - 1 for n in lengths]
+    for how, expected in (
+        ("last", [r[-1] for r in real]),
+        ("mean", [r.mean(0) for r in real]),
+        ("max", [r.max(0).values for r in real]),
+    ):
+        torch.testing.assert_close(pool(hidden, mask, how), torch.stack(expected))
+
+
+@pytest.mark.parametrize("layer,blocks", [(1, 1), (-1, 2), (-2, 1)])
+def test_layer_k_keeps_exactly_k_blocks(tiny_llama, layer, blocks):
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", layer=layer).fit(sentiment_rows(1), epochs=1)
+    assert len(clf._model.backbone.layers) == blocks
+    assert clf._model.backbone.config.num_hidden_layers == blocks
+
+
+def test_layer_out_of_range_is_named(tiny_llama):
+    clf = llmhead.from_pretrained(tiny_llama, layer=5)
+    with pytest.raises(ValueError, match=r"layer 5 is out of range: this model has 2 blocks"):
+        clf.fit(sentiment_rows(1), epochs=1)
+
+
+def test_truncated_model_matches_the_full_models_hidden_state(tmp_path):
+    """layer=k must give block k's output of the full model (through the final norm), not another model."""
+    from transformers import AutoModel
+
+    path = make_tiny(tmp_path / "m", "llama")
+    for k in (1, 2):
+        clf = llmhead.from_pretrained(path, dtype="float32", layer=k, head_hidden=[]).fit(sentiment_rows(1), epochs=1)
+        full = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+        batch = clf.tokenizer(["the film was wonderful"], return_tensors="pt")
+        with torch.inference_mode():
+            states = full(**batch, output_hidden_states=True).hidden_states
+            expected = full.norm(states[k]) if k < 2 else states[k]
+            got = clf._model.features(batch["input_ids"], batch["attention_mask"])[:, 0]
+        torch.testing.assert_close(got, expected[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mix", ["concat", "weighted"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_multi_layer_features_train_and_reload(tiny_model, mix, pooling, tmp_path):
+    clf = llmhead.from_pretrained(tiny_model, dtype="float32", layers=[0, 1, -1], layer_mix=mix, pooling=pooling)
+    clf.fit(sentiment_rows(2), epochs=30, patience=0, lr=3e-3)
+    assert clf.history[-1]["train_loss"] < clf.history[0]["train_loss"]
+    texts = [r["text"] for r in sentiment_rows(1)]
+    clf.tokenizer.padding_side = "left"
+    left = clf.logits(texts)
+    clf.tokenizer.padding_side = "right"
+    torch.testing.assert_close(clf.logits(texts), left, atol=1e-5, rtol=1e-4)
+    clf.save(tmp_path / "m")
+    torch.testing.assert_close(llmhead.load(tmp_path / "m").logits(texts), clf.logits(texts), atol=0, rtol=0)
+    if mix == "weighted":
+        assert clf._model.head.mix.shape == (3,)
+
+
+@pytest.mark.parametrize("norm", ["standardize", "scale", "layernorm", "none"])
+def test_input_norms_train(tiny_llama, norm):
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", input_norm=norm, dropout=0.0)
+    clf.fit(sentiment_rows(2), epochs=40, patience=0, lr=3e-3)
+    assert clf.evaluate(sentiment_rows(1))["accuracy"] == 1.0
+
+
+def test_chunk_windows_cover_every_token_and_repeat_bos():
+    class Tok:
+        all_special_ids = [0]
+
+        def __call__(self, texts, **_):
+            return {"input_ids": [[0, *range(1, n + 1)] for n in texts]}
+
+    windows, owner = chunk(Tok(), [5, 30], max_length=10, overlap=3)
+    assert owner[0] == 0 and windows[0] == [0, 1, 2, 3, 4, 5]
+    long = [w for w, o in zip(windows, owner) if o == 1]
+    assert all(w[0] == 0 and len(w) <= 10 for w in long)
+    assert sorted({t for w in long for t in w[1:]}) == list(range(1, 31))
+    assert all(a[-3:] == b[1:4] for a, b in zip(long, long[1:]))  # consecutive windows overlap by 3
+
+
+def test_aggregate_mean_and_max():
+    feats = torch.tensor([[1.0], [3.0], [5.0], [-1.0]])
+    torch.testing.assert_close(aggregate(feats, [0, 0, 1, 1], 2, "mean"), torch.tensor([[2.0], [2.0]]))
+    torch.testing.assert_close(aggregate(feats, [0, 0, 1, 1], 2, "max"), torch.tensor([[3.0], [5.0]]))
+
+
+def test_long_inputs_chunked_instead_of_truncated(tiny_llama):
+    long_text = " ".join(["the film was wonderful and moving"] * 20)
+    rows = sentiment_rows(2) + [{"text": long_text, "label": "pos"}]
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", max_length=16)
+    clf.fit(rows, epochs=1)
+    assert clf.truncated >= 1  # reported, with truncation as the default
+    chunked = llmhead.from_pretrained(tiny_llama, dtype="float32", max_length=16, long_inputs="chunk", chunk_overlap=4)
+    chunked.fit(rows, epochs=1)
+    assert chunked.truncated == 0
+    assert chunked.predict([long_text])[0] in ("pos", "neg")
