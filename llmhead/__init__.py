@@ -19,6 +19,7 @@ _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 from .classifier import Classifier  # noqa: E402
 from .config import ModelConfig, TrainConfig, build  # noqa: E402
 from .data import DataError  # noqa: E402
+from .parity import check  # noqa: E402
 
 
 def from_pretrained(model: str | None = None, **options) -> Classifier:
@@ -37,4 +38,13 @@ def load(folder) -> Classifier:
     return Classifier.load(folder)
 
 
-__all__ = ["Classifier", "DataError", "ModelConfig", "TrainConfig", "from_pretrained", "load", "__version__"]
+__all__ = [
+    "Classifier",
+    "DataError",
+    "ModelConfig",
+    "TrainConfig",
+    "check",
+    "from_pretrained",
+    "load",
+    "__version__",
+]

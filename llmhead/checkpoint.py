@@ -22,16 +22,17 @@ TOKENIZER = "tokenizer"
 FORMAT = 1
 
 
-def write_atomically(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_dir)``, then put ``tmp_dir`` in place of ``target``."""
+def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], marker: str = MANIFEST) -> Path:
+    """Call ``write(tmp_dir)``, then put ``tmp_dir`` in place of ``target``. An existing non-empty
+    ``target`` is replaced only when it holds ``marker`` (it is a previous save of the same kind)."""
     target = Path(target).expanduser().absolute()
     if target.exists():
         if not target.is_dir():
             raise FileExistsError(f"{target} exists and is not a folder; choose another path")
-        if any(target.iterdir()) and not (target / MANIFEST).is_file():
+        if any(target.iterdir()) and not (target / marker).is_file():
             raise FileExistsError(
-                f"{target} is a non-empty folder that is not a saved llmhead model; refusing to replace it. "
-                "Choose a new or empty folder."
+                f"{target} is a non-empty folder that is not a saved llmhead model (no {marker}); refusing to "
+                "replace it. Choose a new or empty folder."
             )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))

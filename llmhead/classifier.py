@@ -249,6 +249,20 @@ class Classifier:
 
         return checkpoint.write_atomically(folder, write)
 
+    def export(self, folder, format: str = "transformers") -> Path:
+        """A plain transformers ``*ForSequenceClassification`` folder (linear, bias-free heads on last-token
+        pooling; a clear error for other heads)."""
+        if format != "transformers":
+            raise ValueError(f"format must be 'transformers', got {format!r}")
+        self._require_fitted()
+        from .export import export_transformers
+
+        return checkpoint.write_atomically(folder, lambda tmp: export_transformers(self, tmp), marker="config.json")
+
+    def merge(self) -> Classifier:
+        """Fold adapters into the backbone weights. Head mode trains no adapters, so there is nothing to fold."""
+        return self
+
     @classmethod
     def load(cls, folder) -> Classifier:
         manifest, head_state, tokenizer_dir = checkpoint.read(folder)

@@ -1,0 +1,74 @@
+"""A parity check users can run: the same texts must give the same logits however they are fed.
+
+report = llmhead.check(clf)        # raises nothing; report["passed"] says whether all checks held
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .export import why_not_exportable
+from .precision import resolve_dtype
+
+SAMPLE = [
+    "Short.",
+    "A somewhat longer sentence, so that padding is needed for the short ones in the same batch.",
+    "Medium length text here.",
+    "One more, with numbers 12345 and symbols: (!?) - to vary the tokens.",
+]
+# Stated tolerances on max |logit difference|: float32 math is reordered by batching (tiny
+# differences); bf16 rounds activations to 8 bits of mantissa.
+TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def check(clf, texts: list[str] | None = None, tolerance: float | None = None) -> dict:
+    """Max |logit difference| for: left vs right padding, one at a time vs batched, save -> load,
+    merge, and export -> AutoModelForSequenceClassification (when the head exports)."""
+    texts = list(texts or SAMPLE)
+    tol = tolerance if tolerance is not None else TOLERANCE[resolve_dtype(clf.config.dtype)]
+    tokenizer = clf.tokenizer
+    side = tokenizer.padding_side
+    results: dict[str, float | str] = {}
+    try:
+        tokenizer.padding_side = "left"
+        left = clf.logits(texts)
+        tokenizer.padding_side = "right"
+        right = clf.logits(texts)
+    finally:
+        tokenizer.padding_side = side
+    reference = clf.logits(texts)
+    results["left_vs_right_padding"] = _diff(left, right)
+    results["one_at_a_time_vs_batched"] = _diff(torch.cat([clf.logits([t]) for t in texts]), reference)
+    with tempfile.TemporaryDirectory() as tmp:
+        from .classifier import Classifier
+
+        clf.save(Path(tmp) / "saved")
+        results["save_load"] = _diff(Classifier.load(Path(tmp) / "saved").logits(texts), reference)
+        results["merge"] = _diff(clf.merge().logits(texts), reference)
+        reason = why_not_exportable(clf)
+        if reason is None:
+            results["export_transformers"] = _diff(
+                _exported_logits(clf.export(Path(tmp) / "exported"), texts), reference
+            )
+        else:
+            results["export_transformers"] = "skipped: " + reason
+    numbers = [v for v in results.values() if isinstance(v, float)]
+    return {"tolerance": tol, "checks": results, "passed": all(v <= tol for v in numbers)}
+
+
+@torch.inference_mode()
+def _exported_logits(folder: Path, texts: list[str]) -> torch.Tensor:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    # transformers finds the last non-pad token from pad_token_id: one text at a time avoids its
+    # pad == eos ambiguity, which is the peer's limitation and not what this check measures.
+    return torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
