@@ -113,3 +113,26 @@ def test_gemma3_alias_pads_left_and_pools_the_same(tmp_path):
     alone = torch.cat([clf.logits([t]) for t in texts])
     torch.testing.assert_close(left, right, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(alone, left, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"layer": 18},
+        {"layer": 18, "pooling": "mean"},
+        {"layer": 18, "pooling": "max"},
+        {"layers": [12, 18], "layer_mix": "weighted"},
+    ],
+    ids=["layer18-last", "layer18-mean", "layer18-max", "layers12+18-weighted"],
+)
+def test_pooling_and_layer_choices_on_real_data(options):
+    """Each pooling mode and layer setting trains and predicts on the packaged SmolLM2, truncated to 18 of
+    its 30 blocks as the option asks."""
+    data = corpora.rotten_tomatoes()
+    train, test = subset(data["train"], 400), subset(data["test"], 200)
+    clf = llmhead.from_pretrained("smollm2-135m", template="Review: {text}\nSentiment:", **options)
+    clf.fit(train, epochs=40)
+    assert len(clf._model.backbone.layers) == 18
+    metrics = clf.evaluate(test)
+    print(options, {k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    assert metrics["accuracy"] > 0.65, metrics
