@@ -18,12 +18,12 @@ from . import backbone as bb
 from . import checkpoint, metrics
 from .config import ModelConfig, TrainConfig, build
 from .data import FILE_FORMATS, DataError, read_raw_labels, read_table, read_texts
-from .features import FeatureCache, aggregate, chunk, extract, tokenize
+from .features import FeatureCache, FeatureSet, aggregate, chunk, extract, tokenize
 from .heads import MLPHead
 from .labels import LabelSpace
 from .model import HeadModel
 from .precision import resolve_dtype
-from .training import train_head
+from .training import head_logits, train_head
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Classifier:
             input_norm=c.input_norm,
             bias=c.head_bias,
             init=c.head_init,
+            attention_pool=c.pooling == "attention",
         )
 
     # ---- data ----------------------------------------------------------------------------
@@ -108,7 +109,7 @@ class Classifier:
         texts = read_texts(table, text, self.config.template, self.config.pair_separator)
         return texts, read_raw_labels(table, label, self.config.task), table.origin
 
-    def _features(self, texts: list[str], batch_size: int, cache: bool) -> torch.Tensor:
+    def _features(self, texts: list[str], batch_size: int, cache: bool) -> FeatureSet:
         """(N, L, H) pooled features of ``texts``, from the cache when it has them."""
         c = self.config
         owner = None
@@ -124,7 +125,7 @@ class Classifier:
         if found is None:
             found = extract(self._model, self.tokenizer, ids, batch_size)
             if owner is not None:
-                found = aggregate(found, owner, len(texts), c.chunk_aggregate)
+                found = FeatureSet(aggregate(found.values, owner, len(texts), c.chunk_aggregate))
             if cache:
                 self._cache.put(key, found)
         return found
@@ -157,7 +158,7 @@ class Classifier:
         x_train = self._features(train_texts, cfg.batch_size, cache=True)
         x_val = self._features(val_texts, cfg.batch_size, cache=True)
         head = self._new_head()
-        head.fit_scaler(x_train)
+        head.fit_scaler(x_train.values)
         self.history = train_head(head, labels, (x_train, y_train), (x_val, y_val), cfg, c.seed)
         self._model.head = head.eval()
         self._train_config = cfg
@@ -195,7 +196,7 @@ class Classifier:
         self._require_fitted()
         texts = self._texts(data, text, "test")
         self._backbone()
-        return self._model.head(self._features(texts, batch_size, cache=False))
+        return head_logits(self._model.head, self._features(texts, batch_size, cache=False), batch_size)
 
     def predict(self, data: Any, text="text", batch_size: int = 32) -> list:
         """Label names (classification), lists of names (multilabel) or floats (regression)."""
@@ -214,7 +215,7 @@ class Classifier:
         targets = self.labels.encode(raw, origin)  # unseen labels fail here, before any forward pass
         with torch.inference_mode():
             self._backbone()
-            out = self._model.head(self._features(texts, batch_size, cache=False))
+            out = head_logits(self._model.head, self._features(texts, batch_size, cache=False), batch_size)
         names = self.labels.names
         if self.config.task == "classification":
             result = metrics.classification(targets.numpy(), out.argmax(-1).numpy(), names)

@@ -30,7 +30,7 @@ class ModelConfig:
     task: str = "classification"  # classification | multilabel | regression
     labels: list | None = None  # fixed label order; learnt from training data when None
     mode: str = "head"  # head: frozen backbone, cached features, only the head trains
-    pooling: str = "last"  # last | mean | max, all read from attention_mask
+    pooling: str = "last"  # last | mean | max | attention (a learned query), all masked by attention_mask
     layer: int | None = None  # feed the head from block k (negative: from the top); blocks above k are dropped
     layers: list[int] | None = None  # several blocks' pooled states (0 = embeddings); blocks above the top one dropped
     layer_mix: str = "concat"  # how `layers` combine: concat | weighted (learned softmax weights)
@@ -67,6 +67,8 @@ class ModelConfig:
         ):
             if getattr(self, name) not in allowed:
                 p.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.pooling == "attention" and self.long_inputs == "chunk":
+            p.append("long_inputs='chunk' works with pooling last, mean or max, not attention")
         if self.layer is not None and self.layers is not None:
             p.append("set layer (one block, blocks above dropped) or layers (several blocks), not both")
         if self.layer is not None and not (isinstance(self.layer, int) and self.layer != 0):

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,23 +78,56 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
+@dataclass
+class FeatureSet:
+    """What the head trains on: (N, L, H) pooled vectors, or, for attention pooling, the real tokens'
+    states of all examples stacked as (sum of lengths, L, H) with ``lengths`` (N,)."""
+
+    values: torch.Tensor
+    lengths: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.values) if self.lengths is None else len(self.lengths)
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows ``index`` as the head's input: (B, L, H), or right-padded (B, T, L, H) and a (B, T) mask."""
+        if self.lengths is None:
+            return self.values[index], None
+        starts = torch.cumsum(self.lengths, 0) - self.lengths
+        rows = [self.values[starts[i] : starts[i] + self.lengths[i]] for i in index.tolist()]
+        tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, T, L, H)
+        mask = torch.arange(tokens.shape[1])[None, :] < self.lengths[index][:, None]  # (B, T)
+        return tokens, mask.long()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"values": self.values} if self.lengths is None else {"values": self.values, "lengths": self.lengths}
+
+
 @torch.inference_mode()
-def extract(model, tokenizer, ids: list[list[int]], batch_size: int, progress: bool = True) -> torch.Tensor:
-    """(N, L, H) float32 pooled features in input order. ``model`` has ``features(input_ids, attention_mask)``."""
+def extract(model, tokenizer, ids: list[list[int]], batch_size: int, progress: bool = True) -> FeatureSet:
+    """Features of each token list, in input order. ``model`` has ``features(input_ids, attention_mask)``."""
     device = next(model.parameters()).device
     dtype = next(model.backbone.parameters()).dtype
-    out: torch.Tensor | None = None
+    pooled_out: torch.Tensor | None = None
+    token_rows: list[torch.Tensor | None] = [None] * len(ids)
     bar = tqdm(total=len(ids), desc="features", unit="ex", disable=not progress, leave=False)
     for batch in length_batches([len(x) for x in ids], batch_size):
         padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+        mask = padded["attention_mask"]
         with autocast(device, dtype):
-            pooled = model.features(padded["input_ids"].to(device), padded["attention_mask"].to(device))
-        if out is None:
-            out = torch.empty(len(ids), *pooled.shape[1:], dtype=torch.float32)
-        out[torch.as_tensor(batch)] = pooled.float().cpu()
+            out = model.features(padded["input_ids"].to(device), mask.to(device)).float().cpu()
+        if out.dim() == 3:  # pooled (B, L, H)
+            if pooled_out is None:
+                pooled_out = torch.empty(len(ids), *out.shape[1:], dtype=torch.float32)
+            pooled_out[torch.as_tensor(batch)] = out
+        else:  # token states (B, T, L, H): keep the real tokens only
+            for row, i in enumerate(batch):
+                token_rows[i] = out[row][mask[row].bool()]
         bar.update(len(batch))
     bar.close()
-    return out
+    if pooled_out is not None:
+        return FeatureSet(pooled_out)
+    return FeatureSet(torch.cat(token_rows), torch.tensor([len(r) for r in token_rows]))
 
 
 class FeatureCache:
@@ -111,19 +145,19 @@ class FeatureCache:
             digest.update(b"|")
         return digest.hexdigest()[:24]
 
-    def get(self, key: str) -> torch.Tensor | None:
+    def get(self, key: str) -> FeatureSet | None:
         if key in self.memory:
             return self.memory[key]
         if self.folder is not None and (self.folder / f"{key}.safetensors").is_file():
-            self.memory[key] = load_file(self.folder / f"{key}.safetensors")["features"]
+            self.memory[key] = FeatureSet(**load_file(self.folder / f"{key}.safetensors"))
             return self.memory[key]
         return None
 
-    def put(self, key: str, features: torch.Tensor) -> None:
+    def put(self, key: str, features: FeatureSet) -> None:
         self.memory[key] = features
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.folder)
             os.close(fd)
-            save_file({"features": features.contiguous()}, tmp)
+            save_file({k: v.contiguous() for k, v in features.tensors().items()}, tmp)
             os.replace(tmp, self.folder / f"{key}.safetensors")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .pooling import AttentionPool
+
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 INPUT_NORMS = ("standardize", "scale", "layernorm", "none")
 LAYER_MIXES = ("concat", "weighted")
@@ -36,6 +38,7 @@ class MLPHead(nn.Module):
         input_norm: str = "standardize",
         bias: bool = True,
         init: str = "default",
+        attention_pool: bool = False,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -44,6 +47,7 @@ class MLPHead(nn.Module):
         self.register_buffer("shift", torch.zeros(num_layers, in_dim))
         self.register_buffer("scale", torch.ones(num_layers, in_dim))
         self.norm = nn.LayerNorm(in_dim) if input_norm == "layernorm" else nn.Identity()
+        self.attention = AttentionPool(num_layers, in_dim) if attention_pool else None
         if layer_mix == "weighted":
             self.mix = nn.Parameter(torch.zeros(num_layers))  # softmax weights over layers, start uniform
             width = in_dim
@@ -64,16 +68,19 @@ class MLPHead(nn.Module):
 
     @torch.no_grad()
     def fit_scaler(self, features: torch.Tensor) -> None:
-        """Per-layer, per-feature statistics of (N, L, H) training features."""
+        """Per-layer, per-feature statistics of (N, L, H) training features (pooled vectors, or the
+        token states of all examples when the head pools by attention)."""
         features = features.float()
         if self.input_norm in ("standardize", "scale"):
             self.scale.copy_(features.std(0, unbiased=False).clamp(min=1e-6))
         if self.input_norm == "standardize":
             self.shift.copy_(features.mean(0))
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(B, L, H) -> (B, out_dim) float32."""
-        x = self.norm((pooled.float() - self.shift) / self.scale)  # (B, L, H)
+    def forward(self, pooled: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, H) pooled vectors, or (B, T, L, H) token states + (B, T) mask -> (B, out_dim) float32."""
+        x = self.norm((pooled.float() - self.shift) / self.scale)  # (B, [T,] L, H)
+        if self.attention is not None:
+            x = self.attention(x, attention_mask)  # (B, L, H)
         if self.layer_mix == "weighted":
             x = (self.mix.softmax(0)[:, None] * x).sum(1)  # (B, H)
         else:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .heads import MLPHead
-from .pooling import Pooling, pool
+from .pooling import FIXED, Pooling, pool
 
 
 class HeadModel(nn.Module):
@@ -18,7 +18,8 @@ class HeadModel(nn.Module):
         self.layers = layers  # indices into hidden_states (0 = embeddings); None = the final output
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) tokens -> (B, L, H) pooled float32 features, one row per selected layer."""
+        """(B, T) tokens -> (B, L, H) pooled float32 features, one row per selected layer; for attention
+        pooling, whose query is trained, the (B, T, L, H) token states."""
         # Positions count real tokens only, so left padding does not shift them (models with absolute
         # position embeddings, such as GPT-2, would otherwise change their output with the padding side).
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
@@ -30,8 +31,11 @@ class HeadModel(nn.Module):
             output_hidden_states=self.layers is not None,
         )
         states = [out.last_hidden_state] if self.layers is None else [out.hidden_states[i] for i in self.layers]
+        if self.pooling not in FIXED:
+            return torch.stack(states, 2).float()  # (B, T, L, H)
         return torch.stack([pool(h, attention_mask, self.pooling) for h in states], 1).float()  # (B, L, H)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, num_outputs) logits."""
-        return self.head(self.features(input_ids, attention_mask))
+        mask = None if self.pooling in FIXED else attention_mask
+        return self.head(self.features(input_ids, attention_mask), mask)

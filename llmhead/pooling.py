@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from torch import nn
 
-Pooling = Literal["last", "mean", "max"]
-POOLINGS = ("last", "mean", "max")
+Pooling = Literal["last", "mean", "max", "attention"]
+POOLINGS = ("last", "mean", "max", "attention")
+FIXED = ("last", "mean", "max")  # no parameters: computed once from a frozen backbone and cached
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -32,3 +34,20 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: Pooling = "las
     if how == "max":
         return hidden.masked_fill(~mask, torch.finfo(hidden.dtype).min).max(1).values  # (B, H)
     raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
+
+
+class AttentionPool(nn.Module):
+    """A learned query per layer attends over the real tokens: (B, T, L, H), (B, T) mask -> (B, L, H).
+
+    It has parameters, so it belongs to the head: with a frozen backbone the token states are cached
+    and only this query and the MLP train.
+    """
+
+    def __init__(self, num_layers: int, hidden: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(num_layers, hidden))  # zeros: starts as mean pooling
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("btlh,lh->btl", tokens, self.query) / tokens.shape[-1] ** 0.5  # (B, T, L)
+        scores = scores.masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf"))
+        return torch.einsum("btl,btlh->blh", scores.softmax(1), tokens)  # (B, L, H)

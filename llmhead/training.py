@@ -12,11 +12,12 @@ import math
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .config import TrainConfig
+from .features import FeatureSet
 from .labels import LabelSpace
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 def train_head(
     head: torch.nn.Module,
     labels: LabelSpace,
-    train: tuple[torch.Tensor, torch.Tensor],  # (N, H) features, targets
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: tuple[FeatureSet, torch.Tensor],  # features, targets
+    val: tuple[FeatureSet, torch.Tensor],
     cfg: TrainConfig,
     seed: int,
     progress: bool = True,
@@ -34,13 +35,14 @@ def train_head(
     """Train ``head`` in place; return one record per epoch (train_loss, val_loss, best)."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     generator = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
-    loader = DataLoader(TensorDataset(*train), batch_size=cfg.batch_size, shuffle=True, generator=generator)
+    features, targets = train
+    loader = DataLoader(range(len(features)), batch_size=cfg.batch_size, shuffle=True, generator=generator)
     no_decay = [p for n, p in head.named_parameters() if p.ndim < 2]
     decay = [p for n, p in head.named_parameters() if p.ndim >= 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    total = cfg.epochs * math.ceil(len(train[0]) / cfg.batch_size)
+    total = cfg.epochs * math.ceil(len(features) / cfg.batch_size)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     head, optimizer, loader, scheduler = accelerator.prepare(head, optimizer, loader, scheduler)
 
@@ -49,16 +51,19 @@ def train_head(
     for epoch in bar:
         head.train()
         running, seen = 0.0, 0
-        for features, targets in loader:
-            loss = labels.loss(head(features), targets)
+        for index in loader:
+            index = index.cpu()
+            x, mask = features.take(index)
+            mask = mask.to(accelerator.device) if mask is not None else None
+            loss = labels.loss(head(x.to(accelerator.device), mask), targets[index].to(accelerator.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}; lower lr")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
-            running += loss.item() * len(features)
-            seen += len(features)
+            running += loss.item() * len(index)
+            seen += len(index)
         val_loss = evaluate_loss(accelerator.unwrap_model(head), labels, val, cfg.batch_size)
         improved = val_loss < best_loss - 1e-6
         if improved:
@@ -77,12 +82,17 @@ def train_head(
 
 
 @torch.no_grad()
-def evaluate_loss(head: torch.nn.Module, labels: LabelSpace, data: tuple[torch.Tensor, torch.Tensor], batch_size: int):
+def head_logits(head: torch.nn.Module, features: FeatureSet, batch_size: int) -> torch.Tensor:
+    """(N, num_outputs) head outputs on cached features, in batches, on the CPU."""
     head.eval()
     device = next(head.parameters()).device
-    features, targets = (t.to(device) for t in data)
-    total = 0.0
-    for i in range(0, len(features), 4 * batch_size):
-        logits = head(features[i : i + 4 * batch_size])
-        total += labels.loss(logits, targets[i : i + 4 * batch_size]).item() * len(logits)
-    return total / len(features)
+    out = []
+    for start in range(0, len(features), batch_size):
+        x, mask = features.take(torch.arange(start, min(start + batch_size, len(features))))
+        out.append(head(x.to(device), mask.to(device) if mask is not None else None).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate_loss(head: torch.nn.Module, labels: LabelSpace, data: tuple[FeatureSet, torch.Tensor], batch_size: int):
+    features, targets = data
+    return labels.loss(head_logits(head, features, 4 * batch_size), targets).item()

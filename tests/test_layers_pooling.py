@@ -64,7 +64,7 @@ def test_truncated_model_matches_the_full_models_hidden_state(tmp_path):
 
 
 @pytest.mark.parametrize("mix", ["concat", "weighted"])
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 def test_multi_layer_features_train_and_reload(tiny_model, mix, pooling, tmp_path):
     clf = llmhead.from_pretrained(tiny_model, dtype="float32", layers=[0, 1, -1], layer_mix=mix, pooling=pooling)
     clf.fit(sentiment_rows(2), epochs=30, patience=0, lr=3e-3)
@@ -118,3 +118,39 @@ def test_long_inputs_chunked_instead_of_truncated(tiny_llama):
     chunked.fit(rows, epochs=1)
     assert chunked.truncated == 0
     assert chunked.predict([long_text])[0] in ("pos", "neg")
+
+
+def test_attention_pooling_trains_its_query_and_caches_token_states(tiny_llama, tmp_path):
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", pooling="attention", dropout=0.0)
+    clf.fit(sentiment_rows(2), epochs=40, patience=0, lr=3e-3, feature_cache=str(tmp_path / "cache"))
+    query = clf._model.head.attention.query
+    assert query.abs().sum() > 0  # it started at zero (mean pooling) and learned
+    assert clf.evaluate(sentiment_rows(1))["accuracy"] == 1.0
+    cached = list((tmp_path / "cache").glob("*.safetensors"))
+    assert cached, "token states were not written to the disk cache"
+    from safetensors.torch import load_file
+
+    stored = load_file(cached[0])
+    assert set(stored) == {"values", "lengths"} and stored["values"].shape[0] == int(stored["lengths"].sum())
+    again = llmhead.from_pretrained(tiny_llama, dtype="float32", pooling="attention", dropout=0.0)
+    again.fit(sentiment_rows(2), epochs=40, patience=0, lr=3e-3, feature_cache=str(tmp_path / "cache"))
+    torch.testing.assert_close(again.logits(["a new text"]), clf.logits(["a new text"]))
+
+
+def test_attention_pooling_equals_mean_pooling_at_zero_query():
+    from llmhead.pooling import AttentionPool
+
+    tokens = torch.randn(2, 5, 1, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]])
+    got = AttentionPool(1, 4)(tokens, mask)[:, 0]
+    torch.testing.assert_close(got, pool(tokens[:, :, 0], mask, "mean"))
+
+
+def test_feature_set_take_pads_token_states():
+    from llmhead.features import FeatureSet
+
+    values = torch.arange(6.0).view(6, 1, 1)  # three examples with 1, 2 and 3 tokens
+    fs = FeatureSet(values, torch.tensor([1, 2, 3]))
+    tokens, mask = fs.take(torch.tensor([2, 0]))
+    assert tokens.shape == (2, 3, 1, 1) and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert tokens[0, :, 0, 0].tolist() == [3.0, 4.0, 5.0] and tokens[1, 0, 0, 0] == 0.0

@@ -23,7 +23,7 @@ def test_backbone_has_no_lm_head(tiny_model):
     assert clf._model.backbone.__class__.__name__.endswith("Model")  # AutoModel, not *ForCausalLM
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 def test_padding_side_does_not_change_logits(tiny_model, pooling):
     clf = fitted(tiny_model, pooling=pooling)
     texts = ["short", "a much longer text with many more words in it than the first", "mid length text"]

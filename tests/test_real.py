@@ -121,10 +121,18 @@ def test_gemma3_alias_pads_left_and_pools_the_same(tmp_path):
         {"layer": 18},
         {"layer": 18, "pooling": "mean"},
         {"layer": 18, "pooling": "max"},
+        {"layer": 18, "pooling": "attention"},
         {"layers": [12, 18]},
         {"layers": [12, 18], "layer_mix": "weighted"},
     ],
-    ids=["layer18-last", "layer18-mean", "layer18-max", "layers12+18-concat", "layers12+18-weighted"],
+    ids=[
+        "layer18-last",
+        "layer18-mean",
+        "layer18-max",
+        "layer18-attention",
+        "layers12+18-concat",
+        "layers12+18-weighted",
+    ],
 )
 def test_pooling_and_layer_choices_on_real_data(options):
     """Each pooling mode and layer setting trains and predicts on the packaged SmolLM2, truncated to 18 of
