@@ -116,6 +116,7 @@ def main(argv=None) -> dict:
         ("last", {}),
         ("mean", {"pooling": "mean"}),
         ("max", {"pooling": "max"}),
+        ("attention", {"pooling": "attention"}),
         ("last, 3 layers concat", {"layers": [layers_to_try[0], layers_to_try[-2], -1]}),
     ]:
         clf = build(model, train, dtype, **options)

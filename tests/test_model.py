@@ -118,3 +118,12 @@ def test_each_task_trains_and_loss_falls(tiny_llama, task, label, rows):
         assert metrics["pearson"] > 0.9
         with pytest.raises(ValueError, match="regression has no probabilities"):
             clf.predict_proba(["x"])
+
+
+def test_head_stays_float32_on_a_bf16_backbone(tiny_llama):
+    clf = llmhead.from_pretrained(tiny_llama, dtype="bfloat16").fit(sentiment_rows(1), epochs=2)
+    assert next(clf._model.backbone.parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in clf._model.head.parameters())
+    assert clf.logits(["some text"]).dtype == torch.float32
+    report = llmhead.check(clf)
+    assert report["tolerance"] == 5e-2 and report["passed"], report

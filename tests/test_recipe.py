@@ -76,3 +76,13 @@ def test_recipe_cli_reports_errors_cleanly(tmp_path):
     )
     assert proc.returncode != 0
     assert "error:" in proc.stderr and "missing.csv: file not found" in proc.stderr
+
+
+def test_check_recipe_on_a_saved_model(tiny_llama, tmp_path):
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", head_hidden=[], head_bias=False, input_norm="scale")
+    clf.fit(sentiment_rows(1), epochs=2).save(tmp_path / "m")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes/check.py"), str(tmp_path / "m")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "PASSED" in proc.stdout and "export_transformers" in proc.stdout
