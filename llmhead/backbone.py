@@ -149,7 +149,11 @@ def block_plan(total: int, layer: int | None, layers: list[int] | None) -> tuple
 
 
 def load_backbone(
-    source: Source, dtype: str = "float32", trust_remote_code: bool = False, keep_blocks: int | None = None
+    source: Source,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    keep_blocks: int | None = None,
+    quantization_config=None,
 ):
     """The base model (``AutoModel``): embeddings and the first ``keep_blocks`` blocks, no LM head.
 
@@ -162,11 +166,18 @@ def load_backbone(
         config.num_hidden_layers = keep_blocks
         if getattr(config, "layer_types", None):  # Gemma3, Qwen2...: one attention type per block
             config.layer_types = config.layer_types[:keep_blocks]
+    extra = {}
+    if quantization_config is not None:  # bitsandbytes places the 4-bit weights itself
+        extra = {
+            "quantization_config": quantization_config,
+            "device_map": {"": 0 if torch.cuda.is_available() else "cpu"},
+        }
     model = AutoModel.from_pretrained(
         source.pretrained_path(),
         config=config,
         dtype=torch_dtype(dtype),
         trust_remote_code=trust_remote_code,
+        **extra,
     )
     model.eval()
     return model

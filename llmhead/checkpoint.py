@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 
 MANIFEST = "llmhead.json"
 HEAD = "head.safetensors"
+ADAPTER = "adapter.safetensors"
+BACKBONE = "backbone"  # a transformers folder of fine-tuned (or merged) weights
 TOKENIZER = "tokenizer"
 FORMAT = 1
 
@@ -51,11 +53,23 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
     return target
 
 
-def save_head(folder: Path, state: dict[str, torch.Tensor]) -> None:
+def check_finite(state: dict[str, torch.Tensor]) -> None:
     bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
-        raise FloatingPointError(f"refusing to save non-finite weights in {bad}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, folder / HEAD)
+        raise FloatingPointError(f"refusing to save non-finite weights in {bad[:10]}")
+
+
+def save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
+    check_finite(state)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path)
+
+
+def save_head(folder: Path, state: dict[str, torch.Tensor]) -> None:
+    save_tensors(folder / HEAD, state)
 
 
 def save_manifest(folder: Path, manifest: dict) -> None:

@@ -15,23 +15,24 @@ import numpy as np
 import torch
 
 from . import backbone as bb
-from . import checkpoint, metrics
-from .config import ModelConfig, TrainConfig, build
+from . import checkpoint, metrics, modes
+from .config import ModelConfig, TrainConfig, build, for_mode
 from .data import FILE_FORMATS, DataError, read_raw_labels, read_table, read_texts
 from .features import FeatureCache, FeatureSet, aggregate, chunk, extract, tokenize
+from .finetune import Tokenized, finetune
 from .heads import MLPHead
 from .labels import LabelSpace
 from .model import HeadModel
-from .precision import resolve_dtype
+from .precision import resolve_dtype, torch_dtype
 from .training import head_logits, train_head
 
 log = logging.getLogger(__name__)
 
 
 class Classifier:
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, source: bb.Source | None = None):
         self.config = config
-        self.source = bb.resolve(config.model)  # fails now on a missing file or misspelled alias
+        self.source = source or bb.resolve(config.model)  # fails now on a missing file or misspelled alias
         self.labels: LabelSpace | None = None
         self.history: list[dict] = []
         self.truncated = 0  # training/eval texts cut at max_length in the last fit
@@ -42,6 +43,9 @@ class Classifier:
         self._expected_fingerprint: str | None = None
         self._cache = FeatureCache()
         self._tokenizer_dir: Path | None = None
+        self._saved_backbone: Path | None = None  # a saved full/merged backbone folder
+        self._adapted = False  # the backbone carries adapters or trained weights
+        self._merged = False
 
     # ---- loading -------------------------------------------------------------------------
     @property
@@ -60,16 +64,36 @@ class Classifier:
             c = self.config
             total = bb.model_config(self.source, c.trust_remote_code).num_hidden_layers
             keep, self._layer_indices = bb.block_plan(total, c.layer, c.layers)
-            backbone = bb.load_backbone(self.source, c.dtype, c.trust_remote_code, keep_blocks=keep)
-            backbone.requires_grad_(False)  # head mode: the backbone is frozen
+            if self._saved_backbone is not None:  # full / merged saves carry their own weights
+                from transformers import AutoModel
+
+                backbone = AutoModel.from_pretrained(self._saved_backbone, dtype=torch_dtype(self._weights_dtype()))
+                backbone.eval()
+            else:
+                backbone = bb.load_backbone(
+                    self.source,
+                    self._weights_dtype(),
+                    c.trust_remote_code,
+                    keep_blocks=keep,
+                    quantization_config=modes.quantization_config(c),
+                )
+            backbone.requires_grad_(False)  # until a training mode unfreezes what it trains
             self._fingerprint = bb.fingerprint(backbone)
-            if self._expected_fingerprint and self._fingerprint != self._expected_fingerprint:
+            if (
+                self._saved_backbone is None
+                and self._expected_fingerprint
+                and self._fingerprint != self._expected_fingerprint
+            ):
                 raise ValueError(
                     f"the weights of {self.source.name!r} differ from those this classifier was trained on "
                     f"(fingerprint {self._fingerprint} != {self._expected_fingerprint})"
                 )
             self._model = HeadModel(backbone, MLPHead(self.hidden_size(backbone), 1), c.pooling, self._layer_indices)
         return self._model.backbone
+
+    def _weights_dtype(self) -> str:
+        """Full fine-tuning keeps float32 master weights (mixed precision computes in bf16/fp16)."""
+        return "float32" if self.config.mode == "full" and self.config.dtype == "auto" else self.config.dtype
 
     @staticmethod
     def hidden_size(backbone) -> int:
@@ -132,10 +156,11 @@ class Classifier:
 
     # ---- training ------------------------------------------------------------------------
     def fit(self, train: Any, eval: Any = None, *, text="text", label="label", **options) -> Classifier:
-        """Train the head. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, ..."""
-        cfg = build(TrainConfig, options)
+        """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ..."""
         c = self.config
-        # Everything about the data is checked before any weights load.
+        cfg = for_mode(build(TrainConfig, options), c.mode)
+        # Everything about the data (and any hub metric) is checked before any weights load.
+        extra_metrics = {name: metrics.load_hub_metric(name) for name in cfg.metrics}
         train_texts, train_raw, origin = self._examples(train, text, label, "train")
         if (
             eval is None
@@ -144,6 +169,8 @@ class Classifier:
         ):
             eval = train
         labels = LabelSpace.learn(c.task, train_raw, c.labels, label)
+        if c.task == "regression" and (cfg.class_weights is not None or cfg.focal_gamma):
+            raise ValueError("class_weights and focal_gamma are for classification and multilabel, not regression")
         y_train = labels.encode(train_raw, origin)
         if eval is not None:
             val_texts, val_raw, val_origin = self._examples(eval, text, label, "eval")
@@ -153,16 +180,60 @@ class Classifier:
         self.labels = labels
         if cfg.feature_cache:
             self._cache.folder = Path(cfg.feature_cache)
+        if self._adapted:  # a second fit starts again from the pretrained weights
+            self._model, self._adapted, self._merged, self._saved_backbone = None, False, False, None
 
         self.truncated = 0
         x_train = self._features(train_texts, cfg.batch_size, cache=True)
         x_val = self._features(val_texts, cfg.batch_size, cache=True)
         head = self._new_head()
         head.fit_scaler(x_train.values)
-        self.history = train_head(head, labels, (x_train, y_train), (x_val, y_val), cfg, c.seed)
-        self._model.head = head.eval()
+        if c.mode == "head":
+            self.history = train_head(head, labels, (x_train, y_train), (x_val, y_val), cfg, c.seed)
+        elif cfg.warm_start:  # linear probing, then fine-tuning: the backbone never sees a random head's gradients
+            warm = for_mode(dataclasses.replace(cfg, epochs=None, patience=None), "head")
+            train_head(head, labels, (x_train, y_train), (x_val, y_val), warm, c.seed, progress=cfg.progress)
+        self._model.head = head
+        if c.mode != "head":
+            self._model.backbone = modes.prepare(self._model.backbone, c, cfg.gradient_checkpointing)
+            self._adapted = True
+            train_ids, _ = tokenize(self.tokenizer, train_texts, c.max_length)
+            val_ids, _ = tokenize(self.tokenizer, val_texts, c.max_length)
+            self.history = finetune(
+                self._model,
+                labels,
+                self.tokenizer,
+                Tokenized(train_ids, y_train),
+                Tokenized(val_ids, y_val),
+                cfg,
+                c.seed,
+                extra_metrics,
+            )
+            if cfg.gradient_checkpointing:
+                self._model.backbone.gradient_checkpointing_disable()
+            if c.mode == "qlora":
+                self._requantize()
+        self._model.eval()
+        if c.task == "multilabel" and cfg.tune_thresholds:
+            val_logits = self.logits(val_texts, text="text", batch_size=cfg.batch_size, templated=True)
+            labels.tune_thresholds(labels.probabilities(val_logits), y_val.numpy())
         self._train_config = cfg
         return self
+
+    def _requantize(self) -> None:
+        """Rebuild the 4-bit base as ``load`` will, then put the trained adapters back.
+
+        bitsandbytes repacks 4-bit weights for the CPU at their first forward pass, and the result depends on
+        whether that pass trained; rebuilding makes predictions after ``fit`` equal those after ``load``.
+        """
+        from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+        adapted, head = self._model.backbone, self._model.head
+        adapter, peft_config = get_peft_model_state_dict(adapted), adapted.peft_config["default"]
+        self._model = None
+        fresh = get_peft_model(self._backbone(), peft_config)
+        set_peft_model_state_dict(fresh, adapter)
+        self._model.backbone, self._model.head = fresh.eval(), head
 
     def _split(self, texts: list[str], targets: torch.Tensor, fraction: float):
         from sklearn.model_selection import train_test_split
@@ -191,10 +262,10 @@ class Classifier:
             raise RuntimeError("this classifier has no trained head yet: call fit() first, or llmhead.load(dir)")
 
     @torch.inference_mode()
-    def logits(self, data: Any, text="text", batch_size: int = 32) -> torch.Tensor:
+    def logits(self, data: Any, text="text", batch_size: int = 32, templated: bool = False) -> torch.Tensor:
         """(N, num_outputs) float32 head outputs, in input order."""
         self._require_fitted()
-        texts = self._texts(data, text, "test")
+        texts = data if templated else self._texts(data, text, "test")
         self._backbone()
         return head_logits(self._model.head, self._features(texts, batch_size, cache=False), batch_size)
 
@@ -220,39 +291,66 @@ class Classifier:
         if self.config.task == "classification":
             result = metrics.classification(targets.numpy(), out.argmax(-1).numpy(), names)
         elif self.config.task == "multilabel":
-            result = metrics.multilabel(targets.numpy().astype(int), (out.sigmoid() >= 0.5).int().numpy(), names)
+            result = metrics.multilabel(targets.numpy().astype(int), self.labels.multilabel_decisions(out), names)
         else:
             truth = np.asarray([[float(v) for v in row] for row in raw])
             result = metrics.regression(truth, self.labels.values(out), names)
         return {"n": len(texts), **result}
 
     # ---- persistence ---------------------------------------------------------------------
+    def _backbone_kind(self) -> str:
+        """How the backbone is saved: a reference (head), adapters (lora/qlora), or full weights."""
+        if not self._adapted and self._saved_backbone is None:
+            return "reference"
+        if self.config.mode in ("lora", "qlora") and not self._merged:
+            return "adapter"
+        return "weights"
+
     def save(self, folder) -> Path:
-        """Write JSON + safetensors + tokenizer. The frozen backbone is referenced, not copied, and
-        checked by fingerprint when loaded."""
+        """Write JSON + safetensors + tokenizer. A frozen backbone is referenced (and checked by
+        fingerprint when loaded); LoRA adapters or fine-tuned weights are written in full."""
         self._require_fitted()
         self._backbone()
         head_state = self._model.head.state_dict()
+        kind = self._backbone_kind()
+        model_fields = {**dataclasses.asdict(self.config), "peft_config": None}
+        adapter_config = None
+        if kind == "adapter":
+            adapter_config = _jsonable(self._model.backbone.peft_config["default"].to_dict())
         manifest = {
-            "model": dataclasses.asdict(self.config),
+            "model": model_fields,
             "labels": self.labels.to_json(),
-            "backbone": {"source": self.source.name, "kind": self.source.kind, "fingerprint": self._fingerprint},
+            "backbone": {
+                "source": self.source.name,
+                "kind": self.source.kind,
+                "fingerprint": self._fingerprint if kind != "weights" else None,
+                "saved_as": kind,
+                "adapter_config": adapter_config,
+            },
             "tokenizer": {"pad_token_added": self._pad_note},
-            "train": dataclasses.asdict(self._train_config) if hasattr(self, "_train_config") else None,
+            "train": _jsonable(dataclasses.asdict(self._train_config)) if hasattr(self, "_train_config") else None,
             "history": self.history,
             "versions": _versions(),
         }
+        backbone = self._model.backbone
 
         def write(tmp: Path) -> None:
             checkpoint.save_head(tmp, head_state)
+            if kind == "adapter":
+                from peft import get_peft_model_state_dict
+
+                checkpoint.save_tensors(tmp / checkpoint.ADAPTER, get_peft_model_state_dict(backbone))
+            elif kind == "weights":
+                checkpoint.check_finite(backbone.state_dict())
+                backbone.save_pretrained(tmp / checkpoint.BACKBONE, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp / checkpoint.TOKENIZER)
             checkpoint.save_manifest(tmp, manifest)
 
         return checkpoint.write_atomically(folder, write)
 
     def export(self, folder, format: str = "transformers") -> Path:
-        """A plain transformers ``*ForSequenceClassification`` folder (linear, bias-free heads on last-token
-        pooling; a clear error for other heads)."""
+        """A plain transformers ``*ForSequenceClassification`` folder (LoRA merged; linear, bias-free heads
+        on last-token pooling; a clear error for other heads)."""
         if format != "transformers":
             raise ValueError(f"format must be 'transformers', got {format!r}")
         self._require_fitted()
@@ -261,24 +359,61 @@ class Classifier:
         return checkpoint.write_atomically(folder, lambda tmp: export_transformers(self, tmp), marker="config.json")
 
     def merge(self) -> Classifier:
-        """Fold adapters into the backbone weights. Head mode trains no adapters, so there is nothing to fold."""
+        """Fold LoRA adapters into the backbone weights (then saved in full). Nothing to do in other modes."""
+        self._require_fitted()
+        if self._backbone_kind() != "adapter":
+            return self
+        if self.config.mode == "qlora":
+            raise ValueError(
+                "merging adapters into 4-bit weights would re-quantize them and change predictions; keep the "
+                "adapters (clf.save), or train with mode='lora' on a bf16/float32 base to merge"
+            )
+        self._model.backbone = self._model.backbone.merge_and_unload()
+        self._merged = True
         return self
 
     @classmethod
     def load(cls, folder) -> Classifier:
         manifest, head_state, tokenizer_dir = checkpoint.read(folder)
         config = ModelConfig(**{**manifest["model"], "model": manifest["backbone"]["source"]})
-        clf = cls(config)
+        saved_as = manifest["backbone"].get("saved_as", "reference")
+        # A save with its own fine-tuned weights does not need the original source to exist any more.
+        source = (
+            bb.Source(manifest["backbone"]["source"], manifest["backbone"]["kind"]) if saved_as == "weights" else None
+        )
+        clf = cls(config, source)
         clf.labels = LabelSpace.from_json(manifest["labels"])
         clf.history = manifest.get("history") or []
         clf._pad_note = manifest["tokenizer"]["pad_token_added"]
         clf._tokenizer_dir = tokenizer_dir
         clf._expected_fingerprint = manifest["backbone"]["fingerprint"]
+        if saved_as == "weights":
+            clf._saved_backbone = Path(folder) / checkpoint.BACKBONE
+            clf._adapted, clf._merged = True, config.mode in ("lora", "qlora")
         clf._backbone()
+        if saved_as == "adapter":
+            from peft import get_peft_config, get_peft_model, set_peft_model_state_dict
+
+            adapted = get_peft_model(clf._model.backbone, get_peft_config(manifest["backbone"]["adapter_config"]))
+            set_peft_model_state_dict(adapted, checkpoint.load_tensors(Path(folder) / checkpoint.ADAPTER))
+            clf._model.backbone = adapted.eval()
+            clf._adapted = True
         head = clf._new_head()
         head.load_state_dict(head_state, strict=True)
         clf._model.head = head.eval()
         return clf
+
+
+def _jsonable(value):
+    """peft and dataclass dicts hold sets and enums; JSON holds lists and strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set) else items
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return getattr(value, "value", str(value))
 
 
 def _versions() -> dict:

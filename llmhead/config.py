@@ -14,7 +14,9 @@ from .pooling import POOLINGS
 from .precision import DTYPES
 
 TASKS = ("classification", "multilabel", "regression")
-MODES = ("head",)
+MODES = ("head", "lora", "qlora", "full")
+SCHEDULES = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 def _check(problems: list[str]) -> None:
@@ -29,7 +31,7 @@ class ModelConfig:
     model: str = DEFAULT_MODEL  # alias, .gguf file, transformers directory or hub id
     task: str = "classification"  # classification | multilabel | regression
     labels: list | None = None  # fixed label order; learnt from training data when None
-    mode: str = "head"  # head: frozen backbone, cached features, only the head trains
+    mode: str = "head"  # head (frozen backbone, cached features) | lora | qlora (4-bit NF4 base + LoRA) | full
     pooling: str = "last"  # last | mean | max | attention (a learned query), all masked by attention_mask
     layer: int | None = None  # feed the head from block k (negative: from the top); blocks above k are dropped
     layers: list[int] | None = None  # several blocks' pooled states (0 = embeddings); blocks above the top one dropped
@@ -49,9 +51,25 @@ class ModelConfig:
     pair_separator: str = "\n"  # between the two texts of a text pair
     seed: int = 0
     trust_remote_code: bool = False
+    # LoRA / QLoRA (peft). Other peft methods: pass a peft config object as `peft_config`.
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] | str = "all-linear"  # every linear projection of the blocks
+    lora_dora: bool = False  # weight-decomposed LoRA
+    peft_config: Any = None  # a peft.PeftConfig; overrides the lora_* fields
+    freeze_blocks: int = 0  # full: embeddings + the first k blocks stay frozen; LoRA: adapters on blocks >= k only
 
     def __post_init__(self):
         p = []
+        if not (isinstance(self.lora_r, int) and self.lora_r >= 1):
+            p.append(f"lora_r must be an int >= 1, got {self.lora_r!r}")
+        if not (isinstance(self.lora_dropout, (int, float)) and 0 <= self.lora_dropout < 1):
+            p.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if not (isinstance(self.freeze_blocks, int) and self.freeze_blocks >= 0):
+            p.append(f"freeze_blocks must be an int >= 0, got {self.freeze_blocks!r}")
+        if self.mode != "head" and self.long_inputs == "chunk":
+            p.append(f"long_inputs='chunk' is for mode='head'; mode={self.mode!r} trains on truncated inputs")
         if self.task not in TASKS:
             p.append(f"task must be one of {TASKS}, got {self.task!r}")
         if self.mode not in MODES:
@@ -122,32 +140,85 @@ class ModelConfig:
 class TrainConfig:
     """How ``fit`` trains. In head mode an epoch costs only the head: features are cached."""
 
-    epochs: int = 100  # an upper bound: early stopping ends training when validation stops improving
-    batch_size: int = 32
+    epochs: int | None = None  # upper bound; None: 100 for mode='head' (epochs are cheap), 1 otherwise
+    batch_size: int = 32  # per process; the global batch is batch_size * processes * grad_accum
     lr: float = 1e-3  # learning rate of the new head
+    backbone_lr_ratio: float = 0.1  # backbone (LoRA or full) learning rate = lr * this
+    layer_decay: float = 1.0  # < 1: block i's rate is multiplied by layer_decay ** (blocks - 1 - i)
     weight_decay: float = 0.01
+    schedule: str = "cosine"  # linear | cosine | constant, after warmup
     warmup_ratio: float = 0.05
-    patience: int = 10  # epochs without a better validation loss before stopping; 0 = never stop early
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    precision: str = "auto"  # no | bf16 | fp16 mixed precision for training; auto: bf16 where fast, else no
+    gradient_checkpointing: bool = False
+    class_weights: str | list[float] | None = None  # "auto": inverse label frequency (classification, multilabel)
+    focal_gamma: float = 0.0  # > 0: focal loss (classification, multilabel)
+    tune_thresholds: bool = True  # multilabel: per-label decision thresholds chosen on validation F1
+    warm_start: bool = True  # lora/qlora/full: fit the head on frozen features first, then fine-tune
+    patience: int | None = None  # evaluations without a better selection score; None: 10 (head) or 3; 0: never
+    select_by: str = "loss"  # validation loss, or a metric name (accuracy, macro_f1, micro_f1, mse, pearson...)
+    metrics: list[str] = field(default_factory=list)  # extra `evaluate` metrics by name (need the hub or cache)
+    eval_every: int | None = None  # optimizer steps between evaluations; None: once per epoch
     val_fraction: float = 0.1  # carved from training (stratified, seeded) when no eval set is given
     feature_cache: str | None = None  # a directory to keep pooled features on disk; memory only when None
+    run_dir: str | None = None  # checkpoints + train_log.jsonl; None: no checkpoints, no log file
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints (needs run_dir)
+    keep_checkpoints: int = 2
+    resume: bool = False  # continue from the latest complete checkpoint in run_dir
+    trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow
+    progress: bool = True
 
     def __post_init__(self):
         p = []
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
+            optional = name in ("epochs", "eval_every", "checkpoint_every")
+            if optional and value is None:
+                continue
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 p.append(f"{name} must be an int >= 1, got {value!r}")
+        if self.schedule not in SCHEDULES:
+            p.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            p.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not (isinstance(self.backbone_lr_ratio, (int, float)) and self.backbone_lr_ratio > 0):
+            p.append(f"backbone_lr_ratio must be > 0, got {self.backbone_lr_ratio!r}")
+        if not (isinstance(self.layer_decay, (int, float)) and 0 < self.layer_decay <= 1):
+            p.append(f"layer_decay must be in (0, 1], got {self.layer_decay!r}")
+        if self.max_grad_norm is not None and not (
+            isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0
+        ):
+            p.append(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+        if not (self.class_weights in (None, "auto") or isinstance(self.class_weights, (list, tuple))):
+            p.append(f"class_weights must be None, 'auto' or a list of floats, got {self.class_weights!r}")
+        if not (isinstance(self.focal_gamma, (int, float)) and self.focal_gamma >= 0):
+            p.append(f"focal_gamma must be >= 0, got {self.focal_gamma!r}")
+        if self.checkpoint_every and not self.run_dir:
+            p.append("checkpoint_every needs run_dir (where checkpoints are written)")
+        if self.resume and not self.run_dir:
+            p.append("resume needs run_dir (where checkpoints are read from)")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             p.append(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             p.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
             p.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not (isinstance(self.patience, int) and self.patience >= 0):
+        if self.patience is not None and not (isinstance(self.patience, int) and self.patience >= 0):
             p.append(f"patience must be an int >= 0, got {self.patience!r}")
         if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 0.5):
             p.append(f"val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
         _check(p)
+
+
+def for_mode(cfg: TrainConfig, mode: str) -> TrainConfig:
+    """Fill the mode-dependent defaults: head epochs are cheap (cached features), fine-tuning ones are not."""
+    head = mode == "head"
+    return dataclasses.replace(
+        cfg,
+        epochs=cfg.epochs if cfg.epochs is not None else (100 if head else 1),
+        patience=cfg.patience if cfg.patience is not None else (10 if head else 3),
+    )
 
 
 def build(cls, values: dict[str, Any], where: str = ""):

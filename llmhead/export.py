@@ -54,6 +54,15 @@ def export_transformers(clf, folder: str | Path) -> Path:
     if reason:
         raise ValueError(reason)
     backbone = clf._backbone()
+    if hasattr(backbone, "merge_and_unload"):  # LoRA adapters: fold them into a copy of the weights
+        if clf.config.mode == "qlora":
+            raise ValueError(
+                "a QLoRA model cannot be exported exactly: its base weights are 4-bit; train with "
+                "mode='lora' to export, or keep clf.save()"
+            )
+        import copy
+
+        backbone = copy.deepcopy(backbone).merge_and_unload()
     head = clf._model.head
     linear = head.mlp[-1]
     weight = (linear.weight / head.scale[0]).detach().float()  # fold x / scale into score: (C, H)

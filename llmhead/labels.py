@@ -17,6 +17,7 @@ class LabelSpace:
     names: list  # class names (classification, multilabel) or target names (regression)
     shift: list[float] = field(default_factory=list)  # regression: targets are standardized for training
     scale: list[float] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)  # multilabel: per-label decision thresholds
 
     @property
     def num_outputs(self) -> int:
@@ -67,12 +68,51 @@ class LabelSpace:
                 targets[i, index[repr(v)]] = 1.0
         return targets
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None, focal_gamma: float = 0.0
+    ) -> torch.Tensor:
+        """Cross-entropy | BCE-with-logits | MSE. ``weights``: per-class weights (classification) or
+        positive-class weights (multilabel). ``focal_gamma`` > 0 down-weights easy examples (focal loss)."""
+        F = torch.nn.functional
+        logits = logits.float()
         if self.task == "classification":
-            return torch.nn.functional.cross_entropy(logits, targets)
+            ce = F.cross_entropy(logits, targets, weight=weights, reduction="none")  # (B,)
+            if focal_gamma:
+                p_true = logits.softmax(-1).gather(1, targets[:, None])[:, 0]
+                ce = (1 - p_true) ** focal_gamma * ce
+            return ce.sum() / (weights[targets].sum() if weights is not None else len(ce))
         if self.task == "multilabel":
-            return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
-        return torch.nn.functional.mse_loss(logits, targets)
+            bce = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights, reduction="none")
+            if focal_gamma:
+                p = logits.sigmoid()
+                p_true = p * targets + (1 - p) * (1 - targets)
+                bce = (1 - p_true) ** focal_gamma * bce
+            return bce.mean()
+        return F.mse_loss(logits, targets)
+
+    def class_weights(self, targets: torch.Tensor) -> torch.Tensor:
+        """Inverse label frequency: n / (C * count) per class, or negatives/positives per label."""
+        if self.task == "classification":
+            counts = torch.bincount(targets, minlength=self.num_outputs).float().clamp(min=1)
+            return len(targets) / (self.num_outputs * counts)
+        if self.task == "multilabel":
+            positives = targets.sum(0).clamp(min=1)
+            return ((len(targets) - positives) / positives).clamp(max=100.0)
+        raise ValueError("class_weights is for classification and multilabel tasks, not regression")
+
+    def tune_thresholds(self, probabilities: np.ndarray, targets: np.ndarray) -> None:
+        """Per label, the threshold in 0.05..0.95 with the best F1 on (validation) data; 0.5 without positives."""
+        from sklearn.metrics import f1_score
+
+        grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+        chosen = []
+        for k in range(probabilities.shape[1]):
+            if targets[:, k].sum() == 0:
+                chosen.append(0.5)
+                continue
+            scores = [f1_score(targets[:, k], probabilities[:, k] >= t, zero_division=0) for t in grid]
+            chosen.append(float(grid[int(np.argmax(scores))]))
+        self.thresholds = chosen
 
     def probabilities(self, logits: torch.Tensor) -> np.ndarray:
         if self.task == "classification":
@@ -85,22 +125,38 @@ class LabelSpace:
         """Regression outputs in the units of the training targets. (N, K)"""
         return logits.double().numpy() * np.asarray(self.scale) + np.asarray(self.shift)
 
-    def decode(self, logits: torch.Tensor, threshold: float = 0.5) -> list:
+    def multilabel_decisions(self, logits: torch.Tensor) -> np.ndarray:
+        """(N, C) 0/1 with the per-label thresholds (0.5 until tuned)."""
+        thresholds = np.asarray(self.thresholds or [0.5] * self.num_outputs)
+        return (self.probabilities(logits) >= thresholds).astype(int)
+
+    def decode(self, logits: torch.Tensor) -> list:
         """Predictions as users wrote labels: names, lists of names, or floats (lists for K > 1 targets)."""
         if self.task == "classification":
             return [self.names[i] for i in logits.argmax(-1).tolist()]
         if self.task == "multilabel":
-            probs = self.probabilities(logits)
-            return [[n for n, p in zip(self.names, row) if p >= threshold] for row in probs]
+            return [[n for n, d in zip(self.names, row) if d] for row in self.multilabel_decisions(logits)]
         values = self.values(logits)
         return values[:, 0].tolist() if values.shape[1] == 1 else values.tolist()
 
     def to_json(self) -> dict:
-        return {"task": self.task, "names": self.names, "shift": self.shift, "scale": self.scale}
+        return {
+            "task": self.task,
+            "names": self.names,
+            "shift": self.shift,
+            "scale": self.scale,
+            "thresholds": self.thresholds,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> LabelSpace:
-        space = cls(data["task"], list(data["names"]), list(data["shift"]), list(data["scale"]))
+        space = cls(
+            data["task"],
+            list(data["names"]),
+            list(data["shift"]),
+            list(data["scale"]),
+            list(data.get("thresholds", [])),
+        )
         if any(not math.isfinite(v) for v in space.shift + space.scale):
             raise ValueError("saved label space has non-finite target statistics")
         return space

@@ -62,3 +62,18 @@ def regression(y_true: np.ndarray, y_pred: np.ndarray, names: list) -> dict:
     if len(names) > 1:
         out["per_target"] = per
     return out
+
+
+def load_hub_metric(name: str):
+    """An ``evaluate`` metric by name. evaluate fetches each metric's script from the hub, so this needs
+    network access or a warm cache; the built-in metrics above never do."""
+    try:
+        import evaluate
+
+        return evaluate.load(name)
+    except Exception as exc:  # evaluate raises several types for "cannot fetch"
+        raise ValueError(
+            f"could not load the evaluate metric {name!r}: {type(exc).__name__}: {exc}. evaluate downloads metric "
+            "scripts from the Hugging Face hub, so it needs network access or a warm cache. The built-in metrics "
+            "(accuracy, macro_f1, micro_f1, mse, mae, r2, pearson, spearman) always work; drop it from `metrics`."
+        ) from exc

@@ -45,6 +45,13 @@ def train_head(
     total = cfg.epochs * math.ceil(len(features) / cfg.batch_size)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     head, optimizer, loader, scheduler = accelerator.prepare(head, optimizer, loader, scheduler)
+    weights = None
+    if cfg.class_weights is not None:
+        weights = (
+            labels.class_weights(targets)
+            if cfg.class_weights == "auto"
+            else torch.tensor(cfg.class_weights, dtype=torch.float32)
+        ).to(accelerator.device)
 
     best_loss, best_state, stale, history = math.inf, None, 0, []
     bar = tqdm(range(cfg.epochs), desc="head", unit="epoch", disable=not (progress and accelerator.is_main_process))
@@ -55,7 +62,8 @@ def train_head(
             index = index.cpu()
             x, mask = features.take(index)
             mask = mask.to(accelerator.device) if mask is not None else None
-            loss = labels.loss(head(x.to(accelerator.device), mask), targets[index].to(accelerator.device))
+            logits = head(x.to(accelerator.device), mask)
+            loss = labels.loss(logits, targets[index].to(accelerator.device), weights, cfg.focal_gamma)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}; lower lr")
             optimizer.zero_grad(set_to_none=True)

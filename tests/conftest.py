@@ -45,13 +45,13 @@ def tiny_tokenizer(padding_side: str = "right", with_pad: bool = True):
     )
 
 
-def tiny_config(family: str, vocab: int):
+def tiny_config(family: str, vocab: int, hidden: int = 32):
     from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -67,13 +67,13 @@ def tiny_config(family: str, vocab: int):
     raise ValueError(family)
 
 
-def make_tiny(folder: Path, family: str, padding_side: str = "right", with_pad: bool = True) -> str:
+def make_tiny(folder: Path, family: str, padding_side: str = "right", with_pad: bool = True, hidden: int = 32) -> str:
     """Save a random causal LM (with its LM head, as real checkpoints have) and a tokenizer to ``folder``."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = tiny_tokenizer(padding_side, with_pad)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer)))
+    model = AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer), hidden))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)

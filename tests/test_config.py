@@ -24,7 +24,7 @@ def test_unknown_fit_option(tiny_llama):
     "field,value,message",
     [
         ("task", "clasification", "task must be one of"),
-        ("mode", "lora", "mode must be one of"),
+        ("mode", "adapter", "mode must be one of"),
         ("pooling", "first", "pooling must be one of"),
         ("head_hidden", [0], "head_hidden must be a list of positive ints"),
         ("dropout", 1.0, r"dropout must be in \[0, 1\)"),

@@ -1,0 +1,387 @@
+"""The training loop for lora, qlora and full modes, built on Accelerate.
+
+The same code runs on one CPU, under ``torchrun`` (several CPU processes over gloo) and under
+``accelerate launch`` (DDP, FSDP, DeepSpeed). What it adds to a plain loop:
+
+- the data order depends only on (seed, epoch), so a resumed run sees the same batches;
+- checkpoints (``accelerator.save_state`` + our counters) are written to a temporary folder and renamed
+  when complete; ``resume`` continues mid-epoch from the latest one, bit for bit;
+- SIGTERM (cluster preemption) writes a checkpoint at the next step and raises ``TrainingInterrupted``;
+- a non-finite loss on any rank stops every rank at the same step with a message naming both;
+- validation every epoch (or ``eval_every`` steps), early stopping, best weights restored at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from . import metrics as metric_fns
+from .config import TrainConfig
+from .labels import LabelSpace
+from .modes import block_index, trainable_state
+
+log = logging.getLogger(__name__)
+TRAINER_STATE = "trainer_state.json"
+BEST = "best.safetensors"
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was written. Run again with resume=True to continue."""
+
+
+@dataclass
+class Tokenized:
+    ids: list[list[int]]
+    targets: torch.Tensor
+
+
+class EpochSampler(Sampler):
+    """A permutation that depends only on (seed, epoch): the DataLoader's own seeded generator."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class Collate:
+    """Pads a batch to its longest example (the tokenizer's padding side); carries targets along."""
+
+    def __init__(self, tokenizer, data: Tokenized):
+        self.tokenizer, self.data = tokenizer, data
+
+    def __call__(self, index: list[int]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.pad({"input_ids": [self.data.ids[i] for i in index]}, return_tensors="pt")
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "targets": self.data.targets[torch.as_tensor(index)],
+        }
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    from .precision import resolve_dtype
+
+    return "bf16" if resolve_dtype("auto") == "bfloat16" else "no"
+
+
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """Head at ``lr``; backbone at ``lr * backbone_lr_ratio``, decayed per block when ``layer_decay`` < 1;
+    no weight decay on biases and norms."""
+    num_blocks = model.backbone.config.num_hidden_layers
+    groups: dict[tuple[float, float], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("head."):
+            lr = cfg.lr
+        else:
+            index = block_index(name)
+            depth = num_blocks - 1 - index if index is not None else (0 if "norm" in name else num_blocks)
+            lr = cfg.lr * cfg.backbone_lr_ratio * cfg.layer_decay**depth
+        decay = cfg.weight_decay if param.ndim >= 2 else 0.0
+        groups.setdefault((lr, decay), []).append(param)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    folder = run_dir / "checkpoints"
+    done = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if folder.is_dir() else []
+    done = [p for p in done if (p / TRAINER_STATE).is_file()]  # only complete ones: renamed when written
+    return done[-1] if done else None
+
+
+def finetune(
+    model: torch.nn.Module,  # HeadModel with a prepared backbone
+    labels: LabelSpace,
+    tokenizer,
+    train: Tokenized,
+    val: Tokenized,
+    cfg: TrainConfig,
+    seed: int,
+    extra_metrics: dict | None = None,
+) -> list[dict]:
+    """Train ``model`` in place; return the evaluation records."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(
+        mixed_precision=resolve_precision(cfg.precision),
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=cfg.trackers or None,
+        project_dir=cfg.run_dir,
+        cpu=not torch.cuda.is_available(),
+    )
+    set_seed(seed)
+    rank = accelerator.process_index
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else None
+    if cfg.trackers:
+        accelerator.init_trackers("llmhead", config={k: str(v) for k, v in vars(cfg).items()})
+
+    sampler = EpochSampler(len(train.ids), seed)
+    loader = DataLoader(
+        range(len(train.ids)), batch_size=cfg.batch_size, sampler=sampler, collate_fn=Collate(tokenizer, train)
+    )
+    val_loader = DataLoader(range(len(val.ids)), batch_size=cfg.batch_size, collate_fn=Collate(tokenizer, val))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg))
+    from transformers import get_scheduler
+
+    model, optimizer, loader, val_loader = accelerator.prepare(model, optimizer, loader, val_loader)
+    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+    total = cfg.epochs * steps_per_epoch
+    scheduler = get_scheduler(
+        cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    accelerator.register_for_checkpointing(scheduler)
+    weights = None
+    if cfg.class_weights is not None:
+        weights = (
+            labels.class_weights(train.targets)
+            if cfg.class_weights == "auto"
+            else torch.tensor(cfg.class_weights, dtype=torch.float32)
+        ).to(accelerator.device)
+
+    state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": math.inf, "stale": 0, "history": []}
+    if cfg.resume:
+        latest = _latest_checkpoint(run_dir)
+        if latest is None:
+            log.warning("resume=True but %s has no complete checkpoint: starting from the beginning", run_dir)
+        else:
+            accelerator.load_state(str(latest))
+            state = json.loads((latest / TRAINER_STATE).read_text())
+            log.info("resumed from %s (epoch %d, step %d)", latest, state["epoch"] + 1, state["step"])
+    best_weights = _load_best(run_dir) if cfg.resume and run_dir else None
+
+    stop = {"term": False}
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(term=True))  # every rank checkpoints its own RNG state
+    jsonl = open(run_dir / "train_log.jsonl", "a") if run_dir and accelerator.is_main_process else None
+    bar = tqdm(
+        total=total,
+        initial=state["step"],
+        desc=f"train ({cfg.epochs} epochs)",
+        unit="step",
+        disable=not (cfg.progress and accelerator.is_main_process),
+    )
+    finished_early = False
+    try:
+        for epoch in range(state["epoch"], cfg.epochs):
+            loader.set_epoch(epoch)
+            model.train()
+            batches = (
+                accelerator.skip_first_batches(loader, state["batch_in_epoch"]) if state["batch_in_epoch"] else loader
+            )
+            seen_start, clock = 0, time.perf_counter()
+            for batch in batches:
+                with accelerator.accumulate(model):
+                    logits = model(batch["input_ids"], batch["attention_mask"])
+                    loss = labels.loss(logits, batch["targets"], weights, cfg.focal_gamma)
+                    _stop_if_not_finite(accelerator, loss, state["step"] + 1, rank)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state["batch_in_epoch"] += 1
+                seen_start += len(batch["targets"]) * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                state["step"] += 1
+                mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
+                record = {
+                    "step": state["step"],
+                    "epoch": epoch + 1,
+                    "loss": mean_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "examples_per_s": round(seen_start / (time.perf_counter() - clock), 2),
+                }
+                if jsonl:
+                    jsonl.write(json.dumps(record) + "\n")
+                    jsonl.flush()
+                accelerator.log({"train/loss": mean_loss, "train/lr": record["lr"]}, step=state["step"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=record["examples_per_s"])
+                if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+                    best_weights, finished_early = _evaluate(
+                        accelerator, model, labels, val_loader, cfg, state, best_weights, jsonl, extra_metrics
+                    )
+                if stop["term"] or (cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0):
+                    _checkpoint(accelerator, run_dir, state, best_weights, cfg.keep_checkpoints)
+                if stop["term"]:
+                    raise TrainingInterrupted(
+                        f"SIGTERM: checkpoint written at step {state['step']}; run again with resume=True to continue"
+                    )
+                if finished_early:
+                    break
+            if finished_early:
+                break
+            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+            if not cfg.eval_every:
+                best_weights, finished_early = _evaluate(
+                    accelerator, model, labels, val_loader, cfg, state, best_weights, jsonl, extra_metrics
+                )
+                if finished_early:
+                    break
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+        if jsonl:
+            jsonl.close()
+        if cfg.trackers:
+            accelerator.end_training()
+    unwrapped = accelerator.unwrap_model(model)
+    if best_weights is not None:
+        unwrapped.load_state_dict(best_weights, strict=False)
+    # Under FSDP / ZeRO-3 each rank holds a shard: gather the full weights before anything is saved.
+    full = accelerator.get_state_dict(model)
+    if accelerator.is_main_process and full is not None and accelerator.distributed_type.name in ("FSDP", "DEEPSPEED"):
+        unwrapped.load_state_dict(full, strict=False)
+    accelerator.wait_for_everyone()
+    return state["history"]
+
+
+def _stop_if_not_finite(accelerator, loss: torch.Tensor, step: int, rank: int) -> None:
+    """All ranks learn whether any rank saw a non-finite loss, so they all stop at the same step."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=accelerator.device)
+    flags = accelerator.gather(bad)
+    if flags.sum() > 0:
+        ranks = [i for i, f in enumerate(flags.tolist()) if f]
+        raise FloatingPointError(
+            f"non-finite training loss at step {step} on rank(s) {ranks} (this is rank {rank}); "
+            "training stopped and nothing was saved. Lower lr, enable max_grad_norm, or check the inputs."
+        )
+
+
+@torch.no_grad()
+def _evaluate(
+    accelerator,
+    model,
+    labels: LabelSpace,
+    val_loader,
+    cfg: TrainConfig,
+    state: dict,
+    best_weights,
+    jsonl,
+    extra_metrics: dict | None = None,
+) -> tuple[dict | None, bool]:
+    """Validation loss and metrics over every example exactly once; early stopping bookkeeping."""
+    model.eval()
+    logits, targets = [], []
+    for batch in val_loader:
+        out = model(batch["input_ids"], batch["attention_mask"])
+        out, tgt = accelerator.gather_for_metrics((out.float(), batch["targets"]))
+        logits.append(out.cpu())
+        targets.append(tgt.cpu())
+    model.train()
+    logits, targets = torch.cat(logits), torch.cat(targets)
+    record = {
+        "step": state["step"],
+        "epoch": state["epoch"] + (0 if state["batch_in_epoch"] == 0 else 1),
+        "val_loss": labels.loss(logits, targets).item(),
+        **validation_metrics(labels, logits, targets),
+    }
+    for name, metric in (extra_metrics or {}).items():
+        predictions = logits.argmax(-1) if labels.task == "classification" else labels.values(logits)[:, 0]
+        references = targets if labels.task == "classification" else labels.values(targets[:, None])[:, 0]
+        computed = metric.compute(predictions=np.asarray(predictions), references=np.asarray(references))
+        record.update({f"{name}/{k}": float(v) for k, v in computed.items() if np.isscalar(v)})
+    score = record["val_loss"] if cfg.select_by == "loss" else record.get(cfg.select_by)
+    if score is None:
+        raise ValueError(f"select_by={cfg.select_by!r} is not a validation metric; have {sorted(record)}")
+    lower_is_better = cfg.select_by in ("loss", "mse", "mae", "hamming_loss")
+    value = score if lower_is_better else -score
+    improved = value < state["best"] - 1e-6
+    if improved:
+        state["best"], state["stale"] = value, 0
+        best_weights = trainable_state(accelerator.unwrap_model(model))
+    else:
+        state["stale"] += 1
+    record["best"] = improved
+    state["history"].append(record)
+    if jsonl:
+        jsonl.write(json.dumps({"eval": record}) + "\n")
+        jsonl.flush()
+    accelerator.log({f"val/{k}": v for k, v in record.items() if isinstance(v, float)}, step=state["step"])
+    return best_weights, bool(cfg.patience) and state["stale"] >= cfg.patience
+
+
+def validation_metrics(labels: LabelSpace, logits: torch.Tensor, targets: torch.Tensor) -> dict:
+    if labels.task == "classification":
+        m = metric_fns.classification(targets.numpy(), logits.argmax(-1).numpy(), labels.names)
+    elif labels.task == "multilabel":
+        m = metric_fns.multilabel(targets.numpy().astype(int), labels.multilabel_decisions(logits), labels.names)
+    else:
+        truth = targets.double().numpy() * np.asarray(labels.scale) + np.asarray(labels.shift)
+        m = metric_fns.regression(truth, labels.values(logits), labels.names)
+    return {k: v for k, v in m.items() if isinstance(v, float)}
+
+
+def _checkpoint(accelerator, run_dir: Path, state: dict, best_weights, keep: int) -> None:
+    """accelerate's state (model, optimizer, scheduler, RNG of every rank) + our counters, made visible
+    only once complete: written under a temporary name, then renamed."""
+    bad = [
+        n
+        for n, p in accelerator.unwrap_model(accelerator._models[0]).named_parameters()
+        if p.requires_grad and not torch.isfinite(p).all()
+    ]
+    if bad:
+        raise FloatingPointError(f"refusing to checkpoint non-finite weights at step {state['step']}: {bad[:5]}")
+    folder = run_dir / "checkpoints"
+    final = folder / f"step-{state['step']}"
+    tmp = folder / f".tmp-step-{state['step']}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _save_best(tmp, best_weights)
+        (tmp / TRAINER_STATE).write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        done = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _save_best(folder: Path, best_weights) -> None:
+    from safetensors.torch import save_file
+
+    if best_weights is not None:
+        save_file({k: v.contiguous() for k, v in best_weights.items()}, folder / BEST)
+
+
+def _load_best(run_dir: Path):
+    from safetensors.torch import load_file
+
+    latest = _latest_checkpoint(run_dir)
+    return load_file(latest / BEST) if latest is not None and (latest / BEST).is_file() else None

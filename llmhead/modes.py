@@ -1,0 +1,105 @@
+"""What trains in each mode: which backbone parameters are frozen, where LoRA adapters go, and how
+QLoRA quantizes the base.
+
+    head   backbone frozen (features are cached, only the head trains)
+    lora   peft adapters on the blocks' linear projections (blocks >= freeze_blocks) + the head
+    qlora  the same on a 4-bit NF4 base (bitsandbytes); the head is never quantized and stays float32
+    full   every backbone weight, except the embeddings and the first freeze_blocks blocks when set
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")  # block index in a parameter name (Llama, GPT-2...)
+
+
+def block_index(name: str) -> int | None:
+    match = BLOCK.search(name)
+    return int(match.group(1)) if match else None
+
+
+def quantization_config(config: ModelConfig):
+    """bitsandbytes 4-bit NF4 for qlora (runs on CUDA and, with bitsandbytes >= 0.49, on the CPU)."""
+    if config.mode != "qlora":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    from .precision import torch_dtype
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch_dtype("auto") if config.dtype == "float32" else torch_dtype(config.dtype),
+    )
+
+
+def linear_names(backbone: nn.Module) -> list[str]:
+    """Leaf names of the blocks' linear layers (q_proj, ..., down_proj): peft's "all-linear", spelled out."""
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, m in backbone.named_modules()
+            if isinstance(m, nn.Linear) and block_index(name + ".") is not None
+        }
+    )
+
+
+def lora_config(config: ModelConfig, num_blocks: int, backbone: nn.Module):
+    from peft import LoraConfig
+
+    if config.peft_config is not None:
+        return config.peft_config
+    if config.freeze_blocks >= num_blocks:
+        raise ValueError(f"freeze_blocks={config.freeze_blocks} leaves no block to adapt: the model has {num_blocks}")
+    layers = list(range(config.freeze_blocks, num_blocks)) if config.freeze_blocks else None
+    targets = config.lora_targets
+    if layers and targets == "all-linear":  # peft takes a block range only with explicit module names
+        targets = linear_names(backbone)
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        layers_to_transform=layers,
+        layers_pattern="layers" if layers else None,
+        use_dora=config.lora_dora,
+        bias="none",
+    )
+
+
+def prepare(backbone: nn.Module, config: ModelConfig, gradient_checkpointing: bool = False) -> nn.Module:
+    """The backbone ready for training in ``config.mode``: frozen, wrapped with adapters, or unfrozen."""
+    num_blocks = backbone.config.num_hidden_layers
+    if config.mode == "head":
+        return backbone.requires_grad_(False)
+    if gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.mode in ("lora", "qlora"):
+        from peft import get_peft_model
+
+        backbone.requires_grad_(False)
+        return get_peft_model(backbone, lora_config(config, num_blocks, backbone))
+    # full
+    if config.freeze_blocks > num_blocks:
+        raise ValueError(f"freeze_blocks={config.freeze_blocks} exceeds the model's {num_blocks} blocks")
+    for name, param in backbone.named_parameters():
+        index = block_index(name)
+        if index is not None:
+            frozen = index < config.freeze_blocks
+        else:  # embeddings (frozen with the first blocks) or the final norm (trains)
+            frozen = config.freeze_blocks > 0 and "norm" not in name and "ln_f" not in name
+        param.requires_grad_(not frozen)
+    return backbone
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU copies of the parameters that train (adapters, unfrozen weights, the head) and of buffers."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items() if n in names or n.startswith("head.")}

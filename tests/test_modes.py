@@ -1,0 +1,169 @@
+"""Training modes on tiny in-process models: exactly which parameters change, QLoRA is 4-bit while the
+head is not, the playbook options, save -> load of adapters and fine-tuned weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_tiny, sentiment_rows
+
+import llmhead
+
+
+@pytest.fixture(scope="module")
+def tiny64(tmp_path_factory) -> str:
+    """Hidden size 64: bitsandbytes' 4-bit blocks need widths that are multiples of 64."""
+    return make_tiny(tmp_path_factory.mktemp("llama64"), "llama", hidden=64)
+
+
+def snapshot(clf) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().float() for k, v in clf._model.backbone.state_dict().items()}
+
+
+def changed(before: dict, clf) -> set[str]:
+    after = clf._model.backbone.state_dict()
+    return {k for k in after if k in before and not torch.equal(before[k], after[k].float())}
+
+
+def base_names(names) -> set[str]:
+    return {n.replace("base_model.model.", "").replace(".base_layer", "") for n in names}
+
+
+FIT = dict(epochs=2, lr=1e-2, batch_size=4, warm_start=False, progress=False)
+
+
+def test_lora_changes_only_adapters_and_head(tiny_llama):
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
+    clf._backbone()
+    base = snapshot(clf)
+    clf.fit(sentiment_rows(2), **FIT)
+    head_before = clf._new_head().state_dict()  # the same seeded initialisation fit started from
+    state = clf._model.backbone.state_dict()
+    lora = {k for k in state if "lora_" in k}
+    assert lora and all("lora_" in n for n, p in clf._model.backbone.named_parameters() if p.requires_grad)
+    for name, tensor in state.items():
+        if "lora_" not in name:
+            plain = name.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(tensor.float(), base[plain]), f"base weight {plain} changed"
+    assert any(not torch.equal(state[k], torch.zeros_like(state[k])) for k in lora if "lora_B" in k)
+    head_after = clf._model.head.state_dict()
+    assert not torch.equal(head_after["mlp.4.weight"], head_before["mlp.4.weight"])
+
+
+def test_lora_respects_freeze_blocks(tiny_llama):
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", freeze_blocks=1)
+    clf.fit(sentiment_rows(1), **FIT)
+    adapted = {n for n, p in clf._model.backbone.named_parameters() if p.requires_grad}
+    assert adapted and all(".layers.1." in n for n in adapted)
+
+
+def test_full_changes_everything_but_frozen_blocks(tiny_llama):
+    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", freeze_blocks=1)
+    clf._backbone()
+    before = snapshot(clf)
+    clf.fit(sentiment_rows(2), **FIT)
+    moved = changed(before, clf)
+    frozen = {k for k in before if k.startswith(("embed_tokens", "layers.0."))}
+    assert not (moved & frozen), moved & frozen
+    assert moved == set(before) - frozen - {k for k in before if "rotary" in k}
+
+
+def test_full_without_freezing_changes_every_weight(tiny_llama):
+    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
+    clf._backbone()
+    before = snapshot(clf)
+    clf.fit(sentiment_rows(2), **FIT)
+    assert changed(before, clf) == {k for k in before if "rotary" not in k}
+
+
+def test_qlora_base_is_4bit_and_head_is_float32(tiny64, tmp_path):
+    import bitsandbytes as bnb
+
+    clf = llmhead.from_pretrained(tiny64, mode="qlora", lora_r=4)
+    clf.fit(sentiment_rows(2), **FIT)
+    linears = [m for m in clf._model.backbone.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert linears and all(m.weight.dtype == torch.uint8 for m in linears)
+    assert all(p.dtype == torch.float32 for p in clf._model.head.parameters())
+    assert all(not isinstance(m, bnb.nn.Linear4bit) for m in clf._model.head.modules())
+    texts = [r["text"] for r in sentiment_rows(1)]
+    clf.save(tmp_path / "q")
+    torch.testing.assert_close(llmhead.load(tmp_path / "q").logits(texts), clf.logits(texts), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="4-bit"):
+        clf.merge()
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_save_load_merge_and_export_after_finetuning(tiny_llama, tmp_path, mode):
+    clf = llmhead.from_pretrained(
+        tiny_llama, mode=mode, dtype="float32", head_hidden=[], head_bias=False, input_norm="scale"
+    )
+    clf.fit(sentiment_rows(2), **FIT)
+    texts = [r["text"] for r in sentiment_rows(1)]
+    reference = clf.logits(texts)
+    clf.save(tmp_path / "m")
+    saved = {p.name for p in (tmp_path / "m").iterdir()}
+    assert ("adapter.safetensors" in saved) == (mode == "lora") and ("backbone" in saved) == (mode == "full")
+    torch.testing.assert_close(llmhead.load(tmp_path / "m").logits(texts), reference, atol=0, rtol=0)
+    report = llmhead.check(clf)
+    assert report["passed"], report
+    assert isinstance(report["checks"]["export_transformers"], float)
+    clf.merge()
+    torch.testing.assert_close(clf.logits(texts), reference, atol=1e-5, rtol=1e-5)
+    clf.save(tmp_path / "merged")
+    assert (tmp_path / "merged" / "backbone").is_dir()
+    torch.testing.assert_close(llmhead.load(tmp_path / "merged").logits(texts), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
+    from llmhead.config import TrainConfig
+    from llmhead.finetune import param_groups
+    from llmhead.modes import prepare
+
+    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
+    clf._backbone()
+    clf._model.backbone = prepare(clf._model.backbone, clf.config)
+    groups = param_groups(clf._model, TrainConfig(lr=1e-3, layer_decay=0.5))
+    by_name = {}
+    for group in groups:
+        for p in group["params"]:
+            by_name[id(p)] = group["lr"]
+    named = dict(clf._model.named_parameters())
+    head_weight = next(p for n, p in named.items() if n.startswith("head.") and p.ndim == 2)
+    assert by_name[id(head_weight)] == pytest.approx(1e-3)
+    assert by_name[id(named["backbone.layers.1.mlp.up_proj.weight"])] == pytest.approx(1e-4)
+    assert by_name[id(named["backbone.layers.0.mlp.up_proj.weight"])] == pytest.approx(0.5e-4)
+    assert by_name[id(named["backbone.embed_tokens.weight"])] == pytest.approx(1e-4 * 0.25)
+
+
+def test_class_weights_and_focal_loss(tiny_llama):
+    from llmhead.labels import LabelSpace
+
+    space = LabelSpace("classification", ["a", "b"])
+    targets = torch.tensor([0, 0, 0, 1])
+    weights = space.class_weights(targets)
+    torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    plain = space.loss(logits, torch.tensor([0, 1]))
+    assert space.loss(logits, torch.tensor([0, 1]), focal_gamma=2.0) < plain  # easy examples count less
+    rows = sentiment_rows(2)[:10]
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32")
+    clf.fit(rows, class_weights="auto", focal_gamma=1.0, **FIT)
+    assert len(clf.predict(["x"])) == 1
+
+
+def test_multilabel_thresholds_are_tuned_on_validation(tiny_llama):
+    rows = [
+        {"text": r["text"], "tags": [r["label"]] + (["film"] if "film" in r["text"] else [])} for r in sentiment_rows(3)
+    ]
+    clf = llmhead.from_pretrained(tiny_llama, task="multilabel", dtype="float32")
+    clf.fit(rows, rows, label="tags", epochs=5)
+    assert len(clf.labels.thresholds) == 3 and all(0.05 <= t <= 0.95 for t in clf.labels.thresholds)
+
+
+def test_unloadable_hub_metric_fails_before_the_model_loads(tiny_llama, monkeypatch):
+    from llmhead import backbone
+
+    monkeypatch.setattr(backbone, "load_backbone", lambda *a, **k: pytest.fail("model loaded first"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="could not load the evaluate metric 'no_such_metric_xyz'"):
+        llmhead.from_pretrained(tiny_llama, mode="lora").fit(sentiment_rows(1), metrics=["no_such_metric_xyz"])
