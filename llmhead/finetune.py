@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from . import metrics as metric_fns
+from .accel import make_accelerator
 from .config import TrainConfig
 from .labels import LabelSpace
 from .modes import block_index, trainable_state
@@ -49,12 +50,16 @@ class Tokenized:
 
 
 class EpochSampler(Sampler):
-    """A permutation that depends only on (seed, epoch): the DataLoader's own seeded generator."""
+    """A permutation that depends only on (seed, epoch): the DataLoader's own seeded generator.
+
+    The epoch is set by the loop with ``use_epoch``. (accelerate calls ``set_epoch`` with its own count
+    of iterations, which restarts at 0 in a resumed run; this sampler deliberately has no ``set_epoch``.)
+    """
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
@@ -78,6 +83,25 @@ class Collate:
             "attention_mask": batch["attention_mask"],
             "targets": self.data.targets[torch.as_tensor(index)],
         }
+
+
+def rng_neutral(loader):
+    """Batches of ``loader`` without touching the global torch RNG.
+
+    A DataLoader iterator draws its base seed from the global generator when it starts (accelerate's
+    prepared loaders drop a loader's own ``generator``). A resumed run starts an iterator mid-epoch where
+    the uninterrupted run did not, which would shift every later dropout mask; undoing the draw keeps
+    the two runs identical.
+    """
+    iterator = iter(loader)
+    while True:
+        state = torch.get_rng_state()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        torch.set_rng_state(state)
+        yield batch
 
 
 def resolve_precision(precision: str) -> str:
@@ -125,15 +149,13 @@ def finetune(
     extra_metrics: dict | None = None,
 ) -> list[dict]:
     """Train ``model`` in place; return the evaluation records."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(
+    accelerator = make_accelerator(
         mixed_precision=resolve_precision(cfg.precision),
         gradient_accumulation_steps=cfg.grad_accum,
         log_with=cfg.trackers or None,
         project_dir=cfg.run_dir,
-        cpu=not torch.cuda.is_available(),
     )
     set_seed(seed)
     rank = accelerator.process_index
@@ -181,6 +203,8 @@ def finetune(
     stop = {"term": False}
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: stop.update(term=True))  # every rank checkpoints its own RNG state
+    if run_dir and accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
     jsonl = open(run_dir / "train_log.jsonl", "a") if run_dir and accelerator.is_main_process else None
     bar = tqdm(
         total=total,
@@ -192,13 +216,13 @@ def finetune(
     finished_early = False
     try:
         for epoch in range(state["epoch"], cfg.epochs):
-            loader.set_epoch(epoch)
+            sampler.use_epoch(epoch)
             model.train()
             batches = (
                 accelerator.skip_first_batches(loader, state["batch_in_epoch"]) if state["batch_in_epoch"] else loader
             )
             seen_start, clock = 0, time.perf_counter()
-            for batch in batches:
+            for batch in rng_neutral(batches):
                 with accelerator.accumulate(model):
                     logits = model(batch["input_ids"], batch["attention_mask"])
                     loss = labels.loss(logits, batch["targets"], weights, cfg.focal_gamma)
@@ -256,7 +280,7 @@ def finetune(
             jsonl.close()
         if cfg.trackers:
             accelerator.end_training()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drops the autocast wrapper
     if best_weights is not None:
         unwrapped.load_state_dict(best_weights, strict=False)
     # Under FSDP / ZeRO-3 each rank holds a shard: gather the full weights before anything is saved.

@@ -11,11 +11,11 @@ import logging
 import math
 
 import torch
-from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from .accel import make_accelerator
 from .config import TrainConfig
 from .features import FeatureSet
 from .labels import LabelSpace
@@ -33,7 +33,7 @@ def train_head(
     progress: bool = True,
 ) -> list[dict]:
     """Train ``head`` in place; return one record per epoch (train_loss, val_loss, best)."""
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     generator = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     features, targets = train
     loader = DataLoader(range(len(features)), batch_size=cfg.batch_size, shuffle=True, generator=generator)

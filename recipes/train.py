@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate import PartialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -27,6 +28,7 @@ import llmhead  # noqa: E402
 from llmhead import corpora  # noqa: E402
 from llmhead.config import ModelConfig, TrainConfig, build  # noqa: E402
 from llmhead.data import DataError, read_raw_labels, read_table, read_texts  # noqa: E402
+from llmhead.finetune import TrainingInterrupted  # noqa: E402
 from llmhead.labels import LabelSpace  # noqa: E402
 
 CORPORA = {
@@ -45,6 +47,7 @@ class DataConfig:
     test: str | None = None
     text: str | list[str] = "text"  # a column, or two columns for a text pair
     label: str | list[str] = "label"
+    train_limit: int | None = None  # use only this many training examples (a seeded sample)
 
     def __post_init__(self):
         if (self.dataset is None) == (self.train is None):
@@ -84,8 +87,18 @@ def splits(cfg: DataConfig):
     """(train, eval, test) sources: a packaged corpus's splits or the configured files."""
     if cfg.dataset:
         dd = CORPORA[cfg.dataset]()
-        return dd["train"], dd["validation"], dd["test"]
-    return cfg.train, cfg.eval, cfg.test
+        train, eval_, test = dd["train"], dd["validation"], dd["test"]
+    else:
+        train, eval_, test = cfg.train, cfg.eval, cfg.test
+    if cfg.train_limit is not None:
+        import datasets
+
+        if not isinstance(train, datasets.Dataset):
+            train = datasets.Dataset.from_dict(read_table(train, "train").columns)
+        if cfg.train_limit > len(train):
+            raise ValueError(f"data.train_limit={cfg.train_limit} exceeds the {len(train)} training examples")
+        train = train.shuffle(seed=0).select(range(cfg.train_limit))
+    return train, eval_, test
 
 
 def check_test_labels(cfg: RecipeConfig, train, test) -> None:
@@ -116,11 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
     clf = llmhead.Classifier(cfg.model)
     clf.fit(train, eval_, text=text, label=label, **dataclasses.asdict(cfg.train))
     fit_s = time.perf_counter() - start
+    if not PartialState().is_main_process:  # under torchrun / accelerate launch, rank 0 saves and reports
+        return {}
     out = Path(cfg.output_dir)
     saved = clf.save(out / "model")
+    n_train = len(read_table(train, "train"))
     result = {
         "fit_seconds": round(fit_s, 1),
-        "epochs_run": len(clf.history),
+        "train_examples": n_train,
+        "evaluations": len(clf.history),
         "best_val_loss": min(h["val_loss"] for h in clf.history),
         "truncated_texts": clf.truncated,
         "config": dataclasses.asdict(cfg),
@@ -143,5 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
+    except TrainingInterrupted as exc:  # SIGTERM: a checkpoint was written; resume=true continues
+        print(f"interrupted: {exc}")
+        sys.exit(0)
     except (DataError, ValueError, FileNotFoundError) as exc:
         sys.exit(f"error: {exc}")

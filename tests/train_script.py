@@ -1,0 +1,70 @@
+"""Run by the distributed / resume tests as a subprocess (plain python or torchrun): LoRA-train a tiny
+model and write the final weights of every rank.
+
+    python tests/train_script.py MODEL_DIR OUT_DIR [key=value ...]   (TrainConfig fields, plus nan_step/nan_rank)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)  # bit-for-bit comparisons across runs need a fixed reduction order
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conftest import CORPUS  # noqa: E402
+
+import llmhead  # noqa: E402
+from llmhead.finetune import TrainingInterrupted  # noqa: E402
+
+
+def rows(n: int) -> list[dict]:
+    return [{"text": f"{CORPUS[i % 8]} {i}", "label": ["pos", "neg"][i % 2]} for i in range(n)]
+
+
+def main() -> None:
+    model, out, *pairs = sys.argv[1:]
+    options = {k: json.loads(v) for k, v in (p.split("=", 1) for p in pairs)}
+    nan_step, nan_rank = options.pop("nan_step", None), options.pop("nan_rank", None)
+    dropout = options.pop("dropout", 0.0)
+    rank = int(os.environ.get("RANK", 0))
+    if nan_step is not None:  # force a non-finite loss on one rank at one step
+        from llmhead.labels import LabelSpace
+
+        original, calls = LabelSpace.loss, {"n": 0}
+
+        def loss(self, logits, targets, *args, **kwargs):
+            value = original(self, logits, targets, *args, **kwargs)
+            if logits.requires_grad:
+                calls["n"] += 1
+                if calls["n"] == nan_step and rank == nan_rank:
+                    return value * float("nan")
+            return value
+
+        LabelSpace.loss = loss
+    clf = llmhead.from_pretrained(
+        model, mode="lora", lora_r=4, lora_dropout=dropout, dropout=dropout, head_hidden=[16], seed=0
+    )
+    settings = dict(epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None)
+    settings.update(options)
+    try:
+        clf.fit(rows(24), rows(8), **settings)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}")
+        return
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    state = {f"backbone.{k}": v for k, v in get_peft_model_state_dict(clf._model.backbone).items()}
+    state.update({f"head.{k}": v for k, v in clf._model.head.state_dict().items()})
+    Path(out).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, Path(out) / f"weights.rank{rank}.safetensors")
+
+
+if __name__ == "__main__":
+    main()
