@@ -86,3 +86,28 @@ def test_check_recipe_on_a_saved_model(tiny_llama, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "PASSED" in proc.stdout and "export_transformers" in proc.stdout
+
+
+def test_recipe_lora_mode_writes_log_and_checkpoints(tiny_llama, tmp_path):
+    pd.DataFrame(sentiment_rows(3)).to_csv(tmp_path / "train.csv", index=False)
+    out = tmp_path / "run"
+    recipe.main(
+        [
+            "--config",
+            str(ROOT / "recipes/configs/lora.yaml"),
+            f"output_dir={out}",
+            f"model.model={tiny_llama}",
+            "model.template='{text}'",
+            "data.dataset=null",
+            f"data.train={tmp_path / 'train.csv'}",
+            "data.train_limit=20",
+            f"train.run_dir={out / 'r'}",
+            "train.checkpoint_every=2",
+            "train.eval_every=2",
+            "train.batch_size=4",
+        ]
+    )
+    assert (out / "model" / "adapter.safetensors").is_file()
+    steps = [line for line in (out / "r" / "train_log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(steps) == 5  # 18 training examples after the 10% validation split, batch 4
+    assert sorted(p.name for p in (out / "r" / "checkpoints").iterdir()) == ["step-2", "step-4"]

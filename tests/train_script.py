@@ -32,6 +32,7 @@ def main() -> None:
     options = {k: json.loads(v) for k, v in (p.split("=", 1) for p in pairs)}
     nan_step, nan_rank = options.pop("nan_step", None), options.pop("nan_rank", None)
     dropout = options.pop("dropout", 0.0)
+    val_n = options.pop("val_n", 8)
     rank = int(os.environ.get("RANK", 0))
     if nan_step is not None:  # force a non-finite loss on one rank at one step
         from llmhead.labels import LabelSpace
@@ -53,7 +54,7 @@ def main() -> None:
     settings = dict(epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None)
     settings.update(options)
     try:
-        clf.fit(rows(24), rows(8), **settings)
+        clf.fit(rows(24), rows(val_n), **settings)
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}")
         return
