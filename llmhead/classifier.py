@@ -46,6 +46,7 @@ class Classifier:
         self._saved_backbone: Path | None = None  # a saved full/merged backbone folder
         self._adapted = False  # the backbone carries adapters or trained weights
         self._merged = False
+        self._source_blocks: int | None = None  # blocks of the source model, before any truncation
 
     # ---- loading -------------------------------------------------------------------------
     @property
@@ -62,7 +63,9 @@ class Classifier:
     def _backbone(self) -> torch.nn.Module:
         if self._model is None:
             c = self.config
-            total = bb.model_config(self.source, c.trust_remote_code).num_hidden_layers
+            if self._source_blocks is None:
+                self._source_blocks = bb.model_config(self.source, c.trust_remote_code).num_hidden_layers
+            total = self._source_blocks  # of the original model: `layer=-2` keeps its meaning after a save
             keep, self._layer_indices = bb.block_plan(total, c.layer, c.layers)
             if self._saved_backbone is not None:  # full / merged saves carry their own weights
                 from transformers import AutoModel
@@ -325,6 +328,7 @@ class Classifier:
                 "kind": self.source.kind,
                 "fingerprint": self._fingerprint if kind != "weights" else None,
                 "saved_as": kind,
+                "source_blocks": self._source_blocks,
                 "adapter_config": adapter_config,
             },
             "tokenizer": {"pad_token_added": self._pad_note},
@@ -387,6 +391,7 @@ class Classifier:
         clf._pad_note = manifest["tokenizer"]["pad_token_added"]
         clf._tokenizer_dir = tokenizer_dir
         clf._expected_fingerprint = manifest["backbone"]["fingerprint"]
+        clf._source_blocks = manifest["backbone"].get("source_blocks")
         if saved_as == "weights":
             clf._saved_backbone = Path(folder) / checkpoint.BACKBONE
             clf._adapted, clf._merged = True, config.mode in ("lora", "qlora")

@@ -167,3 +167,19 @@ def test_unloadable_hub_metric_fails_before_the_model_loads(tiny_llama, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="could not load the evaluate metric 'no_such_metric_xyz'"):
         llmhead.from_pretrained(tiny_llama, mode="lora").fit(sentiment_rows(1), metrics=["no_such_metric_xyz"])
+
+
+def test_full_save_with_a_negative_layer_reloads_without_its_source(tmp_path):
+    import shutil
+
+    source = make_tiny(tmp_path / "src", "llama")
+    clf = llmhead.from_pretrained(source, mode="full", dtype="float32", layer=-2)
+    clf.fit(sentiment_rows(1), **FIT)
+    assert len(clf._model.backbone.layers) == 1
+    texts = [r["text"] for r in sentiment_rows(1)]
+    reference = clf.logits(texts)
+    clf.save(tmp_path / "m")
+    shutil.rmtree(source)  # a full save carries its weights and tokenizer
+    again = llmhead.load(tmp_path / "m")
+    assert len(again._model.backbone.layers) == 1
+    torch.testing.assert_close(again.logits(texts), reference, atol=0, rtol=0)
