@@ -150,7 +150,7 @@ class Classifier:
         key = FeatureCache.key(self._fingerprint, f"{settings}|{c.chunk_aggregate}|{owner}", ids)
         found = self._cache.get(key) if cache else None
         if found is None:
-            found = extract(self._model, self.tokenizer, ids, batch_size)
+            found = extract(self._model, self.tokenizer, ids, batch_size, torch_dtype(c.dtype))
             if owner is not None:
                 found = FeatureSet(aggregate(found.values, owner, len(texts), c.chunk_aggregate))
             if cache:

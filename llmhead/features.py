@@ -104,10 +104,12 @@ class FeatureSet:
 
 
 @torch.inference_mode()
-def extract(model, tokenizer, ids: list[list[int]], batch_size: int, progress: bool = True) -> FeatureSet:
-    """Features of each token list, in input order. ``model`` has ``features(input_ids, attention_mask)``."""
+def extract(
+    model, tokenizer, ids: list[list[int]], batch_size: int, dtype: torch.dtype, progress: bool = True
+) -> FeatureSet:
+    """Features of each token list, in input order, computed in ``dtype`` (autocast when not float32).
+    ``model`` has ``features(input_ids, attention_mask)``."""
     device = next(model.parameters()).device
-    dtype = next(model.backbone.parameters()).dtype
     pooled_out: torch.Tensor | None = None
     token_rows: list[torch.Tensor | None] = [None] * len(ids)
     bar = tqdm(total=len(ids), desc="features", unit="ex", disable=not progress, leave=False)

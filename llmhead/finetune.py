@@ -277,7 +277,9 @@ def finetune(
             if finished_early:
                 break
             state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
-            if not cfg.eval_every:
+            last_eval = state["history"][-1]["step"] if state["history"] else None
+            # Every epoch; with eval_every, once more at the end, so the last steps are never discarded.
+            if not cfg.eval_every or (epoch + 1 == cfg.epochs and last_eval != state["step"]):
                 best_weights, finished_early = _evaluate(
                     accelerator, model, labels, val_loader, cfg, state, best_weights, jsonl, extra_metrics
                 )

@@ -36,7 +36,7 @@ def test_recipe_trains_saves_and_reports(tiny_llama, tmp_path):
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["n"] == 8 and 0 <= metrics["test"]["accuracy"] <= 1
-    assert metrics["epochs_run"] == 3 and metrics["config"]["train"]["epochs"] == 3
+    assert metrics["evaluations"] == 3 and metrics["config"]["train"]["epochs"] == 3
     assert result["test"] == metrics["test"]
     assert {p.name for p in (out / "model").iterdir()} == {"llmhead.json", "head.safetensors", "tokenizer"}
     clf = llmhead.load(out / "model")
@@ -111,3 +111,5 @@ def test_recipe_lora_mode_writes_log_and_checkpoints(tiny_llama, tmp_path):
     steps = [line for line in (out / "r" / "train_log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(steps) == 5  # 18 training examples after the 10% validation split, batch 4
     assert sorted(p.name for p in (out / "r" / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    evals = [line for line in (out / "r" / "train_log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [json.loads(e)["eval"]["step"] for e in evals] == [2, 4, 5]  # the last steps are evaluated too
