@@ -32,7 +32,7 @@ from . import metrics as metric_fns
 from .accel import make_accelerator
 from .config import TrainConfig
 from .labels import LabelSpace
-from .modes import block_index, trainable_state
+from .modes import block_index, trainable_names, trainable_state
 
 log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer_state.json"
@@ -183,7 +183,7 @@ def finetune(
     accelerator.register_for_checkpointing(scheduler)
     # Checkpoints hold what trains (adapters, unfrozen weights, the head), not a frozen base: for LoRA on a
     # 135M model that is a few MB instead of hundreds.
-    trainable = set(trainable_state(accelerator.unwrap_model(model)))
+    trainable = trainable_names(accelerator.unwrap_model(model))
 
     def only_trainable(models, weights, output_dir):
         for state_dict in weights:

@@ -99,7 +99,13 @@ def prepare(backbone: nn.Module, config: ModelConfig, gradient_checkpointing: bo
     return backbone
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU copies of the parameters that train (adapters, unfrozen weights, the head) and of buffers."""
+def trainable_names(model: nn.Module) -> set[str]:
+    """State-dict names of what training changes: trainable parameters, and the head's buffers."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items() if n in names or n.startswith("head.")}
+    return {n for n in model.state_dict() if n in names or n.startswith("head.")}
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU copies of what training changes (adapters, unfrozen weights, the head)."""
+    names = trainable_names(model)
+    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items() if n in names}
