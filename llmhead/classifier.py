@@ -218,7 +218,10 @@ class Classifier:
                 self._requantize()
         self._model.eval()
         if c.task == "multilabel" and cfg.tune_thresholds:
-            val_logits = self.logits(val_texts, text="text", batch_size=cfg.batch_size, templated=True)
+            if c.mode == "head":  # the frozen backbone's validation features are already computed
+                val_logits = head_logits(self._model.head, x_val, cfg.batch_size)
+            else:
+                val_logits = self.logits(val_texts, batch_size=cfg.batch_size, templated=True)
             labels.tune_thresholds(labels.probabilities(val_logits), y_val.numpy())
         self._train_config = cfg
         return self

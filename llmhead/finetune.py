@@ -200,6 +200,7 @@ def finetune(
         ).to(accelerator.device)
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": math.inf, "stale": 0, "history": []}
+    best_weights = None
     if cfg.resume:
         latest = _latest_checkpoint(run_dir)
         if latest is None:
@@ -207,8 +208,8 @@ def finetune(
         else:
             accelerator.load_state(str(latest), strict=False)
             state = json.loads((latest / TRAINER_STATE).read_text())
+            best_weights = _load_best(latest)
             log.info("resumed from %s (epoch %d, step %d)", latest, state["epoch"] + 1, state["step"])
-    best_weights = _load_best(run_dir) if cfg.resume and run_dir else None
 
     stop = {"term": False}
     previous = signal.getsignal(signal.SIGTERM)
@@ -416,8 +417,7 @@ def _save_best(folder: Path, best_weights) -> None:
         save_file({k: v.contiguous() for k, v in best_weights.items()}, folder / BEST)
 
 
-def _load_best(run_dir: Path):
+def _load_best(checkpoint: Path):
     from safetensors.torch import load_file
 
-    latest = _latest_checkpoint(run_dir)
-    return load_file(latest / BEST) if latest is not None and (latest / BEST).is_file() else None
+    return load_file(checkpoint / BEST) if (checkpoint / BEST).is_file() else None
