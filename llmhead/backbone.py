@@ -183,6 +183,31 @@ def load_backbone(
     return model
 
 
+def lm_head_rows(source: Source, backbone, token_ids: list[int], trust_remote_code: bool = False) -> torch.Tensor:
+    """(len(token_ids), H) float32 rows of the LM head the backbone was trained with.
+
+    Tied models reuse the input embeddings; otherwise the rows are read from the checkpoint's safetensors
+    (only those rows), or, for hub ids, from the causal LM loaded once.
+    """
+    config = model_config(source, trust_remote_code)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text_config, "tie_word_embeddings", getattr(config, "tie_word_embeddings", False)):
+        return backbone.get_input_embeddings().weight[token_ids].detach().float()
+    folder = Path(source.pretrained_path())
+    if folder.is_dir():
+        from safetensors import safe_open
+
+        for path in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(path), "pt") as f:
+                for key in f.keys():
+                    if key.endswith("lm_head.weight"):
+                        return f.get_slice(key)[token_ids].float()
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
+    return lm.get_output_embeddings().weight[token_ids].detach().float()
+
+
 def fingerprint(model: torch.nn.Module) -> str:
     """A cheap identity for a backbone's weights: shapes plus the first and last values of each tensor."""
     digest = hashlib.sha256()

@@ -16,14 +16,18 @@ import torch
 
 from . import backbone as bb
 from . import checkpoint, metrics, modes
-from .config import ModelConfig, TrainConfig, build, for_mode
-from .data import FILE_FORMATS, DataError, read_raw_labels, read_table, read_texts
+from .augment import augment
+from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode
+from .data import FILE_FORMATS, read_raw_labels, read_table, read_texts
 from .features import FeatureCache, FeatureSet, aggregate, chunk, extract, tokenize
 from .finetune import Tokenized, finetune
 from .heads import MLPHead
+from .icl import ICLHead, ICLScorer, build_prompt, pick_demonstrations, verbalizer_words
 from .labels import LabelSpace
 from .model import HeadModel
+from .pooling import FIXED
 from .precision import resolve_dtype, torch_dtype
+from .probe import ProbeHead, fit_probe
 from .training import head_logits, train_head
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,10 @@ class Classifier:
         self._adapted = False  # the backbone carries adapters or trained weights
         self._merged = False
         self._source_blocks: int | None = None  # blocks of the source model, before any truncation
+        self._icl_demos: list[tuple[str, int]] = []  # mode='icl': the demonstrations (text, label index)
+        self._icl_scorer: ICLScorer | None = None
+        self._icl_chat = False  # mode='icl': whether the prompt uses the tokenizer's chat template
+        self.ladder = None  # mode='auto': the ladder's result
 
     # ---- loading -------------------------------------------------------------------------
     @property
@@ -67,7 +75,15 @@ class Classifier:
                 self._source_blocks = bb.model_config(self.source, c.trust_remote_code).num_hidden_layers
             total = self._source_blocks  # of the original model: `layer=-2` keeps its meaning after a save
             keep, self._layer_indices = bb.block_plan(total, c.layer, c.layers)
-            if self._saved_backbone is not None:  # full / merged saves carry their own weights
+            if c.mode == "icl":  # the LM head is the classifier: load the causal LM
+                from transformers import AutoModelForCausalLM
+
+                backbone = AutoModelForCausalLM.from_pretrained(
+                    self.source.pretrained_path(),
+                    dtype=torch_dtype(c.dtype),
+                    trust_remote_code=c.trust_remote_code,
+                ).eval()
+            elif self._saved_backbone is not None:  # full / merged saves carry their own weights
                 from transformers import AutoModel
 
                 backbone = AutoModel.from_pretrained(self._saved_backbone, dtype=torch_dtype(self._weights_dtype()))
@@ -81,7 +97,7 @@ class Classifier:
                     quantization_config=modes.quantization_config(c),
                 )
             backbone.requires_grad_(False)  # until a training mode unfreezes what it trains
-            self._fingerprint = bb.fingerprint(backbone)
+            self._fingerprint = bb.fingerprint(backbone.base_model if c.mode == "icl" else backbone)
             if (
                 self._saved_backbone is None
                 and self._expected_fingerprint
@@ -94,6 +110,11 @@ class Classifier:
             self._model = HeadModel(backbone, MLPHead(self.hidden_size(backbone), 1), c.pooling, self._layer_indices)
         return self._model.backbone
 
+    def _source_blocks_count(self) -> int:
+        if self._source_blocks is None:
+            self._source_blocks = bb.model_config(self.source, self.config.trust_remote_code).num_hidden_layers
+        return self._source_blocks
+
     def _weights_dtype(self) -> str:
         """Full fine-tuning keeps float32 master weights (mixed precision computes in bf16/fp16)."""
         return "float32" if self.config.mode == "full" and self.config.dtype == "auto" else self.config.dtype
@@ -102,9 +123,18 @@ class Classifier:
     def hidden_size(backbone) -> int:
         return backbone.get_input_embeddings().embedding_dim
 
-    def _new_head(self) -> MLPHead:
+    def _new_head(self) -> torch.nn.Module:
         torch.manual_seed(self.config.seed)
         c = self.config
+        width = self.hidden_size(self._backbone())
+        n_layers = len(self._layer_indices or [None])
+        if c.mode == "icl":
+            return ICLHead(self.labels.num_outputs)
+        if c.mode == "probe":
+            binary = c.task == "classification" and self.labels.num_outputs == 2
+            return ProbeHead(n_layers * width, self.labels.num_outputs, c.probe, c.task, 1 if binary else None)
+        if c.mode == "lmhead":  # the label words' LM-head rows, nothing else
+            return MLPHead(width, self.labels.num_outputs, [], dropout=0.0, input_norm="none", bias=True)
         return MLPHead(
             self.hidden_size(self._backbone()),
             self.labels.num_outputs,
@@ -131,40 +161,82 @@ class Classifier:
             table = read_table(data, role)
         return read_texts(table, text, self.config.template, self.config.pair_separator)
 
-    def _examples(self, data: Any, text, label, role: str) -> tuple[list[str], list, str]:
+    def _examples(self, data: Any, text, label, role: str, templated: bool = True) -> tuple[list[str], list, str]:
         table = read_table(data, role)
-        texts = read_texts(table, text, self.config.template, self.config.pair_separator)
+        texts = read_texts(table, text, self.config.template if templated else "{text}", self.config.pair_separator)
         return texts, read_raw_labels(table, label, self.config.task), table.origin
 
+    def _template(self, texts: list[str]) -> list[str]:
+        return [self.config.template.replace("{text}", t) for t in texts]
+
+    def _label_token_ids(self, words: list[str]) -> list[int]:
+        """The first token of each label word as it would follow the prompt (after a space unless the
+        template already ends in whitespace): the LM-head row that scores that label."""
+        lead = "" if self.config.template[-1:].isspace() else " "
+        return [self.tokenizer(lead + w, add_special_tokens=False)["input_ids"][0] for w in words]
+
     def _features(self, texts: list[str], batch_size: int, cache: bool) -> FeatureSet:
-        """(N, L, H) pooled features of ``texts``, from the cache when it has them."""
+        """Pooled features of ``texts`` (N, L, H), or token states for attention pooling; examples the
+        cache already holds (same weights, settings and token ids) are not computed again."""
         c = self.config
-        owner = None
         if c.long_inputs == "chunk":
-            ids, owner = chunk(self.tokenizer, texts, c.max_length, c.chunk_overlap)
+            windows, owner = chunk(self.tokenizer, texts, c.max_length, c.chunk_overlap)
+            rows: list[list[list[int]]] = [[] for _ in texts]
+            for w, o in zip(windows, owner):
+                rows[o].append(w)
         else:
             ids, truncated = tokenize(self.tokenizer, texts, c.max_length)
             self.truncated += truncated
+            rows = [[x] for x in ids]
         self._backbone()
-        settings = f"{c.pooling}|{self._layer_indices}|{resolve_dtype(c.dtype)}|{c.long_inputs}|{c.chunk_overlap}"
-        key = FeatureCache.key(self._fingerprint, f"{settings}|{c.chunk_aggregate}|{owner}", ids)
-        found = self._cache.get(key) if cache else None
-        if found is None:
-            found = extract(self._model, self.tokenizer, ids, batch_size, torch_dtype(c.dtype))
-            if owner is not None:
-                found = FeatureSet(aggregate(found.values, owner, len(texts), c.chunk_aggregate))
+        cache = cache and not self._adapted  # trained weights: the cache key (pretrained fingerprint) would lie
+        settings = (
+            f"{c.pooling}|{self._layer_indices}|{resolve_dtype(c.dtype)}|{c.long_inputs}|{c.chunk_overlap}|"
+            f"{c.chunk_aggregate}"
+        )
+        skey = FeatureCache.settings_key(self._fingerprint, settings)
+        keys = FeatureCache.row_keys(rows)
+        found = self._cache.lookup(skey, keys) if cache else [None] * len(rows)
+        todo: dict[bytes, int] = {}  # each distinct missing example once
+        for i, f in enumerate(found):
+            if f is None:
+                todo.setdefault(keys[i], i)
+        if todo:
+            computed = self._extract([rows[i] for i in todo.values()], batch_size)
+            new = dict(zip(todo, computed.rows()))
             if cache:
-                self._cache.put(key, found)
-        return found
+                self._cache.put(skey, list(todo), computed)
+            found = [f if f is not None else new[k] for f, k in zip(found, keys)]
+        return FeatureSet.from_rows(found, tokens=self.config.pooling not in FIXED)
+
+    def _extract(self, rows: list[list[list[int]]], batch_size: int) -> FeatureSet:
+        windows = [w for r in rows for w in r]
+        computed = extract(self._model, self.tokenizer, windows, batch_size, torch_dtype(self.config.dtype))
+        if len(windows) == len(rows):
+            return computed
+        owner = [i for i, r in enumerate(rows) for _ in r]
+        return FeatureSet(aggregate(computed.values, owner, len(rows), self.config.chunk_aggregate))
 
     # ---- training ------------------------------------------------------------------------
     def fit(self, train: Any, eval: Any = None, *, text="text", label="label", **options) -> Classifier:
         """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ..."""
         c = self.config
+        if c.mode == "auto":
+            from .ladder import fit_auto
+
+            return fit_auto(self, train, eval, text, label, options)
         cfg = for_mode(build(TrainConfig, options), c.mode)
+        if c.mode == "icl" and cfg.augment:
+            raise ValueError("augment is for modes that train; mode='icl' only picks demonstrations")
+        if cfg.neftune_alpha and c.mode not in ("lora", "qlora", "full"):
+            raise ValueError(
+                f"neftune_alpha perturbs embeddings while fine-tuning: modes lora/qlora/full, not {c.mode!r}"
+            )
+        if cfg.epochs == 0 and c.mode not in ("head", "lmhead"):
+            raise ValueError(f"epochs=0 (the head as initialised) is for modes head and lmhead, not {c.mode!r}")
         # Everything about the data (and any hub metric) is checked before any weights load.
         extra_metrics = {name: metrics.load_hub_metric(name) for name in cfg.metrics}
-        train_texts, train_raw, origin = self._examples(train, text, label, "train")
+        train_texts, train_raw, origin = self._examples(train, text, label, "train", templated=False)
         if (
             eval is None
             and type(train).__name__ == "DatasetDict"
@@ -174,10 +246,14 @@ class Classifier:
         labels = LabelSpace.learn(c.task, train_raw, c.labels, label)
         if c.task == "regression" and (cfg.class_weights is not None or cfg.focal_gamma):
             raise ValueError("class_weights and focal_gamma are for classification and multilabel, not regression")
+        verbalized = c.mode in ("icl", "lmhead") or c.head_init == "verbalizer"
+        words = verbalizer_words(labels.names, c.verbalizers) if verbalized else None
         y_train = labels.encode(train_raw, origin)
         if eval is not None:
-            val_texts, val_raw, val_origin = self._examples(eval, text, label, "eval")
+            val_texts, val_raw, val_origin = self._examples(eval, text, label, "eval", templated=False)
             y_val = labels.encode(val_raw, val_origin)
+        elif c.mode in ("probe", "icl"):  # nothing to stop early: every example trains (probes cross-validate C)
+            val_texts, y_val = [], None
         else:
             train_texts, val_texts, y_train, y_val = self._split(train_texts, y_train, cfg.val_fraction)
         self.labels = labels
@@ -185,19 +261,36 @@ class Classifier:
             self._cache.folder = Path(cfg.feature_cache)
         if self._adapted:  # a second fit starts again from the pretrained weights
             self._model, self._adapted, self._merged, self._saved_backbone = None, False, False, None
-
+        # Augmentation happens after the validation split, on training texts only.
+        train_texts, y_train = augment(train_texts, y_train, cfg.augment, cfg.augment_ops, cfg.augment_p, c.seed)
+        train_texts, val_texts = self._template(train_texts), self._template(val_texts)
+        self._train_config = cfg
         self.truncated = 0
+        if c.mode == "icl":
+            return self._fit_icl(train_texts, y_train, val_texts, y_val, words)
+
         x_train = self._features(train_texts, cfg.batch_size, cache=True)
-        x_val = self._features(val_texts, cfg.batch_size, cache=True)
+        x_val = self._features(val_texts, cfg.batch_size, cache=True) if val_texts else None
+        if c.mode == "probe":
+            head, info = fit_probe(x_train.values, y_train, c.probe, c.task, c.probe_c, c.seed)
+            self._model.head = head.eval()
+            self.history = [{"probe": c.probe, **info, **self._val_record(x_val, y_val, cfg.batch_size)}]
+            self._tune_thresholds(x_val, y_val, cfg)
+            return self
         head = self._new_head()
         head.fit_scaler(x_train.values)
-        if c.mode == "head":
-            self.history = train_head(head, labels, (x_train, y_train), (x_val, y_val), cfg, c.seed)
+        if words is not None:  # start from the zero-shot classifier: the LM head's rows for the label words
+            rows = bb.lm_head_rows(self.source, self._model.backbone, self._label_token_ids(words), c.trust_remote_code)
+            head.init_from_rows(rows)
+        if c.mode in FROZEN_MODES:
+            self.history = train_head(
+                head, labels, (x_train, y_train), (x_val, y_val), cfg, c.seed, start_is_candidate=words is not None
+            )
         elif cfg.warm_start:  # linear probing, then fine-tuning: the backbone never sees a random head's gradients
             warm = for_mode(dataclasses.replace(cfg, epochs=None, patience=None), "head")
             train_head(head, labels, (x_train, y_train), (x_val, y_val), warm, c.seed, progress=cfg.progress)
         self._model.head = head
-        if c.mode != "head":
+        if c.mode not in FROZEN_MODES:
             self._model.backbone = modes.prepare(self._model.backbone, c, cfg.gradient_checkpointing)
             self._adapted = True
             train_ids, _ = tokenize(self.tokenizer, train_texts, c.max_length)
@@ -217,50 +310,77 @@ class Classifier:
             if c.mode == "qlora":
                 self._requantize()
         self._model.eval()
-        if c.task == "multilabel" and cfg.tune_thresholds:
-            if c.mode == "head":  # the frozen backbone's validation features are already computed
-                val_logits = head_logits(self._model.head, x_val, cfg.batch_size)
-            else:
-                val_logits = self.logits(val_texts, batch_size=cfg.batch_size, templated=True)
+        if c.mode in FROZEN_MODES:
+            self._tune_thresholds(x_val, y_val, cfg)
+        elif c.task == "multilabel" and cfg.tune_thresholds:
+            val_logits = self.logits(val_texts, batch_size=cfg.batch_size, templated=True)
             labels.tune_thresholds(labels.probabilities(val_logits), y_val.numpy())
-        self._train_config = cfg
         return self
 
-    def _requantize(self) -> None:
-        """Rebuild the 4-bit base as ``load`` will, then put the trained adapters back.
+    def _tune_thresholds(self, x_val: FeatureSet | None, y_val, cfg: TrainConfig) -> None:
+        """Multilabel: per-label thresholds on validation F1, from the frozen backbone's cached features."""
+        if self.config.task == "multilabel" and cfg.tune_thresholds and x_val is not None:
+            val_logits = head_logits(self._model.head, x_val, cfg.batch_size)
+            self.labels.tune_thresholds(self.labels.probabilities(val_logits), y_val.numpy())
 
-        bitsandbytes repacks 4-bit weights for the CPU at their first forward pass, and the result depends on
-        whether that pass trained; rebuilding makes predictions after ``fit`` equal those after ``load``.
-        """
-        from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-
-        adapted, head = self._model.backbone, self._model.head
-        adapter, peft_config = get_peft_model_state_dict(adapted), adapted.peft_config["default"]
-        self._model = None
-        fresh = get_peft_model(self._backbone(), peft_config)
-        set_peft_model_state_dict(fresh, adapter)
-        self._model.backbone, self._model.head = fresh.eval(), head
-
-    def _split(self, texts: list[str], targets: torch.Tensor, fraction: float):
-        from sklearn.model_selection import train_test_split
-
-        n_val = max(1, round(fraction * len(texts)))
-        if len(texts) - n_val < 1:
-            raise DataError(f"need at least 2 training examples to carve a validation split, got {len(texts)}")
-        stratify = None
+    def _val_record(self, x_val: FeatureSet | None, y_val, batch_size: int) -> dict:
+        if x_val is None:
+            return {}
+        out = head_logits(self._model.head, x_val, batch_size)
+        record = {"val_loss": self.labels.loss(out, y_val).item()}
         if self.config.task == "classification":
-            counts = np.bincount(targets.numpy())
-            if counts[counts > 0].min() >= 2 and n_val >= len(counts):
-                stratify = targets.numpy()
-        idx_train, idx_val = train_test_split(
-            np.arange(len(texts)), test_size=n_val, random_state=self.config.seed, stratify=stratify
-        )
-        return (
-            [texts[i] for i in idx_train],
-            [texts[i] for i in idx_val],
-            targets[torch.as_tensor(idx_train)],
-            targets[torch.as_tensor(idx_val)],
-        )
+            record["val_accuracy"] = float((out.argmax(-1) == y_val).float().mean())
+        return record
+
+    def _fit_icl(self, texts: list[str], targets: torch.Tensor, val_texts, y_val, words: list[str]) -> Classifier:
+        c = self.config
+        picked = pick_demonstrations(targets.numpy(), c.icl_shots, c.seed)
+        self._icl_demos = [(texts[i], int(targets[i])) for i in picked]
+        self._backbone()
+        record: dict = {"demonstrations": len(picked)}
+        has_chat = bool(self.tokenizer.chat_template)
+        if c.chat_template == "on" and not has_chat:
+            raise ValueError(f"chat_template='on' but the tokenizer of {self.source.name!r} has no chat template")
+        self._icl_chat = c.chat_template == "on" or (c.chat_template == "auto" and has_chat)
+        if c.chat_template == "auto" and has_chat:
+            # Small or base-like models often do better without the chat format: choose on training rows
+            # that are not demonstrations (up to 64), never on evaluation data.
+            rest = np.setdiff1d(np.arange(len(texts)), picked)
+            rest = np.random.default_rng(c.seed).permutation(rest)[:64]
+            if len(rest) >= 8:
+                scores = {}
+                for chat in (True, False):
+                    self._icl_chat, self._icl_scorer = chat, None
+                    head = self._calibrated_head()
+                    out = head(self._scorer().scores([texts[i] for i in rest], progress=False))
+                    scores["chat" if chat else "plain"] = float((out.argmax(-1) == targets[rest]).float().mean())
+                self._icl_chat = scores["chat"] >= scores["plain"]
+                record["prompt_choice_accuracy"] = scores
+        record["chat_template"] = self._icl_chat
+        self._icl_scorer = None
+        self._model.head = self._calibrated_head().eval()
+        record["content_free_probs"] = self._model.head.log_cf.exp().tolist()
+        if val_texts:
+            out = self._logits_of(val_texts, self._train_config.batch_size)
+            record["val_accuracy"] = float((out.argmax(-1) == y_val).float().mean())
+        self.history = [record]
+        return self
+
+    def _calibrated_head(self) -> ICLHead:
+        head = self._new_head()
+        if self.config.icl_calibrate:
+            head.log_cf.copy_(self._scorer().content_free_bias())
+        return head
+
+    def _scorer(self) -> ICLScorer:
+        if self._icl_scorer is None:
+            words = verbalizer_words(self.labels.names, self.config.verbalizers)
+            demos = [(t, words[y]) for t, y in self._icl_demos]
+            prompt = build_prompt(self.tokenizer, self.config, demos, words, self._icl_chat)
+            self._icl_scorer = ICLScorer(
+                self._backbone(), self.tokenizer, prompt, words, torch_dtype(self.config.dtype)
+            )
+        return self._icl_scorer
 
     # ---- inference -----------------------------------------------------------------------
     def _require_fitted(self) -> None:
@@ -268,12 +388,21 @@ class Classifier:
             raise RuntimeError("this classifier has no trained head yet: call fit() first, or llmhead.load(dir)")
 
     @torch.inference_mode()
-    def logits(self, data: Any, text="text", batch_size: int = 32, templated: bool = False) -> torch.Tensor:
-        """(N, num_outputs) float32 head outputs, in input order."""
+    def logits(
+        self, data: Any, text="text", batch_size: int = 32, templated: bool = False, cache: bool = False
+    ) -> torch.Tensor:
+        """(N, num_outputs) float32 head outputs, in input order. ``cache=True`` keeps the examples'
+        features for later calls (cross-validation does)."""
         self._require_fitted()
         texts = data if templated else self._texts(data, text, "test")
+        return self._logits_of(texts, batch_size, cache)
+
+    @torch.inference_mode()
+    def _logits_of(self, texts: list[str], batch_size: int, cache: bool = False) -> torch.Tensor:
         self._backbone()
-        return head_logits(self._model.head, self._features(texts, batch_size, cache=False), batch_size)
+        if self.config.mode == "icl":
+            return self._model.head(self._scorer().scores(texts, progress=len(texts) > 64))
+        return head_logits(self._model.head, self._features(texts, batch_size, cache=cache), batch_size)
 
     def predict(self, data: Any, text="text", batch_size: int = 32) -> list:
         """Label names (classification), lists of names (multilabel) or floats (regression)."""
@@ -285,23 +414,40 @@ class Classifier:
         self._require_fitted()
         return self.labels.probabilities(self.logits(data, text, batch_size))
 
-    def evaluate(self, data: Any, text="text", label="label", batch_size: int = 32) -> dict:
+    def evaluate(self, data: Any, text="text", label="label", batch_size: int = 32, cache: bool = False) -> dict:
         """Metrics: accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman."""
         self._require_fitted()
         texts, raw, origin = self._examples(data, text, label, "test")
         targets = self.labels.encode(raw, origin)  # unseen labels fail here, before any forward pass
-        with torch.inference_mode():
-            self._backbone()
-            out = head_logits(self._model.head, self._features(texts, batch_size, cache=False), batch_size)
+        return {"n": len(texts), **self.score_logits(self._logits_of(texts, batch_size, cache), targets, raw)}
+
+    def score_logits(self, out: torch.Tensor, targets: torch.Tensor, raw: list) -> dict:
+        """Metrics of head outputs against encoded ``targets`` (and the raw values, for regression)."""
         names = self.labels.names
         if self.config.task == "classification":
-            result = metrics.classification(targets.numpy(), out.argmax(-1).numpy(), names)
-        elif self.config.task == "multilabel":
-            result = metrics.multilabel(targets.numpy().astype(int), self.labels.multilabel_decisions(out), names)
-        else:
-            truth = np.asarray([[float(v) for v in row] for row in raw])
-            result = metrics.regression(truth, self.labels.values(out), names)
-        return {"n": len(texts), **result}
+            return metrics.classification(targets.numpy(), out.argmax(-1).numpy(), names)
+        if self.config.task == "multilabel":
+            return metrics.multilabel(targets.numpy().astype(int), self.labels.multilabel_decisions(out), names)
+        truth = np.asarray([[float(v) for v in (row if isinstance(row, (list, tuple)) else [row])] for row in raw])
+        return metrics.regression(truth, self.labels.values(out), names)
+
+    def share_frozen(self, other: Classifier) -> None:
+        """Reuse ``other``'s tokenizer, feature cache and (frozen) loaded weights: cross-validation folds
+        and ladder rungs on the same model then load it once and compute each example's features once."""
+        self._tokenizer, self._pad_note, self._cache = other.tokenizer, other._pad_note, other._cache
+        if other._model is None or other._adapted or self.config.mode not in FROZEN_MODES + ("icl",):
+            return
+        same_cut = (self.config.layer, self.config.layers) == (other.config.layer, other.config.layers)
+        backbone = other._model.backbone
+        if other.config.mode == "icl" and self.config.mode != "icl":
+            backbone = backbone.base_model  # the causal LM's body is exactly the frozen backbone
+        elif self.config.mode == "icl" and other.config.mode != "icl":
+            return  # icl needs the LM head, which a plain backbone does not have
+        if not same_cut or self.config.dtype != other.config.dtype:
+            return
+        self._source_blocks, self._layer_indices = other._source_blocks, other._layer_indices
+        self._fingerprint = other._fingerprint
+        self._model = HeadModel(backbone, other._model.head, self.config.pooling, self._layer_indices)
 
     # ---- persistence ---------------------------------------------------------------------
     def _backbone_kind(self) -> str:
@@ -337,6 +483,9 @@ class Classifier:
             "tokenizer": {"pad_token_added": self._pad_note},
             "train": _jsonable(dataclasses.asdict(self._train_config)) if hasattr(self, "_train_config") else None,
             "history": self.history,
+            "icl": {"demonstrations": [list(d) for d in self._icl_demos], "chat_template": self._icl_chat}
+            if self.config.mode == "icl"
+            else None,
             "versions": _versions(),
         }
         backbone = self._model.backbone
@@ -395,6 +544,9 @@ class Classifier:
         clf._tokenizer_dir = tokenizer_dir
         clf._expected_fingerprint = manifest["backbone"]["fingerprint"]
         clf._source_blocks = manifest["backbone"].get("source_blocks")
+        if manifest.get("icl"):
+            clf._icl_demos = [(t, int(y)) for t, y in manifest["icl"]["demonstrations"]]
+            clf._icl_chat = bool(manifest["icl"]["chat_template"])
         if saved_as == "weights":
             clf._saved_backbone = Path(folder) / checkpoint.BACKBONE
             clf._adapted, clf._merged = True, config.mode in ("lora", "qlora")

@@ -12,9 +12,12 @@ from .assets import DEFAULT_MODEL
 from .heads import ACTIVATIONS, INITS, INPUT_NORMS, LAYER_MIXES
 from .pooling import POOLINGS
 from .precision import DTYPES
+from .probe import PROBES
 
 TASKS = ("classification", "multilabel", "regression")
-MODES = ("head", "lora", "qlora", "full")
+MODES = ("head", "lora", "qlora", "full", "probe", "icl", "lmhead", "auto")
+FROZEN_MODES = ("head", "probe", "lmhead")  # the backbone is never trained: features are computed once, cached
+CHAT = ("auto", "on", "off")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
@@ -31,7 +34,10 @@ class ModelConfig:
     model: str = DEFAULT_MODEL  # alias, .gguf file, transformers directory or hub id
     task: str = "classification"  # classification | multilabel | regression
     labels: list | None = None  # fixed label order; learnt from training data when None
-    mode: str = "head"  # head (frozen backbone, cached features) | lora | qlora (4-bit NF4 base + LoRA) | full
+    # head: frozen backbone (cached features) + MLP | lora | qlora (4-bit NF4 base + LoRA) | full
+    # probe: frozen features + a scikit-learn linear model | icl: in-context learning with the LM head
+    # lmhead: train only the label words' LM-head rows | auto: the ladder picks one by cross-validation
+    mode: str = "head"
     pooling: str = "last"  # last | mean | max | attention (a learned query), all masked by attention_mask
     layer: int | None = None  # feed the head from block k (negative: from the top); blocks above k are dropped
     layers: list[int] | None = None  # several blocks' pooled states (0 = embeddings); blocks above the top one dropped
@@ -41,7 +47,18 @@ class ModelConfig:
     dropout: float = 0.1
     input_norm: str = "standardize"  # standardize | scale | layernorm | none, on the pooled input
     head_bias: bool = True
-    head_init: str = "default"  # default (PyTorch) | normal (std 0.02, zero bias, as transformers' score)
+    head_init: str = "default"  # default (PyTorch) | normal (std 0.02, as transformers' score) | verbalizer
+    # (verbalizer: a linear head on the last token starts from the LM head's rows for the label words, i.e. from
+    # the zero-shot classifier; give a `template` that ends where the label word would come)
+    probe: str = "logreg"  # mode='probe': logreg | svm (calibrated probabilities) | ridge (regression)
+    probe_c: float | None = None  # probe regularisation (C, or ridge alpha); None: chosen by cross-validation
+    verbalizers: dict | None = None  # label -> the word(s) naming it, for icl / lmhead / verbalizer init
+    icl_shots: int = 8  # mode='icl': demonstrations per class, drawn from the training data with `seed`
+    icl_template: str = "Text: {text}\nLabel: {label}"  # one demonstration; the query ends before {label}
+    icl_instruction: str | None = None  # None: "Classify each text as one of: <verbalizers>."
+    icl_separator: str = "\n\n"  # between demonstrations
+    icl_calibrate: bool = True  # contextual calibration (Zhao et al. 2021) with content-free inputs
+    chat_template: str = "auto"  # icl: auto (use the tokenizer's chat template when it has one) | on | off
     max_length: int = 512  # tokens per forward pass
     long_inputs: str = "truncate"  # truncate (counted and reported) | chunk (overlapping windows, aggregated)
     chunk_overlap: int = 64  # tokens shared by consecutive chunks
@@ -68,7 +85,7 @@ class ModelConfig:
             p.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if not (isinstance(self.freeze_blocks, int) and self.freeze_blocks >= 0):
             p.append(f"freeze_blocks must be an int >= 0, got {self.freeze_blocks!r}")
-        if self.mode != "head" and self.long_inputs == "chunk":
+        if self.mode not in ("head", "probe") and self.long_inputs == "chunk":
             p.append(f"long_inputs='chunk' is for mode='head'; mode={self.mode!r} trains on truncated inputs")
         if self.task not in TASKS:
             p.append(f"task must be one of {TASKS}, got {self.task!r}")
@@ -82,9 +99,39 @@ class ModelConfig:
             ("head_init", INITS),
             ("long_inputs", ("truncate", "chunk")),
             ("chunk_aggregate", ("mean", "max")),
+            ("probe", PROBES),
+            ("chat_template", CHAT),
         ):
             if getattr(self, name) not in allowed:
                 p.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.mode in ("icl", "lmhead") and self.task != "classification":
+            p.append(f"mode={self.mode!r} scores label words, so it is for task='classification' only")
+        if self.mode == "probe" and self.pooling == "attention":
+            p.append("mode='probe' fits a linear model on fixed pooled vectors: use pooling last, mean or max")
+        if self.mode == "probe" and (self.task == "regression") != (self.probe == "ridge"):
+            p.append(f"probe={self.probe!r} does not fit task={self.task!r}: ridge is for regression, logreg/svm not")
+        if self.head_init == "verbalizer" or self.mode == "lmhead":
+            if self.pooling != "last" or self.layer is not None or self.layers is not None:
+                p.append("verbalizer heads read the LM head's input: pooling='last', no layer / layers")
+            if self.mode != "lmhead" and self.head_hidden:
+                p.append("head_init='verbalizer' needs a linear head: head_hidden=[]")
+            if self.mode != "lmhead" and self.input_norm == "standardize" and not self.head_bias:
+                p.append("head_init='verbalizer' with input_norm='standardize' needs head_bias=True")
+            if self.mode != "lmhead" and self.input_norm == "layernorm":
+                p.append("head_init='verbalizer' works with input_norm standardize, scale or none, not layernorm")
+        if self.verbalizers is not None and not (
+            isinstance(self.verbalizers, dict)
+            and all(isinstance(v, str) and v.strip() for v in self.verbalizers.values())
+        ):
+            p.append(f"verbalizers must map each label to a non-empty string, got {self.verbalizers!r}")
+        if not (isinstance(self.icl_shots, int) and self.icl_shots >= 0):
+            p.append(f"icl_shots must be an int >= 0 (0 = zero-shot), got {self.icl_shots!r}")
+        if not (isinstance(self.icl_template, str) and self.icl_template.count("{text}") == 1):
+            p.append(f"icl_template must contain {{text}} once, got {self.icl_template!r}")
+        elif not self.icl_template.rstrip().endswith("{label}"):
+            p.append(f"icl_template must end with {{label}} (the scored answer), got {self.icl_template!r}")
+        if self.probe_c is not None and not (isinstance(self.probe_c, (int, float)) and self.probe_c > 0):
+            p.append(f"probe_c must be > 0 or None, got {self.probe_c!r}")
         if self.pooling == "attention" and self.long_inputs == "chunk":
             p.append("long_inputs='chunk' works with pooling last, mean or max, not attention")
         if self.layer is not None and self.layers is not None:
@@ -140,7 +187,7 @@ class ModelConfig:
 class TrainConfig:
     """How ``fit`` trains. In head mode an epoch costs only the head: features are cached."""
 
-    epochs: int | None = None  # upper bound; None: 100 for mode='head' (epochs are cheap), 1 otherwise
+    epochs: int | None = None  # upper bound; None: 100 for head/lmhead (epochs are cheap), 1 otherwise; 0: no step
     batch_size: int = 32  # per process; the global batch is batch_size * processes * grad_accum
     lr: float = 1e-3  # learning rate of the new head
     backbone_lr_ratio: float = 0.1  # backbone (LoRA or full) learning rate = lr * this
@@ -168,12 +215,33 @@ class TrainConfig:
     resume: bool = False  # continue from the latest complete checkpoint in run_dir
     trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow
     progress: bool = True
+    # Small-data options. Augmentation perturbs the training split only (never validation, eval or test).
+    augment: int = 0  # perturbed copies added per training example (0 = off)
+    augment_ops: list[str] = field(default_factory=lambda: ["dropout", "mask", "swap"])  # word-level, no network
+    augment_p: float = 0.1  # per-word probability of each op
+    neftune_alpha: float = 0.0  # lora/qlora/full: NEFTune noise on the input embeddings while training (e.g. 5)
 
     def __post_init__(self):
         p = []
-        for name in ("epochs", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        if self.epochs == 0:  # allowed: evaluate the head as initialised (e.g. from verbalizers)
+            self.epochs = 0
+        elif self.epochs is not None and not (
+            isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1
+        ):
+            p.append(f"epochs must be an int >= 0, got {self.epochs!r}")
+        if not (isinstance(self.augment, int) and self.augment >= 0):
+            p.append(f"augment must be an int >= 0 (extra copies per example), got {self.augment!r}")
+        from .augment import OPS
+
+        if not (isinstance(self.augment_ops, (list, tuple)) and self.augment_ops and set(self.augment_ops) <= set(OPS)):
+            p.append(f"augment_ops must be a non-empty list from {OPS}, got {self.augment_ops!r}")
+        if not (isinstance(self.augment_p, (int, float)) and 0 < self.augment_p < 1):
+            p.append(f"augment_p must be in (0, 1), got {self.augment_p!r}")
+        if not (isinstance(self.neftune_alpha, (int, float)) and self.neftune_alpha >= 0):
+            p.append(f"neftune_alpha must be >= 0, got {self.neftune_alpha!r}")
+        for name in ("batch_size", "grad_accum", "eval_every", "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
-            optional = name in ("epochs", "eval_every", "checkpoint_every")
+            optional = name in ("eval_every", "checkpoint_every")
             if optional and value is None:
                 continue
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -213,7 +281,7 @@ class TrainConfig:
 
 def for_mode(cfg: TrainConfig, mode: str) -> TrainConfig:
     """Fill the mode-dependent defaults: head epochs are cheap (cached features), fine-tuning ones are not."""
-    head = mode == "head"
+    head = mode in FROZEN_MODES
     return dataclasses.replace(
         cfg,
         epochs=cfg.epochs if cfg.epochs is not None else (100 if head else 1),

@@ -30,12 +30,18 @@ class Table:
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
+    def rows(self, index, what: str) -> Table:
+        """The rows ``index`` (0-based), as a table described as ``what`` of this one."""
+        return Table({k: [v[i] for i in index] for k, v in self.columns.items()}, f"{self.origin} ({what})")
+
 
 _MISSING = object()  # a key absent from one dict of a list of dicts
 
 
 def read_table(source: Any, role: str = "train") -> Table:
     """Turn ``source`` into columns; ``role`` picks the split of a DatasetDict (train/eval/test)."""
+    if isinstance(source, Table):
+        return source
     if isinstance(source, (str, os.PathLike)):
         return _read_file(Path(source))
     try:

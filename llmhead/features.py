@@ -99,6 +99,18 @@ class FeatureSet:
         mask = torch.arange(tokens.shape[1])[None, :] < self.lengths[index][:, None]  # (B, T)
         return tokens, mask.long()
 
+    def rows(self) -> list[torch.Tensor]:
+        """One tensor per example: (L, H) pooled, or (T_i, L, H) token states."""
+        if self.lengths is None:
+            return list(self.values.unbind(0))
+        return list(self.values.split(self.lengths.tolist()))
+
+    @classmethod
+    def from_rows(cls, rows: list[torch.Tensor], tokens: bool) -> FeatureSet:
+        if not tokens:
+            return cls(torch.stack(rows))
+        return cls(torch.cat(rows), torch.tensor([len(r) for r in rows]))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"values": self.values} if self.lengths is None else {"values": self.values, "lengths": self.lengths}
 
@@ -133,33 +145,67 @@ def extract(
 
 
 class FeatureCache:
-    """Pooled features keyed by everything that determines them: in memory, and on disk when a folder is set."""
+    """Per-example features, keyed by everything that determines them: the weights' fingerprint and the
+    extraction settings (model, layers, pooling, max_length, dtype...) for a group, and each example's token
+    ids within it. Held in memory, and on disk as safetensors when a folder is set, so a second run, a second
+    classifier on the same settings, every cross-validation fold and every ladder rung reuse them: only
+    examples never seen before are computed."""
 
     def __init__(self, folder: str | os.PathLike | None = None):
         self.folder = Path(folder) if folder else None
-        self.memory: dict[str, torch.Tensor] = {}
+        self.rows: dict[str, dict[bytes, torch.Tensor]] = {}
+        self._read: set[tuple[str, Path]] = set()
+        self.hits = 0  # examples served from the cache, for reports and tests
+        self.misses = 0
 
     @staticmethod
-    def key(model_id: str, settings: str, ids: list[list[int]]) -> str:
-        digest = hashlib.sha256(f"{model_id}|{settings}".encode())
-        for row in ids:
-            digest.update(np.asarray(row, dtype=np.int64).tobytes())
-            digest.update(b"|")
-        return digest.hexdigest()[:24]
+    def settings_key(model_id: str, settings: str) -> str:
+        return hashlib.sha256(f"{model_id}|{settings}".encode()).hexdigest()[:24]
 
-    def get(self, key: str) -> FeatureSet | None:
-        if key in self.memory:
-            return self.memory[key]
-        if self.folder is not None and (self.folder / f"{key}.safetensors").is_file():
-            self.memory[key] = FeatureSet(**load_file(self.folder / f"{key}.safetensors"))
-            return self.memory[key]
-        return None
+    @staticmethod
+    def row_keys(rows: list[list[list[int]]]) -> list[bytes]:
+        """One 16-byte key per example, from its token ids (all windows of it when chunked)."""
+        keys = []
+        for windows in rows:
+            digest = hashlib.sha256()
+            for ids in windows:
+                digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+                digest.update(b"|")
+            keys.append(digest.digest()[:16])
+        return keys
 
-    def put(self, key: str, features: FeatureSet) -> None:
-        self.memory[key] = features
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.folder)
-            os.close(fd)
-            save_file({k: v.contiguous() for k, v in features.tensors().items()}, tmp)
-            os.replace(tmp, self.folder / f"{key}.safetensors")
+    def _group(self, skey: str) -> dict[bytes, torch.Tensor]:
+        group = self.rows.setdefault(skey, {})
+        if self.folder is not None and (self.folder / skey).is_dir():
+            for path in sorted((self.folder / skey).glob("*.safetensors")):
+                if (skey, path) in self._read:
+                    continue
+                self._read.add((skey, path))
+                stored = load_file(path)
+                keys = [bytes(k) for k in stored["keys"].numpy()]
+                features = FeatureSet(stored["values"], stored.get("lengths"))
+                group.update(zip(keys, features.rows()))
+        return group
+
+    def lookup(self, skey: str, keys: list[bytes]) -> list[torch.Tensor | None]:
+        group = self._group(skey)
+        found = [group.get(k) for k in keys]
+        hits = sum(f is not None for f in found)
+        self.hits += hits
+        self.misses += len(found) - hits
+        return found
+
+    def put(self, skey: str, keys: list[bytes], features: FeatureSet) -> None:
+        self._group(skey).update(zip(keys, features.rows()))
+        if self.folder is None:
+            return
+        folder = self.folder / skey
+        folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(b"".join(keys)).hexdigest()[:24]
+        tensors = {k: v.contiguous() for k, v in features.tensors().items()}
+        tensors["keys"] = torch.from_numpy(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16).copy())
+        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
+        os.close(fd)
+        save_file(tensors, tmp)
+        os.replace(tmp, folder / f"{name}.safetensors")  # readers never see a half-written file
+        self._read.add((skey, folder / f"{name}.safetensors"))

@@ -13,7 +13,7 @@ from .pooling import AttentionPool
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 INPUT_NORMS = ("standardize", "scale", "layernorm", "none")
 LAYER_MIXES = ("concat", "weighted")
-INITS = ("default", "normal")
+INITS = ("default", "normal", "verbalizer")  # verbalizer: set from LM-head rows by the classifier
 
 
 class MLPHead(nn.Module):
@@ -75,6 +75,19 @@ class MLPHead(nn.Module):
             self.scale.copy_(features.std(0, unbiased=False).clamp(min=1e-6))
         if self.input_norm == "standardize":
             self.shift.copy_(features.mean(0))
+
+    @torch.no_grad()
+    def init_from_rows(self, rows: torch.Tensor) -> None:
+        """Make a linear head compute ``rows @ h`` on the raw pooled vector h: the LM head's logits of the
+        label words, i.e. the zero-shot classifier. The input normalization is folded in (call
+        ``fit_scaler`` first)."""
+        linear = self.mlp[-1]
+        if len(self.mlp) != 2 or self.scale.shape[0] != 1 or self.input_norm == "layernorm":
+            raise ValueError("verbalizer initialisation needs a linear head on one layer without layernorm")
+        rows = rows.float()
+        linear.weight.copy_(rows * self.scale[0])  # ((h - shift) / scale) @ (rows * scale).T = rows @ h - rows @ shift
+        if linear.bias is not None:
+            linear.bias.copy_(rows @ self.shift[0])
 
     def forward(self, pooled: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, H) pooled vectors, or (B, T, L, H) token states + (B, T) mask -> (B, out_dim) float32."""

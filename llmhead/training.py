@@ -31,8 +31,12 @@ def train_head(
     cfg: TrainConfig,
     seed: int,
     progress: bool = True,
+    start_is_candidate: bool = False,
 ) -> list[dict]:
-    """Train ``head`` in place; return one record per epoch (train_loss, val_loss, best)."""
+    """Train ``head`` in place; return one record per epoch (train_loss, val_loss, best).
+
+    ``start_is_candidate``: the initial head is meaningful (e.g. the zero-shot verbalizer head), so it is
+    evaluated as epoch 0 and kept if no epoch beats it."""
     accelerator = make_accelerator()
     generator = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     features, targets = train
@@ -42,7 +46,7 @@ def train_head(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    total = cfg.epochs * math.ceil(len(features) / cfg.batch_size)
+    total = max(1, cfg.epochs * math.ceil(len(features) / cfg.batch_size))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     head, optimizer, loader, scheduler = accelerator.prepare(head, optimizer, loader, scheduler)
     weights = None
@@ -54,6 +58,10 @@ def train_head(
         ).to(accelerator.device)
 
     best_loss, best_state, stale, history = math.inf, None, 0, []
+    if start_is_candidate or cfg.epochs == 0:
+        best_loss = evaluate_loss(accelerator.unwrap_model(head), labels, val, cfg.batch_size)
+        best_state = copy.deepcopy(accelerator.unwrap_model(head).state_dict())
+        history.append({"epoch": 0, "val_loss": best_loss, "best": True})
     bar = tqdm(range(cfg.epochs), desc="head", unit="epoch", disable=not (progress and accelerator.is_main_process))
     for epoch in bar:
         head.train()
@@ -85,7 +93,8 @@ def train_head(
             log.info("early stop after epoch %d: no better validation loss for %d epochs", epoch + 1, stale)
             break
     bar.close()
-    accelerator.unwrap_model(head).load_state_dict(best_state)
+    if best_state is not None:
+        accelerator.unwrap_model(head).load_state_dict(best_state)
     return history
 
 
@@ -93,7 +102,7 @@ def train_head(
 def head_logits(head: torch.nn.Module, features: FeatureSet, batch_size: int) -> torch.Tensor:
     """(N, num_outputs) head outputs on cached features, in batches, on the CPU."""
     head.eval()
-    device = next(head.parameters()).device
+    device = next(iter([*head.parameters(), *head.buffers()])).device
     out = []
     for start in range(0, len(features), batch_size):
         x, mask = features.take(torch.arange(start, min(start + batch_size, len(features))))

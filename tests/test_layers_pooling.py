@@ -126,14 +126,16 @@ def test_attention_pooling_trains_its_query_and_caches_token_states(tiny_llama, 
     query = clf._model.head.attention.query
     assert query.abs().sum() > 0  # it started at zero (mean pooling) and learned
     assert clf.evaluate(sentiment_rows(1))["accuracy"] == 1.0
-    cached = list((tmp_path / "cache").glob("*.safetensors"))
+    cached = list((tmp_path / "cache").glob("*/*.safetensors"))
     assert cached, "token states were not written to the disk cache"
     from safetensors.torch import load_file
 
     stored = load_file(cached[0])
-    assert set(stored) == {"values", "lengths"} and stored["values"].shape[0] == int(stored["lengths"].sum())
+    assert set(stored) == {"keys", "values", "lengths"}
+    assert stored["values"].shape[0] == int(stored["lengths"].sum())
     again = llmhead.from_pretrained(tiny_llama, dtype="float32", pooling="attention", dropout=0.0)
     again.fit(sentiment_rows(2), epochs=40, patience=0, lr=3e-3, feature_cache=str(tmp_path / "cache"))
+    assert again._cache.misses == 0 and again._cache.hits == len(sentiment_rows(2))  # nothing recomputed
     torch.testing.assert_close(again.logits(["a new text"]), clf.logits(["a new text"]))
 
 

@@ -1,0 +1,300 @@
+"""The ladder: run the strategies that fit the data and the time budget under one cross-validation,
+print one table, recommend a winner with the reason, and refit and save it.
+
+Rungs, cheapest first: icl (few-shot prompt, nothing trained) -> lmhead (the label words' LM-head rows)
+-> probe (frozen features + calibrated linear SVM) -> head (frozen features + MLP) -> lora -> full.
+
+The playbook's thresholds decide what is tried by default: below 100 examples, prompting and LM-head
+tuning (an MLP or fine-tuning would overfit); below 1,000, frozen features with a linear model; from
+1,000, fine-tuning. The rungs around the playbook's pick run too, so the table shows whether the data
+agrees. All frozen rungs share one feature pass; a rung whose estimated cost exceeds the time left is
+skipped and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classifier import Classifier
+from .config import FROZEN_MODES, ModelConfig, build
+from .cv import cross_validate
+from .data import read_raw_labels, read_table, read_texts
+
+log = logging.getLogger(__name__)
+
+RUNGS = ("icl", "lmhead", "probe", "head", "lora", "full")
+# forward-pass equivalents per training example and epoch (forward + backward), for the budget estimate
+TRAIN_COST = {"lora": 3.0, "full": 4.0}
+
+
+def playbook(n: int) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """(rungs tried, rungs the playbook picks, why) for ``n`` training examples."""
+    if n < 100:
+        return ("icl", "lmhead", "probe"), ("icl", "lmhead"), "< 100 examples: prompting or LM-head tuning"
+    if n < 1000:
+        return ("icl", "lmhead", "probe", "head"), ("probe",), "< 1,000 examples: frozen features + a linear model"
+    return RUNGS, ("head", "lora", "full"), ">= 1,000 examples: train a head or fine-tune"
+
+
+@dataclass
+class LadderResult:
+    n: int
+    folds: int
+    metric: str
+    rows: list[dict]  # one per rung: status, score, costs
+    winner: str
+    reason: str
+    playbook_pick: tuple[str, ...]
+    agreed: bool
+    seconds: float
+    test: dict | None = None
+    classifier: Classifier | None = field(default=None, repr=False)
+
+    def format(self) -> str:
+        out = [
+            f"Ladder on {self.n} examples, {self.folds}-fold cross-validation, metric {self.metric}",
+            "",
+            "| rung | playbook | CV score (mean +/- std) | fit s / fold | predict s / 1,000 | trainable | status |",
+            "|---|---|---|---:|---:|---:|---|",
+        ]
+        for r in self.rows:
+            score = f"{r['mean']:.4f} +/- {r['std']:.4f}" if r.get("mean") is not None else "-"
+            fit = f"{r['fit_seconds']:.1f}" if r.get("fit_seconds") is not None else "-"
+            pred = f"{r['predict_per_1000']:.1f}" if r.get("predict_per_1000") is not None else "-"
+            params = f"{r['trainable']:,}" if r.get("trainable") is not None else "-"
+            pick = "yes" if r["rung"] in self.playbook_pick else ""
+            name = f"**{r['rung']}**" if r["rung"] == self.winner else r["rung"]
+            out.append(f"| {name} | {pick} | {score} | {fit} | {pred} | {params} | {r['status']} |")
+        out += [
+            "",
+            f"winner: {self.winner}. {self.reason}",
+            f"playbook pick: {' / '.join(self.playbook_pick)}; the data {'agreed' if self.agreed else 'disagreed'}.",
+        ]
+        if self.test:
+            out.append(f"winner refit on all {self.n} examples; test: {_short(self.test)}")
+        out.append(f"total {self.seconds:.0f} s")
+        return "\n".join(out)
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(dataclasses.replace(self, classifier=None))
+        data.pop("classifier")
+        return data
+
+
+def run_ladder(
+    data: Any,
+    model: str | None = None,
+    *,
+    text="text",
+    label="label",
+    test: Any = None,
+    budget_s: float = 900,
+    folds: int = 5,
+    rungs: list[str] | None = None,
+    out_dir: str | None = None,
+    fit: dict | None = None,
+    feature_cache: str | None = None,
+    **model_options,
+) -> LadderResult:
+    """Cross-validate the rungs that fit ``budget_s`` seconds, pick the winner, refit it on all the data,
+    evaluate it on ``test`` when given, and save it (and the table) to ``out_dir`` when given.
+
+    ``model_options`` are ModelConfig fields shared by every rung (template, verbalizers, dtype, seed...);
+    ``fit`` holds TrainConfig fields for every rung's fit."""
+    start = time.perf_counter()
+    if model is not None:
+        model_options["model"] = model
+    model_options.pop("mode", None)
+    base_config = build(ModelConfig, {**model_options, "mode": "head"})
+    if base_config.task != "classification":
+        raise ValueError("the ladder's rungs include prompting, which scores label words: task='classification'")
+    table = read_table(data, "train")
+    read_texts(table, text, base_config.template, base_config.pair_separator)
+    raw = read_raw_labels(table, label, base_config.task)
+    n = len(table)
+    tried, pick, why = playbook(n)
+    if rungs is not None:
+        unknown = [r for r in rungs if r not in RUNGS]
+        if unknown:
+            raise ValueError(f"unknown rungs {unknown}; choose from {RUNGS}")
+        tried = tuple(r for r in RUNGS if r in rungs)
+    counts = np.unique(np.asarray([repr(v) for v in raw]), return_counts=True)[1]
+    folds = max(2, min(folds, int(counts.min())))
+    fit = dict(fit or {})
+    if feature_cache:
+        fit.setdefault("feature_cache", feature_cache)
+    if test is not None:
+        test_table = read_table(test, "test")
+        read_texts(test_table, text, base_config.template, base_config.pair_separator)
+        read_raw_labels(test_table, label, base_config.task)
+
+    # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
+    shared = Classifier(base_config)
+    if feature_cache:
+        shared._cache.folder = Path(feature_cache)
+    t0 = time.perf_counter()
+    shared._features(shared._texts(table, text, "train"), 32, cache=True)
+    per_example = (time.perf_counter() - t0) / n  # seconds per example forward (0 when cached already)
+    per_example = max(per_example, 1e-3)
+
+    rows = []
+    for rung in RUNGS:
+        row: dict = {"rung": rung}
+        rows.append(row)
+        if rung not in tried:
+            row["status"] = f"skipped: playbook ({why})"
+            continue
+        left = budget_s - (time.perf_counter() - start)
+        estimate = _estimate(rung, n, folds, per_example, fit)
+        refit_reserve = _estimate(rung, n, folds, per_example, fit) / folds
+        if estimate + refit_reserve > left:
+            row["status"] = f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"
+            continue
+        options = _rung_options(rung, base_config, model_options)
+        rung_fit = _rung_fit(rung, fit)
+        try:
+            cv = cross_validate(
+                table, text=text, label=label, folds=folds, fit=rung_fit, share=shared, out_dir=None, **options
+            )
+        except Exception as exc:  # one failing rung must not sink the others; the table says why
+            log.exception("rung %s failed", rung)
+            row["status"] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+            continue
+        probe = Classifier(build(ModelConfig, options), shared.source)
+        probe.share_frozen(shared)
+        per_1000 = np.mean([f["predict_seconds"] / f["n_heldout"] for f in cv.folds]) * 1000
+        if rung in FROZEN_MODES:  # held-out features came from the cache: add the forward pass they need
+            per_1000 += per_example * 1000
+        row.update(
+            mean=cv.mean,
+            std=cv.std,
+            folds=[f[cv.metric] for f in cv.folds],
+            fit_seconds=float(np.mean([f["fit_seconds"] for f in cv.folds])),
+            predict_per_1000=float(per_1000),
+            trainable=_trainable(rung, shared, base_config, len(set(map(repr, raw)))),
+            status="ran",
+        )
+    ran = [r for r in rows if r["status"] == "ran"]
+    if not ran:
+        raise RuntimeError("no rung fitted the budget; raise budget_s. " + "; ".join(r["status"] for r in rows))
+    best = max(ran, key=lambda r: r["mean"])
+    se = best["std"] / math.sqrt(folds)
+    close = [r for r in ran if r["mean"] >= best["mean"] - se]
+    winner = min(close, key=lambda r: (r["predict_per_1000"], RUNGS.index(r["rung"])))
+    if winner is best:
+        reason = f"highest mean CV accuracy ({best['mean']:.4f} +/- {best['std']:.4f})"
+    else:
+        reason = (
+            f"within one standard error ({se:.4f}) of the best, {best['rung']} ({best['mean']:.4f}), "
+            f"with {winner['mean']:.4f}, and cheaper to run ({winner['predict_per_1000']:.1f} s vs "
+            f"{best['predict_per_1000']:.1f} s per 1,000 predictions)"
+        )
+    options = _rung_options(winner["rung"], base_config, model_options)
+    final = Classifier(build(ModelConfig, options), shared.source)
+    final.share_frozen(shared)
+    final.fit(table, text=text, label=label, **_rung_fit(winner["rung"], {**fit, "progress": False}))
+    result = LadderResult(
+        n=n,
+        folds=folds,
+        metric="accuracy",
+        rows=rows,
+        winner=winner["rung"],
+        reason=reason,
+        playbook_pick=pick,
+        agreed=winner["rung"] in pick,
+        seconds=0.0,
+        classifier=final,
+    )
+    if test is not None:
+        result.test = final.evaluate(test, text=text, label=label)
+    result.seconds = time.perf_counter() - start
+    if out_dir is not None:
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        final.save(folder / "model")
+        (folder / "ladder.md").write_text(result.format() + "\n")
+        (folder / "ladder.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+    return result
+
+
+def _estimate(rung: str, n: int, folds: int, per_example: float, fit: dict) -> float:
+    """Seconds for the rung's cross-validation, from the measured forward cost per example."""
+    if rung in ("lmhead", "probe", "head"):
+        return 2.0 * folds  # features are cached: only the head trains
+    if rung == "icl":
+        return 4.0 * n * per_example + 60  # each example scored once (demonstrations cached) + prompt choice
+    epochs = fit.get("epochs") or 1
+    train = n * (folds - 1) * epochs * TRAIN_COST[rung] * per_example
+    return train + 2 * n * per_example  # + held-out predictions and the warm start's features
+
+
+def _rung_options(rung: str, base: ModelConfig, user: dict) -> dict:
+    options = {k: v for k, v in user.items() if k != "mode"}
+    options["mode"] = rung
+    if rung == "icl" and "icl_template" not in user:
+        if base.template != "{text}":  # the user's prompt, followed by the label word
+            options["icl_template"] = base.template.rstrip() + " {label}"
+    if rung == "probe":
+        options.setdefault("probe", "svm")
+    if rung == "full":
+        options.setdefault("freeze_blocks", 0)
+    return options
+
+
+def _rung_fit(rung: str, fit: dict) -> dict:
+    options = dict(fit)
+    if rung in ("icl", "probe"):  # nothing iterative to configure
+        keep = ("batch_size", "feature_cache", "progress")
+        options = {k: v for k, v in options.items() if k in keep}
+    options.setdefault("progress", False)
+    return options
+
+
+def _trainable(rung: str, shared: Classifier, config: ModelConfig, classes: int) -> int:
+    width = shared.hidden_size(shared._backbone())
+    if rung == "icl":
+        return 0
+    if rung == "lmhead":
+        return classes * width + classes
+    if rung == "probe":
+        return (1 if classes == 2 else classes) * (width + 1)
+    dims = [width, *config.head_hidden, classes]
+    head = sum(a * b + b for a, b in zip(dims, dims[1:]))
+    if rung == "head":
+        return head
+    backbone = shared._model.backbone
+    if rung == "full":
+        return head + sum(p.numel() for n, p in backbone.named_parameters() if "embed" not in n)
+    # lora: r * (in + out) per adapted linear layer of the blocks
+    r = config.lora_r
+    import torch
+
+    linears = [m for n, m in backbone.named_modules() if isinstance(m, torch.nn.Linear) and "layers" in n]
+    return head + sum(r * (m.in_features + m.out_features) for m in linears)
+
+
+def _short(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def fit_auto(clf: Classifier, train: Any, eval: Any, text, label, options: dict) -> Classifier:
+    """``mode='auto'``: run the ladder on ``train`` and become its winner (``clf.ladder`` keeps the table)."""
+    options = dict(options)
+    budget = options.pop("budget_s", 900)
+    folds = options.pop("folds", 5)
+    model_options = {k: v for k, v in dataclasses.asdict(clf.config).items() if k != "mode"}
+    result = run_ladder(train, text=text, label=label, budget_s=budget, folds=folds, fit=options, **model_options)
+    winner = result.classifier
+    clf.__dict__.update(winner.__dict__)
+    clf.ladder = result
+    log.info("mode='auto' chose %s: %s", result.winner, result.reason)
+    return clf
