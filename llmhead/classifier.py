@@ -55,6 +55,7 @@ class Classifier:
         self._icl_scorer: ICLScorer | None = None
         self._icl_chat = False  # mode='icl': whether the prompt uses the tokenizer's chat template
         self.ladder = None  # mode='auto': the ladder's result
+        self._progress = True  # progress bars; fit(progress=False) turns them off
 
     # ---- loading -------------------------------------------------------------------------
     @property
@@ -211,7 +212,9 @@ class Classifier:
 
     def _extract(self, rows: list[list[list[int]]], batch_size: int) -> FeatureSet:
         windows = [w for r in rows for w in r]
-        computed = extract(self._model, self.tokenizer, windows, batch_size, torch_dtype(self.config.dtype))
+        computed = extract(
+            self._model, self.tokenizer, windows, batch_size, torch_dtype(self.config.dtype), self._progress
+        )
         if len(windows) == len(rows):
             return computed
         owner = [i for i, r in enumerate(rows) for _ in r]
@@ -265,6 +268,7 @@ class Classifier:
         train_texts, y_train = augment(train_texts, y_train, cfg.augment, cfg.augment_ops, cfg.augment_p, c.seed)
         train_texts, val_texts = self._template(train_texts), self._template(val_texts)
         self._train_config = cfg
+        self._progress = cfg.progress
         self.truncated = 0
         if c.mode == "icl":
             return self._fit_icl(train_texts, y_train, val_texts, y_val, words)
@@ -284,7 +288,14 @@ class Classifier:
             head.init_from_rows(rows)
         if c.mode in FROZEN_MODES:
             self.history = train_head(
-                head, labels, (x_train, y_train), (x_val, y_val), cfg, c.seed, start_is_candidate=words is not None
+                head,
+                labels,
+                (x_train, y_train),
+                (x_val, y_val),
+                cfg,
+                c.seed,
+                progress=cfg.progress,
+                start_is_candidate=words is not None,
             )
         elif cfg.warm_start:  # linear probing, then fine-tuning: the backbone never sees a random head's gradients
             warm = for_mode(dataclasses.replace(cfg, epochs=None, patience=None), "head")
@@ -382,6 +393,42 @@ class Classifier:
             )
         return self._icl_scorer
 
+    def _requantize(self) -> None:
+        """Rebuild the 4-bit base as ``load`` will, then put the trained adapters back.
+
+        bitsandbytes repacks 4-bit weights for the CPU at their first forward pass, and the result depends on
+        whether that pass trained; rebuilding makes predictions after ``fit`` equal those after ``load``.
+        """
+        from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+        adapted, head = self._model.backbone, self._model.head
+        adapter, peft_config = get_peft_model_state_dict(adapted), adapted.peft_config["default"]
+        self._model = None
+        fresh = get_peft_model(self._backbone(), peft_config)
+        set_peft_model_state_dict(fresh, adapter)
+        self._model.backbone, self._model.head = fresh.eval(), head
+
+    def _split(self, texts: list[str], targets: torch.Tensor, fraction: float):
+        from sklearn.model_selection import train_test_split
+
+        n_val = max(1, round(fraction * len(texts)))
+        if len(texts) - n_val < 1:
+            raise DataError(f"need at least 2 training examples to carve a validation split, got {len(texts)}")
+        stratify = None
+        if self.config.task == "classification":
+            counts = np.bincount(targets.numpy())
+            if counts[counts > 0].min() >= 2 and n_val >= len(counts):
+                stratify = targets.numpy()
+        idx_train, idx_val = train_test_split(
+            np.arange(len(texts)), test_size=n_val, random_state=self.config.seed, stratify=stratify
+        )
+        return (
+            [texts[i] for i in idx_train],
+            [texts[i] for i in idx_val],
+            targets[torch.as_tensor(idx_train)],
+            targets[torch.as_tensor(idx_val)],
+        )
+
     # ---- inference -----------------------------------------------------------------------
     def _require_fitted(self) -> None:
         if self.labels is None:
@@ -401,7 +448,7 @@ class Classifier:
     def _logits_of(self, texts: list[str], batch_size: int, cache: bool = False) -> torch.Tensor:
         self._backbone()
         if self.config.mode == "icl":
-            return self._model.head(self._scorer().scores(texts, progress=len(texts) > 64))
+            return self._model.head(self._scorer().scores(texts, progress=self._progress and len(texts) > 64))
         return head_logits(self._model.head, self._features(texts, batch_size, cache=cache), batch_size)
 
     def predict(self, data: Any, text="text", batch_size: int = 32) -> list:

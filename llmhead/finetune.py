@@ -225,6 +225,13 @@ def finetune(
         disable=not (cfg.progress and accelerator.is_main_process),
     )
     finished_early = False
+    neftune = None
+    if cfg.neftune_alpha:  # noise on the input embeddings while training (Jain et al. 2023), off in eval
+        from transformers.integrations.neftune import neftune_post_forward_hook
+
+        embeddings = accelerator.unwrap_model(model).backbone.get_input_embeddings()
+        embeddings.neftune_noise_alpha = cfg.neftune_alpha
+        neftune = embeddings.register_forward_hook(neftune_post_forward_hook)
     try:
         for epoch in range(state["epoch"], cfg.epochs):
             sampler.use_epoch(epoch)
@@ -287,6 +294,8 @@ def finetune(
                 if finished_early:
                     break
     finally:
+        if neftune is not None:
+            neftune.remove()
         signal.signal(signal.SIGTERM, previous)
         bar.close()
         if jsonl:

@@ -139,12 +139,16 @@ def run_ladder(
 
     # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
     shared = Classifier(base_config)
+    shared._progress = False
     if feature_cache:
         shared._cache.folder = Path(feature_cache)
+    texts = shared._texts(table, text, "train")
+    sample = texts[: min(n, 64)]
+    shared._features(sample[:2], 32, cache=False)  # loads the weights, outside the timing
     t0 = time.perf_counter()
-    shared._features(shared._texts(table, text, "train"), 32, cache=True)
-    per_example = (time.perf_counter() - t0) / n  # seconds per example forward (0 when cached already)
-    per_example = max(per_example, 1e-3)
+    shared._features(sample, 32, cache=False)  # the forward cost per example, measured even when cached
+    per_example = (time.perf_counter() - t0) / len(sample)
+    shared._features(texts, 32, cache=True)
 
     rows = []
     for rung in RUNGS:
@@ -189,15 +193,21 @@ def run_ladder(
     best = max(ran, key=lambda r: r["mean"])
     se = best["std"] / math.sqrt(folds)
     close = [r for r in ran if r["mean"] >= best["mean"] - se]
-    winner = min(close, key=lambda r: (r["predict_per_1000"], RUNGS.index(r["rung"])))
+    # Among rungs within one standard error of the best: the cheapest to run (costs within 20% count as
+    # equal), then the one with the fewest trained parameters (the least room to overfit).
+    cheapest = min(r["predict_per_1000"] for r in close)
+    affordable = [r for r in close if r["predict_per_1000"] <= 1.2 * cheapest]
+    winner = min(affordable, key=lambda r: (r["trainable"], RUNGS.index(r["rung"])))
     if winner is best:
         reason = f"highest mean CV accuracy ({best['mean']:.4f} +/- {best['std']:.4f})"
     else:
         reason = (
-            f"within one standard error ({se:.4f}) of the best, {best['rung']} ({best['mean']:.4f}), "
-            f"with {winner['mean']:.4f}, and cheaper to run ({winner['predict_per_1000']:.1f} s vs "
-            f"{best['predict_per_1000']:.1f} s per 1,000 predictions)"
+            f"{winner['mean']:.4f} is within one standard error ({se:.4f}) of the best, {best['rung']} "
+            f"({best['mean']:.4f}); among those it costs {winner['predict_per_1000']:.1f} s per 1,000 predictions "
+            f"(vs {best['predict_per_1000']:.1f})"
         )
+        if winner["trainable"] < best["trainable"]:
+            reason += f" and trains fewer parameters ({winner['trainable']:,} vs {best['trainable']:,})"
     options = _rung_options(winner["rung"], base_config, model_options)
     final = Classifier(build(ModelConfig, options), shared.source)
     final.share_frozen(shared)

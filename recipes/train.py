@@ -65,7 +65,8 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_config(path: str | None, overrides: list[str]) -> RecipeConfig:
+def read_raw(path: str | None, overrides: list[str]) -> dict:
+    """The YAML file's dict with ``key.sub=value`` overrides applied (values parsed as YAML)."""
     raw = yaml.safe_load(Path(path).read_text()) if path else {}
     raw = raw or {}
     for item in overrides:
@@ -77,6 +78,11 @@ def load_config(path: str | None, overrides: list[str]) -> RecipeConfig:
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)  # so that 5, 1e-3, [] and null get their types
+    return raw
+
+
+def load_config(path: str | None, overrides: list[str], raw: dict | None = None) -> RecipeConfig:
+    raw = read_raw(path, overrides) if raw is None else raw
     sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
     top = {k: v for k, v in raw.items() if k not in sections}
     built = {name: build(cls, raw.get(name) or {}, where=f"{name}.") for name, cls in sections.items()}
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fit_seconds": round(fit_s, 1),
         "train_examples": n_train,
         "evaluations": len(clf.history),
-        "best_val_loss": min(h["val_loss"] for h in clf.history),
+        "best_val_loss": min((h["val_loss"] for h in clf.history if "val_loss" in h), default=None),
         "truncated_texts": clf.truncated,
         "config": dataclasses.asdict(cfg),
     }
