@@ -18,7 +18,7 @@ from . import backbone as bb
 from . import checkpoint, metrics, modes
 from .augment import augment
 from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode
-from .data import FILE_FORMATS, read_raw_labels, read_table, read_texts
+from .data import FILE_FORMATS, DataError, read_raw_labels, read_table, read_texts
 from .features import FeatureCache, FeatureSet, aggregate, chunk, extract, tokenize
 from .finetune import Tokenized, finetune
 from .heads import MLPHead
