@@ -157,6 +157,7 @@ class FeatureCache:
         self._read: set[tuple[str, Path]] = set()
         self.hits = 0  # examples served from the cache, for reports and tests
         self.misses = 0
+        self.computed = 0  # distinct examples whose features were computed and stored
 
     @staticmethod
     def settings_key(model_id: str, settings: str) -> str:
@@ -196,6 +197,7 @@ class FeatureCache:
         return found
 
     def put(self, skey: str, keys: list[bytes], features: FeatureSet) -> None:
+        self.computed += len(keys)
         self._group(skey).update(zip(keys, features.rows()))
         if self.folder is None:
             return

@@ -99,7 +99,7 @@ class ICLScorer:
             cache = DynamicCache(config=self.lm.config)
             ids = torch.tensor([self.prefix_ids], device=device)
             with torch.inference_mode(), _autocast(device, self.dtype):
-                self.lm.base_model(input_ids=ids, past_key_values=cache, use_cache=True)
+                self.lm.base_model(input_ids=ids, use_cache=True, **_cache_kwarg(self.lm.base_model, cache))
             self._prefix_cache = cache
         return self._prefix_cache
 
@@ -130,29 +130,35 @@ class ICLScorer:
 
     def _run(self, rows: list[list[int]], n_label: int, device) -> torch.Tensor:
         """Log-probabilities predicting each row's last ``n_label`` tokens (B, n_label, V), or, with
-        ``n_label=0``, the token after the row (B, 1, V)."""
+        ``n_label=0``, the token after the row (B, 1, V).
+
+        Rows are right-padded, so every row's tokens follow the cached prefix without a gap (a gap of pads
+        would eat into a sliding attention window) and the pads, coming last, are never attended to."""
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for r, row in enumerate(rows):  # left padding: the label tokens sit at the same final positions
-            ids[r, width - len(row) :] = torch.tensor(row)
-            mask[r, width - len(row) :] = 1
+        for r, row in enumerate(rows):
+            ids[r, : len(row)] = torch.tensor(row)
+            mask[r, : len(row)] = 1
         n_prefix = len(self.prefix_ids)
         cache = copy.deepcopy(self._cache(device))
         cache.batch_repeat_interleave(len(rows))
         full_mask = torch.cat([torch.ones(len(rows), n_prefix, dtype=torch.long), mask], 1).to(device)
-        positions = (n_prefix + mask.cumsum(-1) - 1).clamp(min=n_prefix).to(device)
-        keep = n_label + 1
+        positions = (n_prefix + torch.arange(width)).expand(len(rows), -1).to(device)
         with _autocast(device, self.dtype):
             hidden = self.lm.base_model(
                 input_ids=ids.to(device),
                 attention_mask=full_mask,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=True,
-            ).last_hidden_state[:, -keep:]
-        logp = self._lm_logits(hidden.float()).log_softmax(-1).cpu()
-        return logp if n_label == 0 else logp[:, :-1]
+                **_cache_kwarg(self.lm.base_model, cache),
+            ).last_hidden_state
+        # the states that predict the label tokens (or the next token): positions len-1-n_label .. len-2 (or len-1)
+        lengths = torch.tensor([len(r) for r in rows])
+        offsets = torch.arange(max(n_label, 1)) - (n_label if n_label else 0)
+        index = (lengths[:, None] - 1 + offsets[None, :]).to(device)  # (B, m)
+        picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self._lm_logits(picked.float()).log_softmax(-1).cpu()
 
     def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head in float32: bf16 logits are rounded to steps of 0.125-0.25, coarser than the
@@ -168,6 +174,13 @@ class ICLScorer:
         """log p_cf(label): the prompt's label distribution on content-free inputs, averaged."""
         probs = self.scores(list(CONTENT_FREE), progress=False).log_softmax(-1).exp()
         return probs.mean(0).log()
+
+
+def _cache_kwarg(model, cache) -> dict:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.2x); pass it under the name this version takes."""
+    import inspect
+
+    return {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": cache}
 
 
 def _autocast(device, dtype):

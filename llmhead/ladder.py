@@ -189,7 +189,9 @@ def run_ladder(
         )
     ran = [r for r in rows if r["status"] == "ran"]
     if not ran:
-        raise RuntimeError("no rung fitted the budget; raise budget_s. " + "; ".join(r["status"] for r in rows))
+        raise RuntimeError(
+            "no rung fitted the budget; raise budget_s. " + "; ".join(f"{r['rung']}: {r['status']}" for r in rows)
+        )
     best = max(ran, key=lambda r: r["mean"])
     se = best["std"] / math.sqrt(folds)
     close = [r for r in ran if r["mean"] >= best["mean"] - se]

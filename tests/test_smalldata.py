@@ -1,0 +1,271 @@
+"""The small-data toolbox on tiny in-process models: probes, ICL, verbalizer heads, cross-validation,
+feature cache, augmentation, the layer sweep and the ladder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import CORPUS, make_tiny, sentiment_rows
+
+import llmhead
+from llmhead.cv import cross_validate, fold_indices
+
+THREE = ["pos", "neg", "mid"]
+
+
+def three_class_rows(n_repeat: int = 4) -> list[dict]:
+    return [{"text": t, "label": THREE[i % 3]} for _ in range(n_repeat) for i, t in enumerate(CORPUS)]
+
+
+def _sklearn_inputs(clf, rows):
+    head = clf._model.head
+    x = clf._features([r["text"] for r in rows], 8, cache=False).values.flatten(1).double().numpy()
+    return (x - head.mean.numpy()) / head.std.numpy(), head.sklearn
+
+
+@pytest.mark.parametrize("probe", ["logreg", "svm"])
+@pytest.mark.parametrize("rows", [sentiment_rows(3), three_class_rows()], ids=["binary", "3-class"])
+def test_probe_matches_sklearn_and_reloads_exactly_without_pickle(tiny_llama, tmp_path, probe, rows):
+    clf = llmhead.from_pretrained(tiny_llama, mode="probe", probe=probe, dtype="float32")
+    clf.fit(rows, progress=False)
+    proba = clf.predict_proba(rows)
+    x, model = _sklearn_inputs(clf, rows)
+    np.testing.assert_allclose(proba, model.predict_proba(x), atol=1e-6)  # the tensors compute what sklearn does
+    assert clf.history[0]["C"] in list(np.logspace(-4, 1, 11))  # chosen by cross-validation
+    clf.save(tmp_path / "probe")
+    files = sorted(p.name for p in (tmp_path / "probe").rglob("*") if p.is_file())
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib", ".bin", ".pt"))], files
+    again = llmhead.load(tmp_path / "probe")
+    assert np.array_equal(again.predict_proba(rows), proba)
+
+
+def test_ridge_probe_regression_matches_sklearn(tiny_llama, tmp_path):
+    rows = [{"text": t, "score": float(i % 4) + 0.5 * (i % 3)} for i, t in enumerate(CORPUS * 3)]
+    clf = llmhead.from_pretrained(tiny_llama, mode="probe", probe="ridge", task="regression", dtype="float32")
+    clf.fit(rows, label="score", progress=False)
+    x, model = _sklearn_inputs(clf, rows)
+    np.testing.assert_allclose(
+        np.ravel(clf.predict(rows)), np.ravel(clf.labels.values(torch.from_numpy(model.predict(x)))), atol=1e-6
+    )
+    clf.save(tmp_path / "ridge")
+    assert llmhead.load(tmp_path / "ridge").predict(rows) == clf.predict(rows)
+
+
+def test_probe_configuration_errors_are_named():
+    with pytest.raises(ValueError, match="pooling last, mean or max"):
+        llmhead.ModelConfig(mode="probe", pooling="attention")
+    with pytest.raises(ValueError, match="ridge is for regression"):
+        llmhead.ModelConfig(mode="probe", probe="ridge")
+    with pytest.raises(ValueError, match="task='classification' only"):
+        llmhead.ModelConfig(mode="icl", task="regression")
+    with pytest.raises(ValueError, match="needs a linear head"):
+        llmhead.ModelConfig(head_init="verbalizer", head_hidden=[8])
+    with pytest.raises(ValueError, match="must end with \\{label\\}"):
+        llmhead.ModelConfig(mode="icl", icl_template="{label}: {text}")
+
+
+def test_disk_cache_is_hit_by_a_second_run(tiny_llama, tmp_path):
+    first = llmhead.from_pretrained(tiny_llama, mode="probe", dtype="float32")
+    first.fit(sentiment_rows(3), feature_cache=str(tmp_path / "cache"), progress=False)
+    assert first._cache.misses == len(sentiment_rows(3)) and first._cache.hits == 0
+    second = llmhead.from_pretrained(tiny_llama, mode="head", dtype="float32")  # another mode, same features
+    second.fit(sentiment_rows(3), feature_cache=str(tmp_path / "cache"), epochs=2, progress=False)
+    assert second._cache.misses == 0 and second._cache.hits == len(sentiment_rows(3))
+    other = llmhead.from_pretrained(tiny_llama, mode="probe", dtype="float32", pooling="mean")  # other settings
+    other.fit(sentiment_rows(3), feature_cache=str(tmp_path / "cache"), progress=False)
+    assert other._cache.hits == 0
+
+
+def test_fold_indices_are_disjoint_complete_and_stratified():
+    targets = np.array([0] * 30 + [1] * 15 + [2] * 10)
+    folds = fold_indices("classification", targets, None, 5, seed=0)
+    joined = np.concatenate(folds)
+    assert sorted(joined.tolist()) == list(range(len(targets)))  # every row held out exactly once
+    for fold in folds:
+        assert np.bincount(targets[fold], minlength=3).tolist() == [6, 3, 2]  # class shares kept per fold
+    groups = [i // 5 for i in range(len(targets))]  # 11 groups of 5 rows
+    grouped = fold_indices("classification", targets, groups, 5, seed=0)
+    owners = [{groups[i] for i in fold} for fold in grouped]
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :])  # no group split across folds
+    with pytest.raises(llmhead.DataError, match="needs >= 5 examples of every class"):
+        fold_indices("classification", np.array([0] * 10 + [1] * 3), None, 5, seed=0)
+
+
+def test_cross_validate_costs_one_feature_pass_and_writes_out_of_fold_predictions(tiny_llama, tmp_path):
+    labels = {r["text"]: r["label"] for r in sentiment_rows(1)}
+    rows = [{"text": f"{a} {b}", "label": labels[a]} for a in CORPUS for b in CORPUS[:4]]  # 32 distinct texts
+    result = cross_validate(
+        rows, tiny_llama, folds=4, mode="probe", dtype="float32", out_dir=str(tmp_path), ensemble=True
+    )
+    assert len(result.folds) == 4 and 0.0 <= result.mean <= 1.0
+    oof = [json.loads(line) for line in (tmp_path / "oof.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in oof] == list(range(1, len(rows) + 1))
+    assert {r["fold"] for r in oof} == {1, 2, 3, 4}
+    assert json.loads((tmp_path / "cv.json").read_text())["metric"] == "accuracy"
+    cache = result.models[0]._cache
+    assert cache.computed == len(rows)  # four folds, each example's features computed once
+    assert result.predict(["a joyful bright funny story"])[0] in ("pos", "neg")
+
+
+def test_augmentation_touches_training_texts_only(tiny_llama, monkeypatch):
+    seen = []
+    original = llmhead.Classifier._features
+
+    def spy(self, texts, batch_size, cache):
+        seen.append(list(texts))
+        return original(self, texts, batch_size, cache)
+
+    monkeypatch.setattr(llmhead.Classifier, "_features", spy)
+    train, evaluation = sentiment_rows(2), sentiment_rows(1)
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", template="Review: {text}")
+    clf.fit(train, evaluation, augment=2, augment_p=0.5, epochs=1, progress=False)
+    train_texts, eval_texts = seen
+    assert len(train_texts) == 3 * len(train) and len(eval_texts) == len(evaluation)
+    assert eval_texts == [f"Review: {r['text']}" for r in evaluation]  # untouched, in order
+    assert any(t not in eval_texts for t in train_texts[len(train) :])  # the copies were perturbed
+    assert all(t.startswith("Review: ") for t in train_texts)  # the template is applied after perturbing
+    seen.clear()
+    clf.fit(train, augment=1, epochs=1, progress=False)  # validation carved from train: split first, then augment
+    carved_train, carved_val = seen
+    assert all(t in {f"Review: {r['text']}" for r in train} for t in carved_val)
+    assert len(carved_train) == 2 * (len(train) - len(carved_val))
+
+
+def _causal_lm_scores(path, texts, word_ids):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    out = []
+    with torch.inference_mode():
+        for t in texts:
+            ids = tok(t, return_tensors="pt")
+            out.append(lm(**ids).logits[0, -1, word_ids])
+    return torch.stack(out)
+
+
+def test_lmhead_starts_from_the_lm_heads_label_scores(tmp_path):
+    path = make_tiny(tmp_path / "m", "llama")
+    verbalizers = {"pos": "wonderful", "neg": "awful"}
+    clf = llmhead.from_pretrained(
+        path, mode="lmhead", dtype="float32", template="{text} it was", verbalizers=verbalizers
+    )
+    clf.fit(sentiment_rows(2), epochs=0, progress=False)  # no training step: the zero-shot classifier
+    assert clf.history == [{"epoch": 0, "val_loss": clf.history[0]["val_loss"], "best": True}]
+    texts = [f"{t} it was" for t in CORPUS[:4]]
+    word_ids = clf._label_token_ids(["awful", "wonderful"])  # label order is sorted: neg, pos
+    expected = _causal_lm_scores(path, texts, word_ids)
+    torch.testing.assert_close(clf.logits(CORPUS[:4]), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_verbalizer_init_folds_the_input_standardization(tmp_path):
+    path = make_tiny(tmp_path / "m", "qwen2")  # untied LM head: rows are read from the checkpoint
+    clf = llmhead.from_pretrained(
+        path, dtype="float32", head_hidden=[], head_init="verbalizer", verbalizers={"pos": "great", "neg": "dull"}
+    )
+    clf.fit(sentiment_rows(2), epochs=0, progress=False)
+    expected = _causal_lm_scores(path, CORPUS[:3], clf._label_token_ids(["dull", "great"]))
+    torch.testing.assert_close(clf.logits(CORPUS[:3]), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_icl_prefix_cache_scores_equal_full_forward(tmp_path, family):
+    """Scores with the demonstrations' cached keys/values equal a plain forward of the whole prompt,
+    including multi-token label words and a prompt longer than Gemma3's sliding window."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = make_tiny(tmp_path / family, family)
+    verbalizers = {"pos": "wonderful and moving", "neg": "dull"}
+    clf = llmhead.from_pretrained(
+        path, mode="icl", dtype="float32", icl_shots=2, verbalizers=verbalizers, icl_calibrate=False
+    )
+    clf.fit(sentiment_rows(2), progress=False)
+    scorer = clf._scorer()
+    assert len(scorer.prefix_ids) > 16  # longer than the tiny Gemma3's sliding window
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    texts = CORPUS[:3]
+    got = scorer.scores(texts, progress=False)
+    for i, text in enumerate(texts):
+        query = tok(text + scorer.prompt.suffix, add_special_tokens=False)["input_ids"]
+        for c, label_ids in enumerate(scorer.label_ids):
+            ids = torch.tensor([scorer.prefix_ids + query + label_ids])
+            with torch.inference_mode():
+                logp = lm(input_ids=ids).logits.float().log_softmax(-1)[0]
+            start = len(scorer.prefix_ids) + len(query)
+            expected = sum(logp[start - 1 + j, t] for j, t in enumerate(label_ids))
+            torch.testing.assert_close(got[i, c], expected, atol=2e-4, rtol=1e-4)
+
+
+def test_icl_calibration_save_and_load(tiny_llama, tmp_path):
+    clf = llmhead.from_pretrained(
+        tiny_llama, mode="icl", dtype="float32", icl_shots=1, verbalizers={"pos": "great", "neg": "awful"}
+    )
+    clf.fit(sentiment_rows(2), progress=False)
+    log_cf = clf._model.head.log_cf
+    assert torch.isclose(log_cf.exp().sum(), torch.tensor(1.0)) and not torch.allclose(log_cf, log_cf.mean())
+    assert len(clf._icl_demos) == 2 and {y for _, y in clf._icl_demos} == {0, 1}  # one per class
+    clf.save(tmp_path / "icl")
+    again = llmhead.load(tmp_path / "icl")
+    torch.testing.assert_close(again.logits(CORPUS[:3]), clf.logits(CORPUS[:3]), atol=0, rtol=0)
+
+
+def test_layer_sweep_builds_the_best_layer_with_blocks_dropped(tiny_llama):
+    from llmhead.sweep import layer_sweep
+
+    result = layer_sweep(sentiment_rows(4), tiny_llama, folds=3, dtype="float32")
+    assert [r["layer"] for r in result.table] == [1, 2]
+    assert result.best_layer == max(result.table, key=lambda r: r["mean"])["layer"]
+    clf = result.classifier
+    assert clf.config.layer == result.best_layer and len(clf._model.backbone.layers) == result.best_layer
+    assert "| layer |" in result.format()
+
+
+def test_ladder_runs_end_to_end_and_auto_becomes_the_winner(tiny_llama, tmp_path):
+    from llmhead.ladder import run_ladder
+
+    rows = sentiment_rows(8)  # 64 examples: the playbook's < 100 regime
+    options = dict(dtype="float32", verbalizers={"pos": "great", "neg": "awful"})
+    result = run_ladder(rows, tiny_llama, budget_s=600, folds=3, out_dir=str(tmp_path / "ladder"), test=rows, **options)
+    status = {r["rung"]: r["status"] for r in result.rows}
+    assert status["icl"] == status["lmhead"] == status["probe"] == "ran"
+    assert status["head"].startswith("skipped: playbook") and status["lora"].startswith("skipped: playbook")
+    assert result.playbook_pick == ("icl", "lmhead") and result.agreed == (result.winner in ("icl", "lmhead"))
+    table = (tmp_path / "ladder" / "ladder.md").read_text()
+    assert f"winner: {result.winner}" in table and "| probe |" in table or "| **probe** |" in table
+    saved = llmhead.load(tmp_path / "ladder" / "model")
+    assert saved.config.mode == result.winner and saved.predict(["a fine film"])[0] in ("pos", "neg")
+    clf = llmhead.from_pretrained(tiny_llama, mode="auto", **options)
+    clf.fit(rows, budget_s=600, folds=3, progress=False)
+    assert clf.config.mode == clf.ladder.winner and clf.predict(["a fine film"])[0] in ("pos", "neg")
+
+
+def test_ladder_skips_rungs_over_budget(tiny_llama):
+    from llmhead.ladder import run_ladder
+
+    with pytest.raises(RuntimeError, match="no rung fitted the budget.*lora.*skipped: estimated"):
+        run_ladder(sentiment_rows(8), tiny_llama, budget_s=1e-3, folds=2, rungs=["probe", "lora"], dtype="float32")
+
+
+def test_neftune_noise_only_while_training(tiny_llama):
+    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", head_hidden=[])
+    clf.fit(sentiment_rows(2), epochs=1, neftune_alpha=5.0, warm_start=False, progress=False, batch_size=4)
+    embeddings = clf._model.backbone.get_input_embeddings()
+    assert not embeddings._forward_hooks  # removed after training
+    torch.testing.assert_close(clf.logits(CORPUS[:2]), clf.logits(CORPUS[:2]), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="neftune_alpha perturbs embeddings"):
+        llmhead.from_pretrained(tiny_llama).fit(sentiment_rows(1), neftune_alpha=5.0)
+
+
+def test_perturbations_are_seeded_and_label_preserving():
+    from llmhead.augment import augment, perturb
+
+    texts = ["one two three four five six seven eight"] * 3
+    out, y = augment(texts, torch.tensor([0, 1, 0]), 2, ["dropout", "mask", "swap"], 0.3, seed=1)
+    again, _ = augment(texts, torch.tensor([0, 1, 0]), 2, ["dropout", "mask", "swap"], 0.3, seed=1)
+    assert out == again and out[:3] == texts and y.tolist() == [0, 1, 0] * 3
+    assert all(o != texts[0] for o in out[3:])
+    assert perturb("single", ["dropout"], 0.9, np.random.default_rng(0)) == "single"
