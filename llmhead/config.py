@@ -199,6 +199,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     precision: str = "auto"  # no | bf16 | fp16 mixed precision for training; auto: bf16 where fast, else no
     gradient_checkpointing: bool = False
+    group_by_length: bool = True  # lora/qlora/full: batches of similar lengths (shuffled), so little padding
     class_weights: str | list[float] | None = None  # "auto": inverse label frequency (classification, multilabel)
     focal_gamma: float = 0.0  # > 0: focal loss (classification, multilabel)
     tune_thresholds: bool = True  # multilabel: per-label decision thresholds chosen on validation F1

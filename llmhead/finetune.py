@@ -52,19 +52,37 @@ class Tokenized:
 class EpochSampler(Sampler):
     """A permutation that depends only on (seed, epoch): the DataLoader's own seeded generator.
 
+    With ``lengths``, examples are grouped by length (as transformers' ``group_by_length``): the permutation
+    is cut into mega-batches of ``mega`` batches, each sorted by length and cut into batches, and the batches
+    are shuffled. A batch is then padded to about its examples' own length instead of the longest of a random
+    draw; on short texts that removes most padding, and with it most of a step's compute.
+
     The epoch is set by the loop with ``use_epoch``. (accelerate calls ``set_epoch`` with its own count
     of iterations, which restarts at 0 in a resumed run; this sampler deliberately has no ``set_epoch``.)
     """
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, lengths: list[int] | None = None, batch_size: int = 1, mega: int = 50):
         self.n, self.seed, self.epoch = n, seed, 0
+        self.lengths, self.batch_size, self.mega = lengths, batch_size, mega
 
     def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if self.lengths is None:
+            return iter(order)
+        size, out = self.batch_size * self.mega, []
+        for start in range(0, self.n, size):
+            block = sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+            batches = [block[j : j + self.batch_size] for j in range(0, len(block), self.batch_size)]
+            tail = [batches.pop()] if len(batches[-1]) < self.batch_size else []  # a short batch stays last
+            for b in torch.randperm(len(batches), generator=generator).tolist():
+                out += batches[b]
+            for batch in tail:
+                out += batch
+        return iter(out)
 
     def __len__(self) -> int:
         return self.n
@@ -163,7 +181,8 @@ def finetune(
     if cfg.trackers:
         accelerator.init_trackers("llmhead", config={k: str(v) for k, v in vars(cfg).items()})
 
-    sampler = EpochSampler(len(train.ids), seed)
+    lengths = [len(x) for x in train.ids] if cfg.group_by_length else None
+    sampler = EpochSampler(len(train.ids), seed, lengths, cfg.batch_size * accelerator.num_processes)
     loader = DataLoader(
         range(len(train.ids)), batch_size=cfg.batch_size, sampler=sampler, collate_fn=Collate(tokenizer, train)
     )

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import model_cost  # noqa: E402
+import model_cost  # noqa: E402, I001
 
 
 def test_model_cost_quick(tmp_path):
@@ -13,3 +13,15 @@ def test_model_cost_quick(tmp_path):
     assert result["by_layer"][0]["backbone_params_M"] < result["by_layer"][1]["backbone_params_M"]
     assert result["predict_vs_transformers"]["same_predictions"] == 1.0
     assert (tmp_path / "r.json").is_file()
+
+
+def test_peer_quick(tmp_path):
+    import peer
+
+    result = peer.main(["--quick", "--out", str(tmp_path / "peer.json")])
+    keys = [row["key"] for row in result["rows"]]
+    assert keys == ["head5", "head10", "lora", "full"]
+    for row in result["rows"]:
+        assert row["llmhead"]["train_examples_per_s"] > 0 and row["peer"]["train_examples_per_s"] > 0
+    assert "head10_train_speedup" in result["ratios"] and (tmp_path / "peer.json").is_file()
+    assert 0 <= result["baselines"]["tfidf_logreg_accuracy"] <= 1

@@ -40,7 +40,7 @@ def test_invalid_values_are_named(field, value, message):
 
 def test_problems_are_collected():
     with pytest.raises(ValueError) as err:
-        TrainConfig(epochs=0, lr=-1)
+        TrainConfig(epochs=-1, lr=-1)  # (epochs=0 is allowed: the head as initialised)
     assert "epochs" in str(err.value) and "lr" in str(err.value)
 
 

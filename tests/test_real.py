@@ -145,3 +145,57 @@ def test_pooling_and_layer_choices_on_real_data(options):
     metrics = clf.evaluate(test)
     print(options, {k: v for k, v in metrics.items() if not isinstance(v, dict)})
     assert metrics["accuracy"] > 0.6, metrics  # chance is 0.5; 0.6 is ~3 standard errors above it at n=200
+
+
+@pytest.fixture(scope="module")
+def rt_small():
+    data = corpora.rotten_tomatoes()
+    return subset(data["train"], 500), data["test"]
+
+
+def test_probe_on_500_examples_beats_tfidf(rt_small, tmp_path_factory):
+    """The playbook's < 1,000-example route: frozen features + logistic regression, vs TF-IDF on the same 500."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train, test = rt_small
+    cache = str(tmp_path_factory.getbasetemp() / "rt-features")
+    probe = llmhead.from_pretrained("smollm2-135m", mode="probe", template="Review: {text}\nSentiment:")
+    probe.fit(train, feature_cache=cache, progress=False)
+    accuracy = probe.evaluate(test)["accuracy"]
+    vectorizer = TfidfVectorizer().fit(train["text"])
+    tfidf = LogisticRegression(max_iter=2000).fit(vectorizer.transform(train["text"]), train["label"])
+    baseline = float(np.mean(tfidf.predict(vectorizer.transform(test["text"])) == np.array(test["label"])))
+    print(f"probe {accuracy:.4f} vs TF-IDF {baseline:.4f} on {len(test)} test snippets")
+    assert accuracy >= 0.80 and accuracy > baseline + 0.1
+
+
+def test_verbalizer_head_is_above_chance_before_training(rt_small, tmp_path_factory):
+    train, test = rt_small
+    clf = llmhead.from_pretrained(
+        "smollm2-135m",
+        mode="lmhead",
+        template="Review: {text}\nSentiment:",
+        verbalizers={"fresh": "positive", "rotten": "negative"},
+    )
+    clf.fit(train, epochs=0, feature_cache=str(tmp_path_factory.getbasetemp() / "rt-features"), progress=False)
+    accuracy = clf.evaluate(test)["accuracy"]
+    print(f"zero-shot verbalizer head: {accuracy:.4f}")
+    assert accuracy > 0.65
+
+
+def test_icl_with_calibration_beats_the_majority_class(rt_small):
+    train, test = rt_small
+    test = subset(test, 300)
+    clf = llmhead.from_pretrained(
+        "smollm2-135m",
+        mode="icl",
+        icl_shots=8,
+        icl_template="Review: {text}\nSentiment: {label}",
+        verbalizers={"fresh": "positive", "rotten": "negative"},
+    )
+    clf.fit(train, progress=False)
+    accuracy = clf.evaluate(test)["accuracy"]
+    majority = max(np.mean(np.array(test["label"]) == c) for c in ("fresh", "rotten"))
+    print(f"icl 8/class + calibration: {accuracy:.4f}, majority {majority:.4f}, {clf.history}")
+    assert accuracy >= majority + 0.10
