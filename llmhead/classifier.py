@@ -273,8 +273,12 @@ class Classifier:
         if c.mode == "icl":
             return self._fit_icl(train_texts, y_train, val_texts, y_val, words)
 
-        x_train = self._features(train_texts, cfg.batch_size, cache=True)
-        x_val = self._features(val_texts, cfg.batch_size, cache=True) if val_texts else None
+        if c.mode in FROZEN_MODES or cfg.warm_start:
+            x_train = self._features(train_texts, cfg.batch_size, cache=True)
+            x_val = self._features(val_texts, cfg.batch_size, cache=True) if val_texts else None
+        else:  # fine-tuning from a fresh head: frozen features only for the head's input statistics
+            sample = np.random.default_rng(c.seed).permutation(len(train_texts))[:256]
+            x_train, x_val = self._features([train_texts[i] for i in sample], cfg.batch_size, cache=True), None
         if c.mode == "probe":
             head, info = fit_probe(x_train.values, y_train, c.probe, c.task, c.probe_c, c.seed)
             self._model.head = head.eval()

@@ -186,7 +186,8 @@ def finetune(
     loader = DataLoader(
         range(len(train.ids)), batch_size=cfg.batch_size, sampler=sampler, collate_fn=Collate(tokenizer, train)
     )
-    val_loader = DataLoader(range(len(val.ids)), batch_size=cfg.batch_size, collate_fn=Collate(tokenizer, val))
+    by_length = sorted(range(len(val.ids)), key=lambda i: -len(val.ids[i]))  # little padding; order is irrelevant
+    val_loader = DataLoader(by_length, batch_size=cfg.batch_size, collate_fn=Collate(tokenizer, val))
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     from transformers import get_scheduler
 

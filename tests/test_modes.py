@@ -3,6 +3,7 @@ head is not, the playbook options, save -> load of adapters and fine-tuned weigh
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_tiny, sentiment_rows
@@ -183,3 +184,21 @@ def test_full_save_with_a_negative_layer_reloads_without_its_source(tmp_path):
     again = llmhead.load(tmp_path / "m")
     assert len(again._model.backbone.layers) == 1
     torch.testing.assert_close(again.logits(texts), reference, atol=0, rtol=0)
+
+
+def test_length_grouped_sampler_is_a_seeded_permutation_of_similar_length_batches():
+    from llmhead.finetune import EpochSampler
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 100, 203).tolist()
+    sampler = EpochSampler(203, seed=3, lengths=lengths, batch_size=8, mega=5)
+    first = list(sampler)
+    assert sorted(first) == list(range(203)) and first == list(sampler)  # a permutation, deterministic
+    sampler.use_epoch(1)
+    assert list(sampler) != first  # another order next epoch
+    batches = [first[i : i + 8] for i in range(0, 203, 8)]
+    assert len(batches[-1]) == 203 % 8  # the short batch comes last
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    random_order = list(EpochSampler(203, seed=3))
+    padded_random = sum(max(lengths[i] for i in random_order[j : j + 8]) * 8 for j in range(0, 200, 8))
+    assert padded < 0.8 * padded_random  # far less padding than random batches
