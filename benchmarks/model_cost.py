@@ -14,27 +14,19 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import timed  # noqa: E402
+
 import llmhead  # noqa: E402
 from llmhead import corpora  # noqa: E402
 from llmhead.precision import resolve_dtype  # noqa: E402
 
 EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale")
-
-
-def timed(fn, repeats: int = 1) -> float:
-    """Best of ``repeats`` wall times: the least disturbed by other work on a shared machine."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def build(model: str, train, dtype: str, **options):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .classifier import Classifier
@@ -74,7 +75,7 @@ def layer_sweep(
     sweeper = Classifier(build(ModelConfig, {**model_options, "mode": "head", "layers": layers}), probe.source)
     texts = sweeper._texts(table, text, "train")
     if feature_cache:
-        sweeper._cache.folder = __import__("pathlib").Path(feature_cache)
+        sweeper._cache.folder = Path(feature_cache)
     features = sweeper._features(texts, batch_size, cache=True).values.double().numpy()  # (N, L, H)
     if config.task == "classification":
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)

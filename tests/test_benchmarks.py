@@ -25,3 +25,21 @@ def test_peer_quick(tmp_path):
         assert row["llmhead"]["train_examples_per_s"] > 0 and row["peer"]["train_examples_per_s"] > 0
     assert "head10_train_speedup" in result["ratios"] and (tmp_path / "peer.json").is_file()
     assert 0 <= result["baselines"]["tfidf_logreg_accuracy"] <= 1
+
+
+def test_limits_quick(tmp_path):
+    import limits
+
+    result = limits.main(["--quick", "--out", str(tmp_path / "limits.json")])
+    assert result["matmul_peak"]["peak_flops"] > 0
+    assert 0 < result["at_16x128"]["forward_fraction_of_peak"] and 0 < result["at_16x128"]["lora_step_fraction_of_peak"]
+    assert [r["blocks"] for r in result["by_layer"]] == [1, 2] and len(result["by_examples"]) == 2
+
+
+def test_smalldata_quick(tmp_path):
+    import smalldata
+
+    result = smalldata.main(["--quick", "--out", str(tmp_path / "s.json")])
+    routes = [r["route"] for r in result["rows"]]
+    assert routes[0] == "majority class" and any(r.startswith("ICL") for r in routes)
+    assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
