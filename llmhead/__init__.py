@@ -18,8 +18,11 @@ _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 
 from .classifier import Classifier  # noqa: E402
 from .config import ModelConfig, TrainConfig, build  # noqa: E402
+from .cv import cross_validate  # noqa: E402
 from .data import DataError  # noqa: E402
+from .ladder import run_ladder  # noqa: E402
 from .parity import check  # noqa: E402
+from .sweep import layer_sweep  # noqa: E402
 
 
 def from_pretrained(model: str | None = None, **options) -> Classifier:
@@ -44,6 +47,9 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "check",
+    "cross_validate",
+    "layer_sweep",
+    "run_ladder",
     "from_pretrained",
     "load",
     "__version__",
