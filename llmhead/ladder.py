@@ -253,8 +253,9 @@ def _rung_options(rung: str, base: ModelConfig, user: dict) -> dict:
     options = {k: v for k, v in user.items() if k != "mode"}
     options["mode"] = rung
     if rung == "icl" and "icl_template" not in user:
-        if base.template != "{text}":  # the user's prompt, followed by the label word
+        if base.template != "{text}":  # the user's prompt, followed by the label word (and applied once)
             options["icl_template"] = base.template.rstrip() + " {label}"
+            options["template"] = "{text}"
     if rung == "probe":
         options.setdefault("probe", "svm")
     if rung == "full":
