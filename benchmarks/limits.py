@@ -36,7 +36,7 @@ def _model_path(quick: bool) -> str:
     if quick:
         from peer import load_data
 
-        return load_data(True, 0, 0)[0]
+        return load_data("quick", 0, 0)[0]
     from llmhead.backbone import resolve
 
     return resolve("smollm2-135m").pretrained_path()
@@ -77,7 +77,9 @@ def _forward_flops(config, batch: int, seq: int, blocks: int | None = None) -> f
     return 2 * layers * per_block * tokens + 2 * layers * seq * h * tokens
 
 
-def forward_and_step(threads: int, quick: bool, batch: int, seq: int, layer: int | None, lora_step: bool) -> dict:
+def forward_and_step(
+    threads: int, quick: bool, batch: int, seq: int, layer: int | None, lora_step: bool, profile: bool = False
+) -> dict:
     """Achieved FLOP/s of llmhead's forward (features) and, optionally, of a LoRA training step."""
     _setup(threads)
     import torch
@@ -117,7 +119,8 @@ def forward_and_step(threads: int, quick: bool, batch: int, seq: int, layer: int
         from llmhead.config import ModelConfig
 
         lora = ModelConfig(mode="lora", lora_r=8, lora_alpha=16, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj"])
-        backbone = modes.prepare(backbone.float(), lora, False)  # float32 master weights, bf16 autocast
+        # float32 master weights under bf16 autocast (as mode="full" trains); mode="lora" keeps a bf16 base instead
+        backbone = modes.prepare(backbone.float(), lora, False)
         model.backbone = backbone
         model.head = torch.nn.Linear(config.hidden_size, 2)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -139,6 +142,23 @@ def forward_and_step(threads: int, quick: bool, batch: int, seq: int, layer: int
         for _ in range(reps):
             step()
         step_s = (time.perf_counter() - start) / reps
+        if profile:  # where one step's time goes, by operator (self time)
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                step()
+            events = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in events)
+            top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
+            result["lora_step_profile"] = [
+                {
+                    "op": e.key,
+                    "self_ms": round(e.self_cpu_time_total / 1e3, 1),
+                    "share": round(e.self_cpu_time_total / total, 3),
+                }
+                for e in top
+            ]
         result.update(
             lora_step_seconds=step_s,
             lora_step_flops_per_s=2 * flops / step_s,
@@ -155,7 +175,7 @@ def head_fit(threads: int, quick: bool, n: int) -> dict:
     if quick:
         from peer import load_data
 
-        rows = (load_data(True, 0, 0)[1] * 8)[:n]
+        rows = (load_data("quick", 0, 0)[1] * 8)[:n]
     else:
         from llmhead import corpora
 
@@ -172,13 +192,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--profile", action="store_true", help="also print where a LoRA step's time goes")
     args = parser.parse_args(argv)
     q, t = args.quick, args.threads
     inline = q
     result = {"setup": machine(t)}
     peak = isolated(matmul_peak, t, q, inline=inline)
     result["matmul_peak"] = peak
-    main_row = isolated(forward_and_step, t, q, 16, 128 if not q else 16, None, True, inline=inline)
+    main_row = isolated(forward_and_step, t, q, 16, 128 if not q else 16, None, True, args.profile, inline=inline)
     main_row["forward_fraction_of_peak"] = main_row["forward_flops_per_s"] / peak["peak_flops"]
     main_row["lora_step_fraction_of_peak"] = main_row["lora_step_flops_per_s"] / peak["peak_flops"]
     result["at_16x128"] = main_row
@@ -219,6 +240,8 @@ def main(argv=None) -> dict:
     print(f"\n{'examples':>8} {'head fit s':>10} {'peak RSS MB':>12}")
     for r in result["by_examples"]:
         print(f"{r['n']:>8} {r['fit_seconds']:>10.1f} {r['peak_rss_mb'] or 0:>12.0f}")
+    for op in m.get("lora_step_profile", []):
+        print(f"  {op['op']:<40} {op['self_ms']:>9.1f} ms {op['share']:>6.1%}")
     summary = {
         "forward_fraction_of_peak": round(m["forward_fraction_of_peak"], 3),
         "lora_step_fraction_of_peak": round(m["lora_step_fraction_of_peak"], 3),
