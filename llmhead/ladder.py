@@ -159,7 +159,7 @@ def run_ladder(
             continue
         left = budget_s - (time.perf_counter() - start)
         estimate = _estimate(rung, n, folds, per_example, fit)
-        refit_reserve = _estimate(rung, n, folds, per_example, fit) / folds
+        refit_reserve = estimate / folds  # the winner's refit on all the data: about one more fold
         if estimate + refit_reserve > left:
             row["status"] = f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"
             continue
