@@ -16,6 +16,7 @@ import torch
 
 from . import backbone as bb
 from . import checkpoint, metrics, modes
+from .attention import use_short_attention
 from .augment import augment
 from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode
 from .data import FILE_FORMATS, DataError, read_raw_labels, read_table, read_texts
@@ -97,6 +98,8 @@ class Classifier:
                     keep_blocks=keep,
                     quantization_config=modes.quantization_config(c),
                 )
+            if c.short_attention:
+                use_short_attention(backbone)
             backbone.requires_grad_(False)  # until a training mode unfreezes what it trains
             self._fingerprint = bb.fingerprint(backbone.base_model if c.mode == "icl" else backbone)
             if (
@@ -193,7 +196,7 @@ class Classifier:
         cache = cache and not self._adapted  # trained weights: the cache key (pretrained fingerprint) would lie
         settings = (
             f"{c.pooling}|{self._layer_indices}|{resolve_dtype(c.dtype)}|{c.long_inputs}|{c.chunk_overlap}|"
-            f"{c.chunk_aggregate}"
+            f"{c.chunk_aggregate}|{c.short_attention}"
         )
         skey = FeatureCache.settings_key(self._fingerprint, settings)
         keys = FeatureCache.row_keys(rows)

@@ -64,6 +64,7 @@ class ModelConfig:
     chunk_overlap: int = 64  # tokens shared by consecutive chunks
     chunk_aggregate: str = "mean"  # mean | max over a text's chunk features
     dtype: str = "auto"  # auto: bfloat16 where the hardware runs it fast, else float32
+    short_attention: bool = True  # CPU: plain matmul attention on short inputs, faster than SDPA's kernel there
     template: str = "{text}"  # text fed to the model; e.g. "Review: {text}\nSentiment:"
     pair_separator: str = "\n"  # between the two texts of a text pair
     seed: int = 0

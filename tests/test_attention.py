@@ -1,0 +1,87 @@
+"""The short-sequence attention equals SDPA (values and gradients), and models give the same outputs with it."""
+
+import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from llmhead import attention
+
+
+class Module(torch.nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.num_key_value_groups, self.is_causal = groups, True
+
+
+def qkv(batch, heads, kv_heads, length, keys, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, length, dim, generator=g, requires_grad=True)
+    k = torch.randn(batch, kv_heads, keys, dim, generator=g, requires_grad=True)
+    v = torch.randn(batch, kv_heads, keys, dim, generator=g, requires_grad=True)
+    return q, k, v
+
+
+def both(module, q, k, v, mask, **kw):
+    outs = []
+    for fn in (attention.short_attention, sdpa_attention_forward):
+        for t in (q, k, v):
+            t.grad = None
+        out, weights = fn(module, q, k, v, mask, **kw)
+        assert weights is None
+        (out * torch.arange(out.numel()).reshape(out.shape).sin()).sum().backward()
+        outs.append((out.detach(), q.grad.clone(), k.grad.clone(), v.grad.clone()))
+    return outs
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])  # plain, grouped-query, multi-query
+def test_causal_no_mask_equals_sdpa(kv_heads):
+    q, k, v = qkv(3, 4, kv_heads, 7, 7)
+    ours, theirs = both(Module(4 // kv_heads), q, k, v, None, scaling=0.3)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_mask_and_cache_offset_equal_sdpa():
+    """Left padding (a boolean mask with fully masked rows) and queries after a cached prefix (T < S)."""
+    q, k, v = qkv(2, 4, 2, 5, 9)
+    mask = torch.ones(2, 1, 5, 9, dtype=torch.bool).tril(4)  # causal, bottom-right aligned
+    mask[1, :, :, :3] = False  # the second row's first three keys are padding
+    ours, theirs = both(Module(2), q, k, v, mask)
+    real = mask.any(-1).squeeze(1)  # (B, T): queries that see at least one key
+    torch.testing.assert_close(ours[0][real], theirs[0][real], atol=1e-5, rtol=1e-5)
+    for a, b in zip(ours[1:], theirs[1:]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # A cached prefix without a mask: every query sees the whole prefix and its own past.
+    q, k, v = qkv(2, 4, 4, 3, 8, seed=1)
+    out, _ = attention.short_attention(Module(1), q, k, v, None)
+    full = torch.ones(3, 8, dtype=torch.bool).tril(5)
+    ref, _ = sdpa_attention_forward(Module(1), q, k, v, full[None, None].expand(2, 1, 3, 8))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_long_calls_and_soft_capping_go_to_sdpa(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        "transformers.integrations.sdpa_attention.sdpa_attention_forward",
+        lambda *a, **kw: calls.append(kw) or (torch.zeros(1), None),
+    )
+    monkeypatch.setattr(attention, "MAX_SCORES", 4 * 7 * 7 - 1)
+    q, k, v = qkv(1, 4, 4, 7, 7)
+    attention.short_attention(Module(1), q, k, v, None)  # one score over the cap
+    attention.short_attention(Module(1), q[..., :6, :], k[..., :6, :], v[..., :6, :], None, softcap=30.0)
+    assert len(calls) == 2
+    attention.short_attention(Module(1), q[..., :6, :], k[..., :6, :], v[..., :6, :], None)
+    assert len(calls) == 2
+
+
+def test_models_give_the_same_features_with_and_without_it(tiny_model):
+    import llmhead
+
+    texts = ["a good film", "bad", "an utterly forgettable and tedious story about nothing at all"]
+    feats = []
+    for short in (True, False):
+        clf = llmhead.from_pretrained(tiny_model, dtype="float32", short_attention=short)
+        backbone = clf._backbone()
+        assert backbone.config._attn_implementation == (attention.NAME if short else "sdpa")
+        feats.append(clf._features(texts, 2, cache=False).values)
+    torch.testing.assert_close(feats[0], feats[1], atol=1e-5, rtol=1e-4)
