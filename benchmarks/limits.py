@@ -119,8 +119,8 @@ def forward_and_step(
         from llmhead.config import ModelConfig
 
         lora = ModelConfig(mode="lora", lora_r=8, lora_alpha=16, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj"])
-        # float32 master weights under bf16 autocast (as mode="full" trains); mode="lora" keeps a bf16 base instead
-        backbone = modes.prepare(backbone.float(), lora, False)
+        # as mode="lora" trains: the base in the compute dtype (bf16 here), float32 adapters, autocast
+        backbone = modes.prepare(backbone, lora, False)
         model.backbone = backbone
         model.head = torch.nn.Linear(config.hidden_size, 2)
         params = [p for p in model.parameters() if p.requires_grad]

@@ -2,9 +2,10 @@
 
 On the CPU, PyTorch's SDPA runs a flash-attention kernel whose backward pass is slow on short sequences:
 at 16 x 26 tokens on SmolLM2-135M it took 39% of a LoRA step's backward. Written out as two matmuls and a
-float32 softmax (what transformers' "eager" attention does) the same step is ~24% faster
-(``benchmarks/limits.py``). The scores it keeps for the backward grow with the square of the length, so
-calls with more than ``MAX_SCORES`` scores (about 16 x 9 heads x 85 tokens) go to SDPA as before.
+float32 softmax (what transformers' "eager" attention does) the same step is ~25% faster. The backward keeps
+the scores, which grow with the square of the length, so only calls with at most ``2 x head_dim`` keys take this
+path (the scores then add about a third to what a block keeps for the backward anyway: 128 keys for
+SmolLM2's 64-wide heads, 256 for Llama-3-8B's), and never more than ``MAX_SCORES`` scores; longer ones go to SDPA.
 
 Registered with transformers as the attention implementation "llmhead" (``AttentionInterface``), using SDPA's
 boolean masks, and set only on models that would otherwise run SDPA; anything unusual (soft-capping, attention
@@ -16,7 +17,8 @@ from __future__ import annotations
 import torch
 
 NAME = "llmhead"
-MAX_SCORES = 2**20  # batch x heads x queries x keys per call; bf16 + fp32 copies: ~6 MB per layer
+MAX_SCORES = 2**24  # batch x heads x queries x keys per call (bf16 + fp32 copies: ~100 MB)
+KEYS_PER_HEAD_DIM = 2  # at most this many keys per unit of head width
 
 
 def short_attention(
@@ -38,7 +40,7 @@ def short_attention(
         "output_attentions"
     )
     masked = attention_mask is not None and attention_mask.dtype != torch.bool
-    if unusual or masked or query.device.type != "cpu" or batch * heads * length * keys > MAX_SCORES:
+    if unusual or masked or query.device.type != "cpu" or keys > KEYS_PER_HEAD_DIM * dim or batch * heads * length * keys > MAX_SCORES:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )

@@ -72,6 +72,9 @@ def test_long_calls_and_soft_capping_go_to_sdpa(monkeypatch):
     assert len(calls) == 2
     attention.short_attention(Module(1), q[..., :6, :], k[..., :6, :], v[..., :6, :], None)
     assert len(calls) == 2
+    q, k, v = qkv(1, 2, 2, 9, 9, dim=4)  # 9 keys > 2 x head_dim
+    attention.short_attention(Module(1), q, k, v, None)
+    assert len(calls) == 3
 
 
 def test_models_give_the_same_features_with_and_without_it(tiny_model):
