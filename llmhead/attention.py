@@ -39,8 +39,9 @@ def short_attention(
     unusual = any(kwargs.get(k) is not None for k in ("softcap", "s_aux", "position_bias")) or kwargs.get(
         "output_attentions"
     )
-    masked = attention_mask is not None and attention_mask.dtype != torch.bool
-    if unusual or masked or query.device.type != "cpu" or keys > KEYS_PER_HEAD_DIM * dim or batch * heads * length * keys > MAX_SCORES:
+    masked = attention_mask is not None and attention_mask.dtype != torch.bool  # an additive float mask
+    long = keys > KEYS_PER_HEAD_DIM * dim or batch * heads * length * keys > MAX_SCORES
+    if unusual or masked or long or query.device.type != "cpu":
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )

@@ -276,11 +276,12 @@ class Classifier:
         if c.mode == "icl":
             return self._fit_icl(train_texts, y_train, val_texts, y_val, words)
 
-        if c.mode in FROZEN_MODES or cfg.warm_start:
+        whole = c.mode in FROZEN_MODES or (cfg.warm_start and cfg.warm_start_examples is None)
+        if whole:
             x_train = self._features(train_texts, cfg.batch_size, cache=True)
             x_val = self._features(val_texts, cfg.batch_size, cache=True) if val_texts else None
-        else:  # fine-tuning from a fresh head: frozen features only for the head's input statistics
-            sample = np.random.default_rng(c.seed).permutation(len(train_texts))[:256]
+        else:  # fine-tuning: frozen features of a sample, for the head's input statistics and its warm start
+            sample = np.random.default_rng(c.seed).permutation(len(train_texts))[: cfg.warm_start_examples or 256]
             x_train, x_val = self._features([train_texts[i] for i in sample], cfg.batch_size, cache=True), None
         if c.mode == "probe":
             head, info = fit_probe(x_train.values, y_train, c.probe, c.task, c.probe_c, c.seed)
@@ -306,7 +307,14 @@ class Classifier:
             )
         elif cfg.warm_start:  # linear probing, then fine-tuning: the backbone never sees a random head's gradients
             warm = for_mode(dataclasses.replace(cfg, epochs=None, patience=None), "head")
-            train_head(head, labels, (x_train, y_train), (x_val, y_val), warm, c.seed, progress=cfg.progress)
+            if whole:
+                fit_on, stop_on = (x_train, y_train), (x_val, y_val)
+            else:  # the sample's last fifth decides when the warm start stops
+                cut = len(sample) - max(1, len(sample) // 5)
+                rows, index, tokens = x_train.rows(), torch.as_tensor(sample), x_train.lengths is not None
+                fit_on = (FeatureSet.from_rows(rows[:cut], tokens), y_train[index[:cut]])
+                stop_on = (FeatureSet.from_rows(rows[cut:], tokens), y_train[index[cut:]])
+            train_head(head, labels, fit_on, stop_on, warm, c.seed, progress=cfg.progress)
         self._model.head = head
         if c.mode not in FROZEN_MODES:
             self._model.backbone = modes.prepare(self._model.backbone, c, cfg.gradient_checkpointing)

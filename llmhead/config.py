@@ -205,6 +205,9 @@ class TrainConfig:
     focal_gamma: float = 0.0  # > 0: focal loss (classification, multilabel)
     tune_thresholds: bool = True  # multilabel: per-label decision thresholds chosen on validation F1
     warm_start: bool = True  # lora/qlora/full: fit the head on frozen features first, then fine-tune
+    # frozen features for the warm start (and the head's input statistics) on at most this many training examples,
+    # 20% of them held out for its early stopping; None: every training example, stopping on the validation set
+    warm_start_examples: int | None = 256
     patience: int | None = None  # evaluations without a better selection score; None: 10 (head) or 3; 0: never
     select_by: str = "loss"  # validation loss, or a metric name (accuracy, macro_f1, micro_f1, mse, pearson...)
     metrics: list[str] = field(default_factory=list)  # extra `evaluate` metrics by name (need the hub or cache)
@@ -248,6 +251,12 @@ class TrainConfig:
                 continue
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 p.append(f"{name} must be an int >= 1, got {value!r}")
+        if self.warm_start_examples is not None and not (
+            isinstance(self.warm_start_examples, int)
+            and not isinstance(self.warm_start_examples, bool)
+            and self.warm_start_examples >= 10
+        ):
+            p.append(f"warm_start_examples must be an int >= 10 or None, got {self.warm_start_examples!r}")
         if self.schedule not in SCHEDULES:
             p.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:

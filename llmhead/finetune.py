@@ -13,6 +13,7 @@ The same code runs on one CPU, under ``torchrun`` (several CPU processes over gl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -245,6 +246,13 @@ def finetune(
         disable=not (cfg.progress and accelerator.is_main_process),
     )
     finished_early = False
+    casts = contextlib.ExitStack()
+    if accelerator.mixed_precision != "no":
+        # peft casts each adapter's input to the adapter's float32 and autocast casts it straight back: a lossless
+        # round trip per adapted projection, forward and backward, that costs ~4% of a step. Skip it while training.
+        from peft.helpers import disable_input_dtype_casting
+
+        casts.enter_context(disable_input_dtype_casting(model))
     neftune = None
     if cfg.neftune_alpha:  # noise on the input embeddings while training (Jain et al. 2023), off in eval
         from transformers.integrations.neftune import neftune_post_forward_hook
@@ -314,6 +322,7 @@ def finetune(
                 if finished_early:
                     break
     finally:
+        casts.close()
         if neftune is not None:
             neftune.remove()
         signal.signal(signal.SIGTERM, previous)

@@ -202,3 +202,35 @@ def test_length_grouped_sampler_is_a_seeded_permutation_of_similar_length_batche
     random_order = list(EpochSampler(203, seed=3))
     padded_random = sum(max(lengths[i] for i in random_order[j : j + 8]) * 8 for j in range(0, 200, 8))
     assert padded < 0.8 * padded_random  # far less padding than random batches
+
+
+@pytest.mark.parametrize("examples", [10, None])
+def test_warm_start_fits_the_head_on_a_sample_of_frozen_features(tiny_llama, monkeypatch, examples):
+    """LoRA's warm start: frozen features of ``warm_start_examples`` training texts only (its last fifth stops
+    it), or of every training and validation text with None; the head moves before any adapter trains."""
+    import llmhead.classifier as classifier
+
+    rows, val = sentiment_rows(4), sentiment_rows(1)
+    computed, heads = [], []
+    real_features, real_finetune = classifier.Classifier._features, classifier.finetune
+
+    def spy_features(self, texts, batch_size, cache):
+        computed.append(len(texts))
+        return real_features(self, texts, batch_size, cache)
+
+    def spy_finetune(model, *args, **kwargs):  # the head as the warm start left it
+        heads.append({k: v.clone() for k, v in model.head.state_dict().items()})
+        return real_finetune(model, *args, **kwargs)
+
+    monkeypatch.setattr(classifier.Classifier, "_features", spy_features)
+    monkeypatch.setattr(classifier, "finetune", spy_finetune)
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4, head_hidden=[])
+    clf.fit(rows, val, **{**FIT, "warm_start": True, "warm_start_examples": examples, "epochs": 1})
+    assert computed == ([10] if examples else [len(rows), len(val)])
+    fresh = clf._new_head().state_dict()
+    assert not torch.equal(heads[0]["mlp.1.weight"], fresh["mlp.1.weight"])
+
+
+def test_warm_start_examples_is_checked():
+    with pytest.raises(ValueError, match="warm_start_examples must be an int >= 10"):
+        llmhead.from_pretrained("smollm2-135m", mode="lora").fit(sentiment_rows(1), warm_start_examples=3)
