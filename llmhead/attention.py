@@ -39,27 +39,33 @@ def short_attention(
     unusual = any(kwargs.get(k) is not None for k in ("softcap", "s_aux", "position_bias")) or kwargs.get(
         "output_attentions"
     )
-    masked = attention_mask is not None and attention_mask.dtype != torch.bool  # an additive float mask
+    masked = attention_mask is not None and (  # an additive float mask, or one per head
+        attention_mask.dtype != torch.bool or attention_mask.dim() != 4 or attention_mask.shape[1] != 1
+    )
     long = keys > KEYS_PER_HEAD_DIM * dim or batch * heads * length * keys > MAX_SCORES
     if unusual or masked or long or query.device.type != "cpu":
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
-    groups = heads // key.shape[1]
-    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    # Grouped-query attention without copying keys and values per query head: each key/value head's queries
+    # are stacked along the query axis (heads h = kv * groups + g, as transformers' repeat_kv pairs them).
+    q = query.reshape(batch, kv_heads, groups * length, dim)
     scale = scaling if scaling is not None else dim**-0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scale  # (B, H, T, S)
+    scores = torch.matmul(q, key.transpose(2, 3)) * scale  # (B, H_kv, G*T, S)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if attention_mask is None and causal and length > 1:
         attention_mask = torch.ones(length, keys, dtype=torch.bool, device=query.device).tril(keys - length)
     if attention_mask is not None:  # a large negative, not -inf: a fully masked (padding) row stays finite
-        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        allowed = attention_mask.expand(batch, 1, length, keys)[:, :, None]  # (B, 1, 1, T, S)
+        scores = scores.view(batch, kv_heads, groups, length, keys).masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        scores = scores.view(batch, kv_heads, groups * length, keys)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     if dropout and module.training:
         probs = torch.nn.functional.dropout(probs, p=dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+    out = torch.matmul(probs, value).view(batch, heads, length, dim)  # (B, H, T, D)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def register() -> None:
