@@ -1,15 +1,17 @@
-"""Attention for short sequences on the CPU: plain matmul + softmax where it beats SDPA's kernel.
+"""Attention for short sequences in CPU training: plain matmul + softmax where it beats SDPA's kernel.
 
 On the CPU, PyTorch's SDPA runs a flash-attention kernel whose backward pass is slow on short sequences:
 at 16 x 26 tokens on SmolLM2-135M it took 39% of a LoRA step's backward. Written out as two matmuls and a
-float32 softmax (what transformers' "eager" attention does) the same step is ~25% faster. The backward keeps
-the scores, which grow with the square of the length, so only calls with at most ``2 x head_dim`` keys take this
-path (the scores then add about a third to what a block keeps for the backward anyway: 128 keys for
-SmolLM2's 64-wide heads, 256 for Llama-3-8B's), and never more than ``MAX_SCORES`` scores; longer ones go to SDPA.
+float32 softmax (what transformers' "eager" attention does) the same step is ~25% faster. Forward-only the two
+run at the same speed, so feature extraction and prediction keep SDPA: this path is taken only while gradients
+are recorded. The backward keeps the scores, which grow with the square of the length, so only calls with at
+most ``2 x head_dim`` keys take it (the scores then add about a third to what a block keeps for the backward
+anyway: 128 keys for SmolLM2's 64-wide heads, 256 for Llama-3-8B's), never more than ``MAX_SCORES`` scores;
+longer ones go to SDPA.
 
 Registered with transformers as the attention implementation "llmhead" (``AttentionInterface``), using SDPA's
 boolean masks, and set only on models that would otherwise run SDPA; anything unusual (soft-capping, attention
-sinks, returned weights) goes to SDPA unchanged.
+sinks, returned weights, CUDA) goes to SDPA unchanged.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def short_attention(
         attention_mask.dtype != torch.bool or attention_mask.dim() != 4 or attention_mask.shape[1] != 1
     )
     long = keys > KEYS_PER_HEAD_DIM * dim or batch * heads * length * keys > MAX_SCORES
-    if unusual or masked or long or query.device.type != "cpu":
+    # Only where a backward pass follows: forward-only, SDPA's kernel is as fast (feature extraction, prediction).
+    if unusual or masked or long or query.device.type != "cpu" or not torch.is_grad_enabled():
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )

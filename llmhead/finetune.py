@@ -301,7 +301,16 @@ def finetune(
                 bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=record["examples_per_s"])
                 if cfg.eval_every and state["step"] % cfg.eval_every == 0:
                     best_weights, finished_early = _evaluate(
-                        accelerator, model, labels, val_loader, cfg, state, best_weights, jsonl, extra_metrics
+                        accelerator,
+                        model,
+                        labels,
+                        val_loader,
+                        cfg,
+                        state,
+                        best_weights,
+                        jsonl,
+                        extra_metrics,
+                        final=state["step"] >= total,
                     )
                 if stop["term"] or (cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0):
                     _checkpoint(accelerator, run_dir, state, best_weights, cfg.keep_checkpoints)
@@ -318,7 +327,16 @@ def finetune(
             # Every epoch; with eval_every, once more at the end, so the last steps are never discarded.
             if not cfg.eval_every or (epoch + 1 == cfg.epochs and last_eval != state["step"]):
                 best_weights, finished_early = _evaluate(
-                    accelerator, model, labels, val_loader, cfg, state, best_weights, jsonl, extra_metrics
+                    accelerator,
+                    model,
+                    labels,
+                    val_loader,
+                    cfg,
+                    state,
+                    best_weights,
+                    jsonl,
+                    extra_metrics,
+                    final=epoch + 1 == cfg.epochs,
                 )
                 if finished_early:
                     break
@@ -366,8 +384,12 @@ def _evaluate(
     best_weights,
     jsonl,
     extra_metrics: dict | None = None,
+    final: bool = False,
 ) -> tuple[dict | None, bool]:
-    """Validation loss and metrics over every example exactly once; early stopping bookkeeping."""
+    """Validation loss and metrics over every example exactly once; early stopping bookkeeping.
+
+    The best weights are copied when they improve, except at the ``final`` evaluation: nothing trains after it,
+    so the weights in place are the best and no copy is kept (for full fine-tuning, a copy is the whole model)."""
     model.eval()
     logits, targets = [], []
     for batch in val_loader:
@@ -396,7 +418,7 @@ def _evaluate(
     improved = value < state["best"] - 1e-6
     if improved:
         state["best"], state["stale"] = value, 0
-        best_weights = trainable_state(accelerator.unwrap_model(model))
+        best_weights = None if final else trainable_state(accelerator.unwrap_model(model))
     else:
         state["stale"] += 1
     record["best"] = improved

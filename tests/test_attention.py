@@ -59,7 +59,7 @@ def test_padding_mask_and_cache_offset_equal_sdpa():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_long_calls_and_soft_capping_go_to_sdpa(monkeypatch):
+def test_long_calls_soft_capping_and_forward_only_go_to_sdpa(monkeypatch):
     calls = []
     monkeypatch.setattr(
         "transformers.integrations.sdpa_attention.sdpa_attention_forward",
@@ -75,6 +75,9 @@ def test_long_calls_and_soft_capping_go_to_sdpa(monkeypatch):
     q, k, v = qkv(1, 2, 2, 9, 9, dim=4)  # 9 keys > 2 x head_dim
     attention.short_attention(Module(1), q, k, v, None)
     assert len(calls) == 3
+    with torch.no_grad():  # no backward to speed up
+        attention.short_attention(Module(1), q[..., :6, :], k[..., :6, :], v[..., :6, :], None)
+    assert len(calls) == 4
 
 
 def test_models_give_the_same_features_with_and_without_it(tiny_model):
@@ -86,5 +89,11 @@ def test_models_give_the_same_features_with_and_without_it(tiny_model):
         clf = llmhead.from_pretrained(tiny_model, dtype="float32", short_attention=short)
         backbone = clf._backbone()
         assert backbone.config._attn_implementation == (attention.NAME if short else "sdpa")
-        feats.append(clf._features(texts, 2, cache=False).values)
+        with torch.enable_grad():  # the path that training takes
+            feats.append(clf._model.features(*padded(clf, texts)).detach())
     torch.testing.assert_close(feats[0], feats[1], atol=1e-5, rtol=1e-4)
+
+
+def padded(clf, texts):
+    batch = clf.tokenizer(texts, padding=True, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]

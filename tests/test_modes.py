@@ -234,3 +234,35 @@ def test_warm_start_fits_the_head_on_a_sample_of_frozen_features(tiny_llama, mon
 def test_warm_start_examples_is_checked():
     with pytest.raises(ValueError, match="warm_start_examples must be an int >= 10"):
         llmhead.from_pretrained("smollm2-135m", mode="lora").fit(sentiment_rows(1), warm_start_examples=3)
+
+
+@pytest.mark.parametrize("losses, best", [([0.5, 0.3, 0.9], 1), ([0.5, 0.3, 0.2], 2)])
+def test_finetuning_ends_on_the_best_validated_weights(tiny_llama, monkeypatch, losses, best):
+    """The weights after fit are those of the best evaluation: an earlier one is restored from its copy; when the
+    final one is best, they are already in place and no copy of them is made."""
+    from llmhead import finetune as ft
+    from llmhead.labels import LabelSpace
+
+    scripted, real_loss = iter(losses), LabelSpace.loss
+
+    def loss(self, logits, targets, *args, **kwargs):  # validation (no grad) reads the scripted values
+        out = real_loss(self, logits, targets, *args, **kwargs)
+        return out if torch.is_grad_enabled() else torch.tensor(next(scripted))
+
+    seen, copies, real_evaluate, real_state = [], [], ft._evaluate, ft.trainable_state
+
+    def evaluate(accelerator, model, *args, **kwargs):
+        out = real_evaluate(accelerator, model, *args, **kwargs)
+        seen.append(real_state(accelerator.unwrap_model(model)))
+        return out
+
+    monkeypatch.setattr(LabelSpace, "loss", loss)
+    monkeypatch.setattr(ft, "_evaluate", evaluate)
+    monkeypatch.setattr(ft, "trainable_state", lambda m: copies.append(1) or real_state(m))
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
+    clf.fit(sentiment_rows(2), sentiment_rows(1), **{**FIT, "epochs": 3})
+    assert [r["best"] for r in clf.history] == [True, True, best == 2]
+    final = real_state(clf._model)
+    assert all(torch.equal(final[k], seen[best][k]) for k in final)
+    assert not all(torch.equal(final[k], seen[0][k]) for k in final)
+    assert len(copies) == 2  # the copies of evaluations 1 and 2; never of the final one
