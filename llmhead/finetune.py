@@ -261,6 +261,10 @@ def finetune(
         embeddings = accelerator.unwrap_model(model).backbone.get_input_embeddings()
         embeddings.neftune_noise_alpha = cfg.neftune_alpha
         neftune = embeddings.register_forward_hook(neftune_post_forward_hook)
+
+    def validate(best, final: bool):
+        return _evaluate(accelerator, model, labels, val_loader, cfg, state, best, jsonl, extra_metrics, final=final)
+
     try:
         for epoch in range(state["epoch"], cfg.epochs):
             sampler.use_epoch(epoch)
@@ -300,18 +304,7 @@ def finetune(
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=record["examples_per_s"])
                 if cfg.eval_every and state["step"] % cfg.eval_every == 0:
-                    best_weights, finished_early = _evaluate(
-                        accelerator,
-                        model,
-                        labels,
-                        val_loader,
-                        cfg,
-                        state,
-                        best_weights,
-                        jsonl,
-                        extra_metrics,
-                        final=state["step"] >= total,
-                    )
+                    best_weights, finished_early = validate(best_weights, final=state["step"] >= total)
                 if stop["term"] or (cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0):
                     _checkpoint(accelerator, run_dir, state, best_weights, cfg.keep_checkpoints)
                 if stop["term"]:
@@ -326,18 +319,7 @@ def finetune(
             last_eval = state["history"][-1]["step"] if state["history"] else None
             # Every epoch; with eval_every, once more at the end, so the last steps are never discarded.
             if not cfg.eval_every or (epoch + 1 == cfg.epochs and last_eval != state["step"]):
-                best_weights, finished_early = _evaluate(
-                    accelerator,
-                    model,
-                    labels,
-                    val_loader,
-                    cfg,
-                    state,
-                    best_weights,
-                    jsonl,
-                    extra_metrics,
-                    final=epoch + 1 == cfg.epochs,
-                )
+                best_weights, finished_early = validate(best_weights, final=epoch + 1 == cfg.epochs)
                 if finished_early:
                     break
     finally:
