@@ -196,7 +196,7 @@ class Classifier:
         cache = cache and not self._adapted  # trained weights: the cache key (pretrained fingerprint) would lie
         settings = (
             f"{c.pooling}|{self._layer_indices}|{resolve_dtype(c.dtype)}|{c.long_inputs}|{c.chunk_overlap}|"
-            f"{c.chunk_aggregate}|{c.short_attention}"
+            f"{c.chunk_aggregate}"
         )
         skey = FeatureCache.settings_key(self._fingerprint, settings)
         keys = FeatureCache.row_keys(rows)
