@@ -1,17 +1,18 @@
-"""Attention for short sequences in CPU training: plain matmul + softmax where it beats SDPA's kernel.
+"""Attention for short sequences on the CPU: plain matmul + softmax where it beats SDPA's kernel.
 
-On the CPU, PyTorch's SDPA runs a flash-attention kernel whose backward pass is slow on short sequences:
-at 16 x 26 tokens on SmolLM2-135M it took 39% of a LoRA step's backward. Written out as two matmuls and a
-float32 softmax (what transformers' "eager" attention does) the same step is ~25% faster. Forward-only the two
-run at the same speed, so feature extraction and prediction keep SDPA: this path is taken only while gradients
-are recorded. The backward keeps the scores, which grow with the square of the length, so only calls with at
-most ``2 x head_dim`` keys take it (the scores then add about a third to what a block keeps for the backward
-anyway: 128 keys for SmolLM2's 64-wide heads, 256 for Llama-3-8B's), never more than ``MAX_SCORES`` scores;
-longer ones go to SDPA.
+On the CPU, PyTorch's SDPA runs a flash-attention kernel built for long sequences. On short ones its fixed costs
+dominate: at 16 x 26 tokens on SmolLM2-135M its backward took 39% of a LoRA step's backward, and forward-only one
+call took about twice as long as two matmuls and a float32 softmax (what transformers' "eager" attention does).
+With this attention a LoRA step is ~25% faster and feature extraction ~6-10% (``benchmarks/peer.py``). Training
+keeps the scores for the backward, and they grow with the square of the length, so only calls with at most
+``2 x head_dim`` keys take it (the scores then add about a third to what a block keeps for the backward anyway:
+128 keys for SmolLM2's 64-wide heads, 256 for Llama-3-8B's), never more than ``MAX_SCORES`` scores; longer ones
+go to SDPA.
 
 Registered with transformers as the attention implementation "llmhead" (``AttentionInterface``), using SDPA's
 boolean masks, and set only on models that would otherwise run SDPA; anything unusual (soft-capping, attention
-sinks, returned weights, CUDA) goes to SDPA unchanged.
+sinks, returned weights, CUDA) goes to SDPA unchanged. In bfloat16 its outputs differ from SDPA's by rounding
+(the softmax is float32 in both, the matmuls' accumulation order differs), so it is part of the feature-cache key.
 """
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ def short_attention(
         attention_mask.dtype != torch.bool or attention_mask.dim() != 4 or attention_mask.shape[1] != 1
     )
     long = keys > KEYS_PER_HEAD_DIM * dim or batch * heads * length * keys > MAX_SCORES
-    # Only where a backward pass follows: forward-only, SDPA's kernel is as fast (feature extraction, prediction).
-    if unusual or masked or long or query.device.type != "cpu" or not torch.is_grad_enabled():
+    if unusual or masked or long or query.device.type != "cpu":
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )

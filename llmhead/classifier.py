@@ -25,6 +25,7 @@ from .finetune import Tokenized, finetune
 from .heads import MLPHead
 from .icl import ICLHead, ICLScorer, build_prompt, pick_demonstrations, verbalizer_words
 from .labels import LabelSpace
+from .lastblock import LastTokenMLP
 from .model import HeadModel
 from .pooling import FIXED
 from .precision import resolve_dtype, torch_dtype
@@ -111,7 +112,10 @@ class Classifier:
                     f"the weights of {self.source.name!r} differ from those this classifier was trained on "
                     f"(fingerprint {self._fingerprint} != {self._expected_fingerprint})"
                 )
-            self._model = HeadModel(backbone, MLPHead(self.hidden_size(backbone), 1), c.pooling, self._layer_indices)
+            last_mlp = None if c.mode == "icl" else LastTokenMLP.install(backbone)
+            self._model = HeadModel(
+                backbone, MLPHead(self.hidden_size(backbone), 1), c.pooling, self._layer_indices, last_mlp
+            )
         return self._model.backbone
 
     def _source_blocks_count(self) -> int:
@@ -194,9 +198,10 @@ class Classifier:
             rows = [[x] for x in ids]
         self._backbone()
         cache = cache and not self._adapted  # trained weights: the cache key (pretrained fingerprint) would lie
+        attn = getattr(self._model.backbone.config, "_attn_implementation", None)  # kernels round differently
         settings = (
             f"{c.pooling}|{self._layer_indices}|{resolve_dtype(c.dtype)}|{c.long_inputs}|{c.chunk_overlap}|"
-            f"{c.chunk_aggregate}"
+            f"{c.chunk_aggregate}|{attn}"
         )
         skey = FeatureCache.settings_key(self._fingerprint, settings)
         keys = FeatureCache.row_keys(rows)
@@ -509,7 +514,8 @@ class Classifier:
             return
         self._source_blocks, self._layer_indices = other._source_blocks, other._layer_indices
         self._fingerprint = other._fingerprint
-        self._model = HeadModel(backbone, other._model.head, self.config.pooling, self._layer_indices)
+        last_mlp = None if other.config.mode == "icl" else other._model.last_mlp
+        self._model = HeadModel(backbone, other._model.head, self.config.pooling, self._layer_indices, last_mlp)
 
     # ---- persistence ---------------------------------------------------------------------
     def _backbone_kind(self) -> str:
