@@ -27,6 +27,7 @@ from .icl import ICLHead, ICLScorer, build_prompt, pick_demonstrations, verbaliz
 from .labels import LabelSpace
 from .lastblock import LastTokenMLP
 from .model import HeadModel
+from .norms import fuse_rms_norms
 from .pooling import FIXED
 from .precision import resolve_dtype, torch_dtype
 from .probe import ProbeHead, fit_probe
@@ -101,6 +102,7 @@ class Classifier:
                 )
             if c.short_attention:
                 use_short_attention(backbone)
+            fuse_rms_norms(backbone)  # only where bit-identical, only without gradients
             backbone.requires_grad_(False)  # until a training mode unfreezes what it trains
             self._fingerprint = bb.fingerprint(backbone.base_model if c.mode == "icl" else backbone)
             if (
