@@ -3,16 +3,19 @@
 On the CPU, PyTorch's SDPA runs a flash-attention kernel built for long sequences. On short ones its fixed costs
 dominate: at 16 x 26 tokens on SmolLM2-135M its backward took 39% of a LoRA step's backward, and forward-only one
 call took about twice as long as two matmuls and a float32 softmax (what transformers' "eager" attention does).
-With this attention a LoRA step is ~25% faster and feature extraction ~6-10% (``benchmarks/peer.py``). Training
-keeps the scores for the backward, and they grow with the square of the length, so only calls with at most
-``2 x head_dim`` keys take it (the scores then add about a third to what a block keeps for the backward anyway:
-128 keys for SmolLM2's 64-wide heads, 256 for Llama-3-8B's), never more than ``MAX_SCORES`` scores; longer ones
-go to SDPA.
+With this attention a LoRA step is ~25% faster, and feature extraction over Rotten Tomatoes snippets (~26 tokens)
+~7% (same process, alternating). Training keeps the scores for the backward, and they grow with the square of the
+length, so only calls with at most ``2 x head_dim`` keys take it (the scores then add about a third to what a
+block keeps for the backward anyway: 128 keys for SmolLM2's 64-wide heads, 256 for Llama-3-8B's), never more than
+``MAX_SCORES`` scores; longer ones go to SDPA. Forward-only, SDPA's fixed costs are amortised sooner: at most
+``head_dim`` keys take this path there.
 
 Registered with transformers as the attention implementation "llmhead" (``AttentionInterface``), using SDPA's
 boolean masks, and set only on models that would otherwise run SDPA; anything unusual (soft-capping, attention
-sinks, returned weights, CUDA) goes to SDPA unchanged. In bfloat16 its outputs differ from SDPA's by rounding
-(the softmax is float32 in both, the matmuls' accumulation order differs), so it is part of the feature-cache key.
+sinks, returned weights, CUDA) goes to SDPA unchanged. In bfloat16 its outputs differ from SDPA's by rounding (SDPA
+keeps the scores in float32; here they are rounded to bfloat16 before a float32 softmax, as in transformers' eager
+attention): SmolLM2's bf16 features are 1.6% from its float32 features either way, but not equal, so the attention
+implementation is part of the feature-cache key.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import torch
 
 NAME = "llmhead"
 MAX_SCORES = 2**24  # batch x heads x queries x keys per call (bf16 + fp32 copies: ~100 MB)
-KEYS_PER_HEAD_DIM = 2  # at most this many keys per unit of head width
+KEYS_PER_HEAD_DIM = 2  # at most this many keys per unit of head width, in training
+FORWARD_KEYS_PER_HEAD_DIM = 1  # without gradients (feature extraction, prediction, validation)
 
 
 def short_attention(
@@ -45,7 +49,9 @@ def short_attention(
     masked = attention_mask is not None and (  # an additive float mask, or one per head
         attention_mask.dtype != torch.bool or attention_mask.dim() != 4 or attention_mask.shape[1] != 1
     )
-    long = keys > KEYS_PER_HEAD_DIM * dim or batch * heads * length * keys > MAX_SCORES
+    # Forward-only, SDPA's kernel catches up sooner (16 x 64 tokens: even; 16 x 128: SDPA ahead or even).
+    per_dim = KEYS_PER_HEAD_DIM if torch.is_grad_enabled() else FORWARD_KEYS_PER_HEAD_DIM
+    long = keys > per_dim * dim or batch * heads * length * keys > MAX_SCORES
     if unusual or masked or long or query.device.type != "cpu":
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs

@@ -75,9 +75,13 @@ def test_long_calls_and_soft_capping_go_to_sdpa(monkeypatch):
     q, k, v = qkv(1, 2, 2, 9, 9, dim=4)  # 9 keys > 2 x head_dim
     attention.short_attention(Module(1), q, k, v, None)
     assert len(calls) == 3
-    with torch.no_grad():  # forward-only (feature extraction, prediction) takes it too
-        attention.short_attention(Module(1), q[..., :6, :], k[..., :6, :], v[..., :6, :], None)
-    assert len(calls) == 3
+    with torch.no_grad():  # forward-only (feature extraction, prediction) takes it too, up to head_dim keys
+        attention.short_attention(Module(1), q[..., :4, :], k[..., :4, :], v[..., :4, :], None)
+        assert len(calls) == 3
+        attention.short_attention(Module(1), q[..., :6, :], k[..., :6, :], v[..., :6, :], None)  # 6 keys > 4
+        assert len(calls) == 4
+    attention.short_attention(Module(1), q[..., :6, :], k[..., :6, :], v[..., :6, :], None)  # training: <= 8
+    assert len(calls) == 4
 
 
 def test_models_give_the_same_features_with_and_without_it(tiny_model):
