@@ -6,7 +6,8 @@ grow with sequence length, `layer`, and the number of training examples.
     .venv/bin/python benchmarks/limits.py --quick    # tiny in-process model (a test runs it)
 
 FLOPs are counted, not profiled: a forward pass costs 2 * (non-embedding parameters) per token plus causal
-attention, 2 * layers * T * hidden per token (PaLM's count). A LoRA step costs about twice the forward: the
+attention, 2 * layers * T * hidden per token (PaLM's count), less the top block's MLP on every position but
+the pooled one, which llmhead does not run. A LoRA step costs about twice the forward: the
 backward pass computes the inputs' gradients through every frozen matrix (as much work as the forward) and
 weight gradients only for the adapters (negligible). Each scaling row runs in its own process (peak RSS).
 """
@@ -68,13 +69,18 @@ def matmul_peak(threads: int, quick: bool) -> dict:
     return {"peak_flops": best["flops"], "peak_shape": best["shape"], "dtype": str(dtype)}
 
 
-def _forward_flops(config, batch: int, seq: int, blocks: int | None = None) -> float:
-    layers = blocks or config.num_hidden_layers
+def _forward_flops(config, batch: int, seq: int, top_mlp_on_pooled_only: bool = False) -> float:
+    """FLOPs the forward executes. With last-token pooling llmhead runs the top block's MLP on one position per
+    row (``llmhead/lastblock.py``): those skipped products are not counted."""
+    layers = config.num_hidden_layers
     h, inter = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * (h // config.num_attention_heads)
     per_block = h * h * 2 + 2 * h * kv + 3 * h * inter  # q, o, k, v, gate/up/down matrices
     tokens = batch * seq
-    return 2 * layers * per_block * tokens + 2 * layers * seq * h * tokens
+    total = 2 * layers * per_block * tokens + 2 * layers * seq * h * tokens
+    if top_mlp_on_pooled_only:
+        total -= 2 * 3 * h * inter * (tokens - batch)
+    return total
 
 
 def forward_and_step(
@@ -96,7 +102,7 @@ def forward_and_step(
     config = backbone.config
     ids = torch.randint(10, config.vocab_size - 10, (batch, seq))
     mask = torch.ones_like(ids)
-    flops = _forward_flops(config, batch, seq)
+    flops = _forward_flops(config, batch, seq, model.last_mlp is not None and model.pooling == "last")
     reps = 2 if quick else 4
     with torch.inference_mode():
         for _ in range(2):
