@@ -53,7 +53,10 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_llama, tmp_path
     # visibly in float32 too when length grouping makes the halves very different. This test is about the data path.
     # 9 validation examples do not split evenly over 2 processes x batch 4: accelerate pads the last batch
     # with repeats, and gather_for_metrics must drop them for the metrics to equal the 1-process ones.
-    common = [("precision", "no"), ("val_n", 9), ("group_by_length", False)]
+    # SDPA's attention: here its results did not move with how far a row is padded, while the matmul attention's
+    # (short_attention) move in the last float32 bits with the padded length, which differs per process in the
+    # frozen pass that sets the head's input statistics and in validation; training amplifies that to ~1e-4.
+    common = [("precision", "no"), ("val_n", 9), ("group_by_length", False), ("short_attention", False)]
     run(tiny_llama, tmp_path / "one", ("batch_size", 8), ("run_dir", str(tmp_path / "r1")), *common)
     run(tiny_llama, tmp_path / "two", ("batch_size", 4), ("run_dir", str(tmp_path / "r2")), *common, procs=2)
     evals = [

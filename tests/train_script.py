@@ -33,6 +33,7 @@ def main() -> None:
     nan_step, nan_rank = options.pop("nan_step", None), options.pop("nan_rank", None)
     dropout = options.pop("dropout", 0.0)
     val_n = options.pop("val_n", 8)
+    short_attention = options.pop("short_attention", True)
     rank = int(os.environ.get("RANK", 0))
     if nan_step is not None:  # force a non-finite loss on one rank at one step
         from llmhead.labels import LabelSpace
@@ -49,7 +50,14 @@ def main() -> None:
 
         LabelSpace.loss = loss
     clf = llmhead.from_pretrained(
-        model, mode="lora", lora_r=4, lora_dropout=dropout, dropout=dropout, head_hidden=[16], seed=0
+        model,
+        mode="lora",
+        lora_r=4,
+        lora_dropout=dropout,
+        dropout=dropout,
+        head_hidden=[16],
+        seed=0,
+        short_attention=short_attention,
     )
     settings = dict(epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None)
     settings.update(options)
