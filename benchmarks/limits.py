@@ -102,7 +102,7 @@ def forward_and_step(
     config = backbone.config
     ids = torch.randint(10, config.vocab_size - 10, (batch, seq))
     mask = torch.ones_like(ids)
-    flops = _forward_flops(config, batch, seq, model.last_mlp is not None and model.pooling == "last")
+    flops = _forward_flops(config, batch, seq, model.trims_top_mlp)
     reps = 2 if quick else 4
     with torch.inference_mode():
         for _ in range(2):

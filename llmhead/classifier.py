@@ -114,9 +114,12 @@ class Classifier:
                     f"the weights of {self.source.name!r} differ from those this classifier was trained on "
                     f"(fingerprint {self._fingerprint} != {self._expected_fingerprint})"
                 )
-            last_mlp = None if c.mode == "icl" else LastTokenMLP.install(backbone)
             self._model = HeadModel(
-                backbone, MLPHead(self.hidden_size(backbone), 1), c.pooling, self._layer_indices, last_mlp
+                backbone,
+                MLPHead(self.hidden_size(backbone), 1),
+                c.pooling,
+                self._layer_indices,
+                LastTokenMLP.install(backbone),  # inert outside HeadModel.features (the ICL scorer never enters)
             )
         return self._model.backbone
 
@@ -516,8 +519,9 @@ class Classifier:
             return
         self._source_blocks, self._layer_indices = other._source_blocks, other._layer_indices
         self._fingerprint = other._fingerprint
-        last_mlp = None if other.config.mode == "icl" else other._model.last_mlp
-        self._model = HeadModel(backbone, other._model.head, self.config.pooling, self._layer_indices, last_mlp)
+        self._model = HeadModel(
+            backbone, other._model.head, self.config.pooling, self._layer_indices, other._model.last_mlp
+        )
 
     # ---- persistence ---------------------------------------------------------------------
     def _backbone_kind(self) -> str:

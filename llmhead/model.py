@@ -28,15 +28,18 @@ class HeadModel(nn.Module):
         self.layers = layers  # indices into hidden_states (0 = embeddings); None = the final output
         self.last_mlp = last_mlp  # hooks that run the top block's MLP on chosen positions only
 
+    @property
+    def trims_top_mlp(self) -> bool:
+        """Last-token pooling of the final output reads one position of the top block: its MLP runs there only."""
+        return self.last_mlp is not None and self.pooling == "last" and self.layers is None
+
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) tokens -> (B, L, H) pooled float32 features, one row per selected layer; for attention
         pooling, whose query is trained, the (B, T, L, H) token states."""
         # Positions count real tokens only, so left padding does not shift them (models with absolute
         # position embeddings, such as GPT-2, would otherwise change their output with the padding side).
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        # Last-token pooling of the final output reads one position of the top block: its MLP runs there only.
-        trim = self.last_mlp is not None and self.pooling == "last" and self.layers is None
-        with self.last_mlp.only(attention_mask) if trim else nullcontext():
+        with self.last_mlp.only(attention_mask) if self.trims_top_mlp else nullcontext():
             out = self.backbone(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
