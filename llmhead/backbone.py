@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import mapped
 from .assets import PACKAGED_MODELS, cache_dir, packaged_gguf
 from .precision import torch_dtype
 
@@ -172,15 +173,28 @@ def load_backbone(
             "quantization_config": quantization_config,
             "device_map": {"": 0 if torch.cuda.is_available() else "cpu"},
         }
+    target = torch_dtype(dtype)
+    path = source.pretrained_path()
+    stored = None
+    if quantization_config is None:  # a cast from the mapped file, one tensor at a time (see mapped.py)
+        stored = mapped.applies(path, target, _model_class(config), trust_remote_code)
     model = AutoModel.from_pretrained(
-        source.pretrained_path(),
-        config=config,
-        dtype=torch_dtype(dtype),
-        trust_remote_code=trust_remote_code,
-        **extra,
+        path, config=config, dtype=stored or target, trust_remote_code=trust_remote_code, **extra
     )
+    if stored is not None:
+        mapped.cast_parameters(model, target, path, mapped.buffer_dtypes(config, target))
     model.eval()
     return model
+
+
+def _model_class(config):
+    """The class AutoModel builds for ``config``, or None when it is not a built-in one."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        return MODEL_MAPPING[type(config)]
+    except (KeyError, ValueError):
+        return None
 
 
 def lm_head_rows(source: Source, backbone, token_ids: list[int], trust_remote_code: bool = False) -> torch.Tensor:
