@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import allocator, checkpoint, metrics, modes
 from . import backbone as bb
-from . import checkpoint, metrics, modes
 from .attention import use_short_attention
 from .augment import augment
 from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode
@@ -251,6 +251,7 @@ class Classifier:
         if cfg.epochs == 0 and c.mode not in ("head", "lmhead"):
             raise ValueError(f"epochs=0 (the head as initialised) is for modes head and lmhead, not {c.mode!r}")
         # Everything about the data (and any hub metric) is checked before any weights load.
+        allocator.check_environment()
         extra_metrics = {name: metrics.load_hub_metric(name) for name in cfg.metrics}
         train_texts, train_raw, origin = self._examples(train, text, label, "train", templated=False)
         if (

@@ -1,0 +1,78 @@
+"""While fine-tuning on a CPU, blocks of 1 MiB and more come straight from the kernel (glibc ``mallopt``).
+
+A training step allocates and frees its activations and gradients every step, and with length-grouped batches
+each step has its own shapes; torch's per-shape kernel caches (oneDNN and ideep) add blocks of their own in
+between. glibc's heap then cannot reuse the freed space for the next step's larger blocks and grows: on
+SmolLM2-135M full fine-tuning, 600-900 MB of the heap was free but resident at the start of each step. Blocks
+served by ``mmap`` go back to the system when freed. Measured here: full fine-tuning's peak RSS fell by ~9%
+(3,664 -> 3,344 MB on 200 Rotten Tomatoes snippets), and the step time did not change (in-process A/B, 8
+alternating repetitions: full 5.74 vs 5.73 s, LoRA 4.02 vs 4.12 s median). Forward-only passes were ~5% slower
+with it, so it is set only around training, and the threshold is set back to 32 MiB (glibc's own upper bound
+for its adaptive threshold) afterwards.
+
+``LLMHEAD_MMAP_THRESHOLD`` sets the size in bytes, or ``off`` to leave the allocator alone. A threshold the
+user set for glibc (``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES``) is always left alone, as are other C
+libraries and CUDA runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import platform
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3  # malloc.h
+TRAINING_THRESHOLD = 1 << 20
+AFTER_THRESHOLD = 32 << 20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where glibc's adaptive threshold tops out
+
+
+def _threshold() -> int | None:
+    """The threshold to train with, or None to leave the allocator alone."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
+        return None  # the user's own setting
+    return _from_environment()
+
+
+def _from_environment() -> int | None:
+    """``LLMHEAD_MMAP_THRESHOLD``, read and checked (on every platform, so a typo fails everywhere)."""
+    raw = os.environ.get("LLMHEAD_MMAP_THRESHOLD", "")
+    value = raw.strip().lower()
+    if value in ("off", "0", "no", "false"):
+        return None
+    if not value:
+        return TRAINING_THRESHOLD
+    if not value.isdigit():
+        raise ValueError(f"LLMHEAD_MMAP_THRESHOLD={raw!r}: expected a size in bytes (such as 1048576) or 'off'")
+    return int(value)
+
+
+def check_environment() -> None:
+    """Raise on a malformed ``LLMHEAD_MMAP_THRESHOLD`` (called before any weights load)."""
+    _from_environment()
+
+
+def _set(value: int) -> bool:
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, ctypes.c_int(value)))
+    except (OSError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def training_blocks(device_type: str):
+    """Serve large blocks from ``mmap`` inside the block (CPU training only)."""
+    threshold = _threshold() if device_type == "cpu" else None
+    if threshold is None or not _set(threshold):
+        yield
+        return
+    log.debug("glibc mmap threshold %d bytes while training", threshold)
+    try:
+        yield
+    finally:
+        _set(AFTER_THRESHOLD)
