@@ -198,6 +198,9 @@ def test_length_grouped_sampler_is_a_seeded_permutation_of_similar_length_batche
     assert list(sampler) != first  # another order next epoch
     batches = [first[i : i + 8] for i in range(0, 203, 8)]
     assert len(batches[-1]) == 203 % 8  # the short batch comes last
+    assert max(lengths[i] for i in batches[0]) == max(lengths[i] for b in batches[:-1] for i in b)  # longest first
+    second = list(sampler)
+    assert max(lengths[i] for i in second[:8]) == max(lengths[i] for i in second[:200])  # in every epoch
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     random_order = list(EpochSampler(203, seed=3))
     padded_random = sum(max(lengths[i] for i in random_order[j : j + 8]) * 8 for j in range(0, 200, 8))
