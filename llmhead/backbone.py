@@ -167,34 +167,21 @@ def load_backbone(
         config.num_hidden_layers = keep_blocks
         if getattr(config, "layer_types", None):  # Gemma3, Qwen2...: one attention type per block
             config.layer_types = config.layer_types[:keep_blocks]
-    extra = {}
     if quantization_config is not None:  # bitsandbytes places the 4-bit weights itself
-        extra = {
-            "quantization_config": quantization_config,
-            "device_map": {"": 0 if torch.cuda.is_available() else "cpu"},
-        }
-    target = torch_dtype(dtype)
-    path = source.pretrained_path()
-    stored = None
-    if quantization_config is None:  # a cast from the mapped file, one tensor at a time (see mapped.py)
-        stored = mapped.applies(path, target, _model_class(config), trust_remote_code)
-    model = AutoModel.from_pretrained(
-        path, config=config, dtype=stored or target, trust_remote_code=trust_remote_code, **extra
-    )
-    if stored is not None:
-        mapped.cast_parameters(model, target, path, mapped.buffer_dtypes(config, target))
+        model = AutoModel.from_pretrained(
+            source.pretrained_path(),
+            config=config,
+            dtype=torch_dtype(dtype),
+            trust_remote_code=trust_remote_code,
+            quantization_config=quantization_config,
+            device_map={"": 0 if torch.cuda.is_available() else "cpu"},
+        )
+    else:  # a float32 checkpoint asked for in bf16 is cast from the mapped file, one tensor at a time
+        model = mapped.from_pretrained(
+            AutoModel, source.pretrained_path(), torch_dtype(dtype), config, trust_remote_code
+        )
     model.eval()
     return model
-
-
-def _model_class(config):
-    """The class AutoModel builds for ``config``, or None when it is not a built-in one."""
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-    try:
-        return MODEL_MAPPING[type(config)]
-    except (KeyError, ValueError):
-        return None
 
 
 def lm_head_rows(source: Source, backbone, token_ids: list[int], trust_remote_code: bool = False) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import allocator, checkpoint, metrics, modes
+from . import allocator, checkpoint, mapped, metrics, modes
 from . import backbone as bb
 from .attention import use_short_attention
 from .augment import augment
@@ -82,15 +82,16 @@ class Classifier:
             if c.mode == "icl":  # the LM head is the classifier: load the causal LM
                 from transformers import AutoModelForCausalLM
 
-                backbone = AutoModelForCausalLM.from_pretrained(
+                backbone = mapped.from_pretrained(
+                    AutoModelForCausalLM,
                     self.source.pretrained_path(),
-                    dtype=torch_dtype(c.dtype),
+                    torch_dtype(c.dtype),
                     trust_remote_code=c.trust_remote_code,
                 ).eval()
             elif self._saved_backbone is not None:  # full / merged saves carry their own weights
                 from transformers import AutoModel
 
-                backbone = AutoModel.from_pretrained(self._saved_backbone, dtype=torch_dtype(self._weights_dtype()))
+                backbone = mapped.from_pretrained(AutoModel, self._saved_backbone, torch_dtype(self._weights_dtype()))
                 backbone.eval()
             else:
                 backbone = bb.load_backbone(

@@ -22,7 +22,11 @@ SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
-def _check(problems: list[str]) -> None:
+def _check(problems: list[str], config=None) -> None:
+    for f in dataclasses.fields(config) if config is not None else ():  # a YAML "false" is a string, and truthy
+        value = getattr(config, f.name)
+        if f.type in ("bool", bool) and not isinstance(value, bool):
+            problems.append(f"{f.name} must be true or false, got {value!r}")
     if problems:
         raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -181,7 +185,7 @@ class ModelConfig:
                 p.append(f"labels needs >= 2 classes for task='classification', got {list(self.labels)!r}")
             else:
                 self.labels = list(self.labels)
-        _check(p)
+        _check(p, self)
 
 
 @dataclass
@@ -287,7 +291,7 @@ class TrainConfig:
             p.append(f"patience must be an int >= 0, got {self.patience!r}")
         if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 0.5):
             p.append(f"val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
-        _check(p)
+        _check(p, self)
 
 
 def for_mode(cfg: TrainConfig, mode: str) -> TrainConfig:

@@ -53,3 +53,16 @@ def test_model_sources_fail_early(tmp_path):
         llmhead.from_pretrained(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="model directory not found"):
         llmhead.from_pretrained("./not/here")
+
+
+def test_boolean_options_take_only_booleans():
+    """A YAML or CLI "false" arrives as a string, which Python reads as true: it is refused, not guessed."""
+    with pytest.raises(ValueError, match=r"short_attention must be true or false, got 'false'"):
+        ModelConfig(short_attention="false")
+    with pytest.raises(ValueError, match=r"trust_remote_code must be true or false, got 1"):
+        ModelConfig(trust_remote_code=1)
+    with pytest.raises(ValueError) as err:
+        TrainConfig(progress="no", warm_start=None)
+    assert "progress must be true or false, got 'no'" in str(err.value)
+    assert "warm_start must be true or false, got None" in str(err.value)
+    assert ModelConfig(short_attention=False).short_attention is False

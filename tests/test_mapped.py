@@ -41,6 +41,18 @@ def test_equals_transformers_bf16_load(tiny_model, keep_blocks):
         assert torch.equal(ours(ids).last_hidden_state, theirs(ids).last_hidden_state)
 
 
+def test_causal_lm_equals_transformers_bf16_load_and_keeps_ties(tiny_model):
+    """The ICL path loads the causal LM this way: Gemma3 ties its LM head to the embeddings, Llama and Qwen2 not."""
+    from transformers import AutoModelForCausalLM
+
+    ours = mapped.from_pretrained(AutoModelForCausalLM, tiny_model, torch.bfloat16)
+    theirs = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
+    for (name, a), (_, b) in zip(tensors(ours), tensors(theirs), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    tied = theirs.lm_head.weight is theirs.get_input_embeddings().weight
+    assert (ours.lm_head.weight is ours.get_input_embeddings().weight) == tied
+
+
 def _mapping_rss_kb(folder: str) -> int:
     """Resident KiB of this process's mappings of ``folder``'s safetensors files (from /proc/self/smaps)."""
     root, total, inside = str(Path(folder).resolve()), 0, False
