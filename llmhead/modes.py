@@ -80,7 +80,7 @@ def prepare(backbone: nn.Module, config: ModelConfig, gradient_checkpointing: bo
     if config.mode == "head":
         return backbone.requires_grad_(False)
     if gradient_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if config.mode in ("lora", "qlora"):
         from peft import get_peft_model
 
