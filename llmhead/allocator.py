@@ -1,10 +1,11 @@
-"""While fine-tuning on a CPU, blocks of 1 MiB and more come straight from the kernel (glibc ``mallopt``).
+"""While fine-tuning on a CPU, new blocks of 1 MiB and more come straight from the kernel (glibc ``mallopt``).
 
 A training step allocates and frees its activations and gradients every step, and with length-grouped batches
 each step has its own shapes; torch's per-shape kernel caches (oneDNN and ideep) add blocks of their own in
 between. glibc's heap then cannot reuse the freed space for the next step's larger blocks and grows: on
-SmolLM2-135M full fine-tuning, 600-900 MB of the heap was free but resident at the start of each step. Blocks
-served by ``mmap`` go back to the system when freed. Measured here: full fine-tuning's peak RSS fell by ~9%
+SmolLM2-135M full fine-tuning, 600-900 MB of the heap was free but resident at the start of each step. With the
+threshold, a block of 1 MiB or more that the heap's free space cannot hold is served by ``mmap`` instead of growing
+the heap, and goes back to the system when freed. Measured here: full fine-tuning's peak RSS fell by ~9%
 (3,664 -> 3,344 MB on 200 Rotten Tomatoes snippets), and the step time did not change (in-process A/B, 8
 alternating repetitions: full 5.74 vs 5.73 s, LoRA 4.02 vs 4.12 s median). Forward-only passes were ~5% slower
 with it, so it is set only around training, and the threshold is set back to 32 MiB (glibc's own upper bound

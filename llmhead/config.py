@@ -22,8 +22,8 @@ SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
-def _check(problems: list[str], config=None) -> None:
-    for f in dataclasses.fields(config) if config is not None else ():  # a YAML "false" is a string, and truthy
+def _check(problems: list[str], config) -> None:
+    for f in dataclasses.fields(config):  # boolean options: a YAML "false" is a string, and truthy
         value = getattr(config, f.name)
         if f.type in ("bool", bool) and not isinstance(value, bool):
             problems.append(f"{f.name} must be true or false, got {value!r}")

@@ -17,10 +17,10 @@ kept in float32.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import mmap
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -70,7 +70,7 @@ def _file_mappings(folder: str) -> list[tuple[int, int]]:
 
 
 def _releaser():
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None)  # the C library this process runs on (as allocator.py)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     page = mmap.PAGESIZE
 
@@ -125,9 +125,7 @@ def cast_parameters(
     mappings = _file_mappings(folder)
     release = _releaser() if mappings else None
     params = [p for p in model.parameters() if p.is_floating_point() and p.dtype != target]
-    owners: dict[int, int] = {}
-    for p in params:
-        owners[p.data_ptr()] = owners.get(p.data_ptr(), 0) + 1
+    owners = Counter(p.data_ptr() for p in params)
     released = 0
     for p in params:
         start = p.data_ptr()
@@ -138,9 +136,10 @@ def cast_parameters(
             release(start, end)
             released += end - start
         del old
+    buffers = buffers or {}
     for module_name, module in model.named_modules(remove_duplicate=False):
         for name, buf in module._buffers.items():
-            dtype = (buffers or {}).get(f"{module_name}.{name}".lstrip("."))
+            dtype = buffers.get(f"{module_name}.{name}".lstrip("."))
             if buf is not None and dtype is not None and buf.dtype != dtype:
                 module._buffers[name] = buf.to(dtype)
     if hasattr(model, "config"):
