@@ -252,7 +252,10 @@ def finetune(
     )
     finished_early = False
     casts = contextlib.ExitStack()
-    casts.enter_context(allocator.training_blocks(accelerator.device.type))  # less heap growth (allocator.py)
+    backbone = accelerator.unwrap_model(model).backbone
+    sizes = [(p.numel(), p.requires_grad) for p in backbone.parameters()]
+    whole_model = 2 * sum(n for n, trains in sizes if trains) > sum(n for n, _ in sizes)  # full fine-tuning
+    casts.enter_context(allocator.training_blocks(accelerator.device.type, whole_model))  # allocator.py
     if accelerator.mixed_precision != "no":
         # peft casts each adapter's input to the adapter's float32 and autocast casts it straight back: a lossless
         # round trip per adapted projection, forward and backward, that costs ~4% of a step. Skip it while training.

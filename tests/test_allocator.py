@@ -1,5 +1,6 @@
 """glibc's mmap threshold while fine-tuning on a CPU (llmhead/allocator.py): large blocks come from mmap inside
-training only, the user's own settings win, a bad value is a clear error."""
+full fine-tuning only (adapter training leaves the allocator alone), the user's own settings win, a bad value is
+a clear error."""
 
 from __future__ import annotations
 
@@ -42,32 +43,34 @@ def test_large_blocks_come_from_mmap_only_while_training():
         del block
         return grown
 
-    with allocator.training_blocks("cpu"):
+    with allocator.training_blocks("cpu", whole_model=True):
         # glibc reuses free heap space of the right size first: ask for more than the heap holds free
         beyond_heap = max(3 << 20, mallinfo().fordblks + (1 << 20))
         assert mmapped_by(beyond_heap) >= beyond_heap
     assert mmapped_by(3 << 20) == 0  # 32 MiB afterwards: from the heap again
-    with allocator.training_blocks("cuda"):  # host memory of GPU runs is left alone
+    with allocator.training_blocks("cuda", whole_model=True):  # host memory of GPU runs is left alone
         assert mmapped_by(3 << 20) == 0
 
 
 @glibc
 @pytest.mark.parametrize(
-    "env, expected",
+    "env, whole_model, expected",
     [
-        ({}, 1 << 20),
-        ({"LLMHEAD_MMAP_THRESHOLD": "4194304"}, 4 << 20),
-        ({"LLMHEAD_MMAP_THRESHOLD": "off"}, None),
-        ({"MALLOC_MMAP_THRESHOLD_": "65536"}, None),  # the user's glibc setting wins
-        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, None),
+        ({}, True, 1 << 20),
+        ({}, False, None),  # adapters: the page faults cost more time than the memory saved
+        ({"LLMHEAD_MMAP_THRESHOLD": "4194304"}, True, 4 << 20),
+        ({"LLMHEAD_MMAP_THRESHOLD": "4194304"}, False, 4 << 20),  # a size the user gives holds in every mode
+        ({"LLMHEAD_MMAP_THRESHOLD": "off"}, True, None),
+        ({"MALLOC_MMAP_THRESHOLD_": "65536"}, True, None),  # the user's glibc setting wins
+        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, True, None),
     ],
 )
-def test_threshold_follows_the_environment(monkeypatch, env, expected):
+def test_threshold_follows_the_environment(monkeypatch, env, whole_model, expected):
     for name in ("LLMHEAD_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert allocator._threshold() == expected
+    assert allocator._threshold(whole_model) == expected
 
 
 def test_bad_threshold_is_a_clear_error(monkeypatch):
@@ -77,10 +80,14 @@ def test_bad_threshold_is_a_clear_error(monkeypatch):
 
 
 @glibc
-def test_fine_tuning_sets_it_and_sets_it_back(tiny_llama, monkeypatch):
+@pytest.mark.parametrize(
+    "mode, expected", [("full", [allocator.TRAINING_THRESHOLD, allocator.AFTER_THRESHOLD]), ("lora", [])]
+)
+def test_full_fine_tuning_sets_it_and_sets_it_back(tiny_llama, monkeypatch, mode, expected):
+    monkeypatch.delenv("LLMHEAD_MMAP_THRESHOLD", raising=False)
     calls = []
     real = allocator._set
     monkeypatch.setattr(allocator, "_set", lambda value: calls.append(value) or real(value))
-    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
+    clf = llmhead.from_pretrained(tiny_llama, mode=mode, dtype="float32", lora_r=4)
     clf.fit(sentiment_rows(1), epochs=1, batch_size=4, warm_start=False, progress=False)
-    assert calls == [allocator.TRAINING_THRESHOLD, allocator.AFTER_THRESHOLD]
+    assert calls == expected
