@@ -11,6 +11,11 @@ trainer.predict for inference. llmhead: the same model and LoRA shape, its defau
 
 Each phase runs in its own spawned process so it reports its own peak RSS. Prints a table and one final JSON
 line with the ratios (llmhead over peer); writes the JSON to --out.
+
+The speed of identical work drifts by 10-25% over minutes on a shared machine, and the two sides of a row run
+one after the other. So the LoRA and full rows run ``--repeats`` times per side in the order peer, llmhead,
+llmhead, peer, ... (each pair mirrored, which cancels a steady drift), and report each side's median rate; every
+run's numbers stay in the JSON under ``runs``. Peak RSS is the highest of a side's runs.
 """
 
 from __future__ import annotations
@@ -214,6 +219,29 @@ def ours_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
     }
 
 
+def mirrored(shape: tuple, repeats: int, inline: bool) -> tuple[dict, dict]:
+    """Each side ``repeats`` times, in the order peer, ours, ours, peer, peer, ours...: the medians of each side."""
+    runs: dict[str, list[dict]] = {"peer": [], "llmhead": []}
+    order = [("peer", "llmhead") if i % 2 == 0 else ("llmhead", "peer") for i in range(repeats)]
+    for who in (w for pair in order for w in pair):
+        runs[who].append(isolated(peer_phase if who == "peer" else ours_phase, *shape, inline=inline))
+    return summarise(runs["peer"]), summarise(runs["llmhead"])
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Median rates and accuracy over runs, the highest peak RSS, and every run as it was."""
+    import statistics
+
+    if len(runs) == 1:
+        return runs[0]
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], (int, float))}
+    peaks = [r["peak_rss_mb"] for r in runs if r.get("peak_rss_mb") is not None]
+    out["peak_rss_mb"] = max(peaks) if peaks else None
+    out["trainable_params"] = runs[0]["trainable_params"]
+    out["runs"] = runs
+    return out
+
+
 def baselines(source: str, n_train: int, n_test: int) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -241,9 +269,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--n-full", type=int, default=200, help="training examples for the full fine-tuning row")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--skip", nargs="*", default=[], help="rows to leave out: head5 head10 lora full")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs per side of the LoRA and full rows (default 2; 1 with --quick)"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     inline = args.quick
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 2)
+    if repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {repeats}")
     source = "quick" if args.quick else "random-smollm2" if args.random_smollm2 else "real"
     common = (source, args.n_train, args.n_test)
     result = {
@@ -254,6 +288,7 @@ def main(argv=None) -> dict:
             "n_full": args.n_full,
             "max_length": args.max_length,
             "batch_size": 16,
+            "repeats_lora_full": repeats,
             "model": {"quick": "tiny-llama", "random-smollm2": "SmolLM2-135M shape, random weights"}.get(
                 source, "smollm2-135m (packaged, safetensors)"
             ),
@@ -272,13 +307,16 @@ def main(argv=None) -> dict:
         if key in args.skip:
             continue
         shape = (kind, source, n, args.n_test, epochs, args.threads, args.max_length)
-        if key == "head5" and "head10" not in args.skip:
+        if key in ("lora", "full"):
+            peer, ours = mirrored(shape, repeats, inline)
+        elif key == "head5" and "head10" not in args.skip:
             peer = None  # the 10-epoch peer run below also times its first 5 epochs
+            ours = isolated(ours_phase, *shape, inline=inline)
         else:
             peer = isolated(peer_phase, *shape, inline=inline)
+            ours = isolated(ours_phase, *shape, inline=inline)
         if key == "head10":
             peer_head10 = peer
-        ours = isolated(ours_phase, *shape, inline=inline)
         rows.append({"row": label, "key": key, "epochs": epochs, "n_train": n, "peer": peer, "llmhead": ours})
     for row in rows:  # fill the peer's 5-epoch throughput from its 10-epoch run
         if row["key"] == "head5" and row["peer"] is None and peer_head10 is not None:

@@ -27,6 +27,29 @@ def test_peer_quick(tmp_path):
     assert 0 <= result["baselines"]["tfidf_logreg_accuracy"] <= 1
 
 
+def test_peer_mirrors_repeated_rows(monkeypatch):
+    """--repeats runs the sides as peer, ours, ours, peer, ... and reports medians, the highest peak and every run."""
+    import peer
+
+    calls = []
+
+    def fake(fn, *shape, inline=False):
+        who = "peer" if fn is peer.peer_phase else "llmhead"
+        calls.append(who)
+        rate = {"peer": [8.0, 7.0, 9.0], "llmhead": [16.0, 18.0, 14.0]}[who][calls.count(who) - 1]
+        return {"train_examples_per_s": rate, "test_accuracy": 0.5, "trainable_params": 3, "peak_rss_mb": rate * 100}
+
+    monkeypatch.setattr(peer, "isolated", fake)
+    theirs, ours = peer.mirrored(("lora",), 3, inline=False)
+    assert calls == ["peer", "llmhead", "llmhead", "peer", "peer", "llmhead"]
+    assert theirs["train_examples_per_s"] == 8.0 and ours["train_examples_per_s"] == 16.0
+    assert theirs["peak_rss_mb"] == 900.0 and ours["peak_rss_mb"] == 1800.0
+    assert [r["train_examples_per_s"] for r in ours["runs"]] == [16.0, 18.0, 14.0]
+    calls.clear()
+    one, _ = peer.mirrored(("lora",), 1, inline=False)
+    assert "runs" not in one
+
+
 def test_limits_quick(tmp_path):
     import limits
 
