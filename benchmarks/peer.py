@@ -13,7 +13,7 @@ Each phase runs in its own spawned process so it reports its own peak RSS. Print
 line with the ratios (llmhead over peer); writes the JSON to --out.
 
 The speed of identical work drifts by 10-25% over minutes on a shared machine, and the two sides of a row run
-one after the other. So the LoRA and full rows run ``--repeats`` times per side in the order peer, llmhead,
+one after the other. So the LoRA, full and prediction rows run ``--repeats`` times per side in the order peer, llmhead,
 llmhead, peer, ... (each pair mirrored, which cancels a steady drift), and report each side's median rate; every
 run's numbers stay in the JSON under ``runs``. Peak RSS is the highest of a side's runs.
 """
@@ -136,7 +136,7 @@ def peer_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=LORA_TARGETS))
-    elif kind == "head":
+    elif kind in ("head", "predict"):
         for name, param in model.named_parameters():
             param.requires_grad = "score" in name
     stamps: dict[int, float] = {}
@@ -168,6 +168,10 @@ def peer_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
         data_collator=DataCollatorWithPadding(tokenizer),
         callbacks=[EpochClock()],
     )
+    if kind == "predict":  # prediction alone; its speed does not depend on what the score head learnt
+        start = time.perf_counter()
+        trainer.predict(test_ds)
+        return {"predict_examples_per_s": len(test) / (time.perf_counter() - start)}
     train_start = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - train_start
@@ -193,7 +197,7 @@ def ours_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
     import llmhead
 
     model_path, train, test, val = load_data(source, n_train, n_test)
-    options = {"mode": kind, "head_hidden": [], "max_length": max_length}
+    options = {"mode": "head" if kind == "predict" else kind, "head_hidden": [], "max_length": max_length}
     if kind == "lora":
         options.update(lora_r=8, lora_alpha=16, lora_dropout=0.0, lora_targets=LORA_TARGETS)  # the peer's LoraConfig
     clf = llmhead.from_pretrained(model_path, **options)
@@ -201,6 +205,11 @@ def ours_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
     fit = {"epochs": epochs, "batch_size": 16, "progress": False}
     if kind == "head":
         fit["patience"] = 0  # run every epoch, as the peer does
+    if kind == "predict":  # prediction alone: a head as initialised (its speed does not depend on training)
+        clf.fit(train[:32], val[:16], epochs=0, batch_size=16, progress=False)
+        start = time.perf_counter()
+        clf.predict([r["text"] for r in test], batch_size=16)
+        return {"predict_examples_per_s": len(test) / (time.perf_counter() - start)}
     start = time.perf_counter()
     clf.fit(train, val, **fit)
     train_s = time.perf_counter() - start
@@ -237,7 +246,7 @@ def summarise(runs: list[dict]) -> dict:
     out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], (int, float))}
     peaks = [r["peak_rss_mb"] for r in runs if r.get("peak_rss_mb") is not None]
     out["peak_rss_mb"] = max(peaks) if peaks else None
-    out["trainable_params"] = runs[0]["trainable_params"]
+    out["trainable_params"] = runs[0].get("trainable_params")
     out["runs"] = runs
     return out
 
@@ -268,9 +277,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--n-full", type=int, default=200, help="training examples for the full fine-tuning row")
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--skip", nargs="*", default=[], help="rows to leave out: head5 head10 lora full")
+    parser.add_argument("--skip", nargs="*", default=[], help="rows to leave out: head5 head10 lora full predict")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="runs per side of the LoRA and full rows (default 2; 1 with --quick)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs per side of the LoRA, full and prediction rows (default 2; 1 with --quick)",
     )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -288,7 +300,7 @@ def main(argv=None) -> dict:
             "n_full": args.n_full,
             "max_length": args.max_length,
             "batch_size": 16,
-            "repeats_lora_full": repeats,
+            "repeats_lora_full_predict": repeats,
             "model": {"quick": "tiny-llama", "random-smollm2": "SmolLM2-135M shape, random weights"}.get(
                 source, "smollm2-135m (packaged, safetensors)"
             ),
@@ -301,13 +313,14 @@ def main(argv=None) -> dict:
         ("head, 10 epochs", "head", args.n_train, 10, "head10"),
         ("LoRA r=8 qkvo, 1 epoch", "lora", args.n_train, 1, "lora"),
         (f"full, {args.n_full} examples, 1 epoch", "full", args.n_full, 1, "full"),
+        ("prediction alone, head model", "predict", args.n_train, 0, "predict"),
     ]
     peer_head10 = None
     for label, kind, n, epochs, key in plan:
         if key in args.skip:
             continue
         shape = (kind, source, n, args.n_test, epochs, args.threads, args.max_length)
-        if key in ("lora", "full"):
+        if key in ("lora", "full", "predict"):
             peer, ours = mirrored(shape, repeats, inline)
         elif key == "head5" and "head10" not in args.skip:
             peer = None  # the 10-epoch peer run below also times its first 5 epochs
@@ -329,6 +342,9 @@ def main(argv=None) -> dict:
     ratios = {}
     for row in rows:
         p, o = row["peer"], row["llmhead"]
+        if row["key"] == "predict" and p and o:
+            ratios["predict_speedup"] = round(o["predict_examples_per_s"] / p["predict_examples_per_s"], 2)
+            continue
         if not p or not p.get("train_examples_per_s"):
             continue
         ratios[f"{row['key']}_train_speedup"] = round(o["train_examples_per_s"] / p["train_examples_per_s"], 2)

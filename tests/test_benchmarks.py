@@ -20,9 +20,10 @@ def test_peer_quick(tmp_path):
 
     result = peer.main(["--quick", "--out", str(tmp_path / "peer.json")])
     keys = [row["key"] for row in result["rows"]]
-    assert keys == ["head5", "head10", "lora", "full"]
-    for row in result["rows"]:
+    assert keys == ["head5", "head10", "lora", "full", "predict"]
+    for row in result["rows"][:-1]:
         assert row["llmhead"]["train_examples_per_s"] > 0 and row["peer"]["train_examples_per_s"] > 0
+    assert result["ratios"]["predict_speedup"] > 0  # prediction alone, both sides
     assert "head10_train_speedup" in result["ratios"] and (tmp_path / "peer.json").is_file()
     assert 0 <= result["baselines"]["tfidf_logreg_accuracy"] <= 1
 
