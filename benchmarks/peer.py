@@ -1,7 +1,7 @@
 """llmhead against the peer, side by side in one run: what a user writes today with transformers + peft +
 Trainer, on the same model, data, batch size, epochs, max_length and precision.
 
-    .venv/bin/python benchmarks/peer.py                 # packaged SmolLM2, Rotten Tomatoes (about 25 minutes)
+    .venv/bin/python benchmarks/peer.py                 # packaged SmolLM2, Rotten Tomatoes (about 28 minutes)
     .venv/bin/python benchmarks/peer.py --quick         # tiny in-process model, toy data (a test runs it)
 
 The peer: AutoModelForSequenceClassification (pad_token_id set); head-only = requires_grad off outside `score`;
