@@ -30,6 +30,6 @@ print(json.dumps({"cuda": torch.cuda.is_available(), "device": torch.cuda.get_de
 PY
 timeout 360 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py --junitxml "$RESULTS/gpu_tests.xml" 2>&1 | tail -40 | tee "$RESULTS/gpu_tests.log"
 tests=$?
-timeout 300 $PY benchmarks/peer.py --random-smollm2 --n-train 2000 --n-test 2000 --out "$RESULTS/peer_gpu.json" 2>&1 | tail -20
+timeout 300 $PY benchmarks/peer.py --random-smollm2 --n-train 2000 --n-test 2000 --repeats 1 --out "$RESULTS/peer_gpu.json" 2>&1 | tail -20
 bench=$?
 echo "{\"tests_exit\": $tests, \"peer_exit\": $bench}" | tee "$RESULTS/summary.json"

@@ -14,8 +14,8 @@ for 0-5% less peak memory. 2 and 4 MiB thresholds avoid the faults but also lose
 (200 snippets: 3,527-3,650 MB, against 3,333-3,356 MB at 1 MiB and 3,611-3,652 MB without). So by default it is
 set only where most of the weights train (full fine-tuning, whose gradients and optimizer state make memory the
 binding limit), and adapter training (LoRA, QLoRA) leaves the allocator alone. Forward-only passes were ~5%
-slower with it, so it is set only around training, and the
-threshold is set back to 32 MiB (glibc's own upper bound for its adaptive threshold) afterwards.
+slower with it, so it is set only around training, and the threshold is set back to 32 MiB (glibc's own upper
+bound for its adaptive threshold) afterwards.
 
 ``LLMHEAD_MMAP_THRESHOLD`` sets the size in bytes for every mode, or ``off`` to leave the allocator alone. A
 threshold the user set for glibc (``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES``) is always left alone, as are
