@@ -243,12 +243,19 @@ def summarise(runs: list[dict]) -> dict:
 
     if len(runs) == 1:
         return runs[0]
-    out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], (int, float))}
+    fixed = ("peak_rss_mb", "trainable_params")
+    out = {
+        k: statistics.median(r[k] for r in runs)
+        for k, v in runs[0].items()
+        if isinstance(v, (int, float)) and k not in fixed
+    }
     peaks = [r["peak_rss_mb"] for r in runs if r.get("peak_rss_mb") is not None]
-    out["peak_rss_mb"] = max(peaks) if peaks else None
-    out["trainable_params"] = runs[0].get("trainable_params")
-    out["runs"] = runs
-    return out
+    return {
+        **out,
+        "peak_rss_mb": max(peaks) if peaks else None,
+        "trainable_params": runs[0].get("trainable_params"),
+        "runs": runs,
+    }
 
 
 def baselines(source: str, n_train: int, n_test: int) -> dict:

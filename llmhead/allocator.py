@@ -37,23 +37,27 @@ TRAINING_THRESHOLD = 1 << 20
 AFTER_THRESHOLD = 32 << 20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where glibc's adaptive threshold tops out
 
 
-def _threshold(whole_model: bool = True) -> int | None:
+def _threshold(whole_model: bool) -> int | None:
     """The threshold to train with, or None to leave the allocator alone."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
         return None  # the user's own setting
-    return _from_environment(whole_model)
+    size = _from_environment()
+    if size is None:  # not set: the default, which only full fine-tuning gets
+        return TRAINING_THRESHOLD if whole_model else None
+    return size or None
 
 
-def _from_environment(whole_model: bool = True) -> int | None:
-    """``LLMHEAD_MMAP_THRESHOLD``, read and checked (on every platform, so a typo fails everywhere)."""
+def _from_environment() -> int | None:
+    """``LLMHEAD_MMAP_THRESHOLD`` read and checked (on every platform, so a typo fails everywhere): a size in
+    bytes, 0 for off, None when unset."""
     raw = os.environ.get("LLMHEAD_MMAP_THRESHOLD", "")
     value = raw.strip().lower()
-    if value in ("off", "0", "no", "false"):
-        return None
     if not value:
-        return TRAINING_THRESHOLD if whole_model else None
+        return None
+    if value in ("off", "0", "no", "false"):
+        return 0
     if not value.isdigit():
         raise ValueError(f"LLMHEAD_MMAP_THRESHOLD={raw!r}: expected a size in bytes (such as 1048576) or 'off'")
     return int(value)
