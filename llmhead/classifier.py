@@ -461,7 +461,7 @@ class Classifier:
         if self.labels is None:
             raise RuntimeError("this classifier has no trained head yet: call fit() first, or llmhead.load(dir)")
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def logits(
         self, data: Any, text="text", batch_size: int = 32, templated: bool = False, cache: bool = False
     ) -> torch.Tensor:
@@ -471,7 +471,7 @@ class Classifier:
         texts = data if templated else self._texts(data, text, "test")
         return self._logits_of(texts, batch_size, cache)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _logits_of(self, texts: list[str], batch_size: int, cache: bool = False) -> torch.Tensor:
         self._backbone()
         if self.config.mode == "icl":

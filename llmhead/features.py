@@ -115,7 +115,7 @@ class FeatureSet:
         return {"values": self.values} if self.lengths is None else {"values": self.values, "lengths": self.lengths}
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: autocast does not keep its weight casts there
 def extract(
     model, tokenizer, ids: list[list[int]], batch_size: int, dtype: torch.dtype, progress: bool = True
 ) -> FeatureSet:
@@ -125,19 +125,21 @@ def extract(
     pooled_out: torch.Tensor | None = None
     token_rows: list[torch.Tensor | None] = [None] * len(ids)
     bar = tqdm(total=len(ids), desc="features", unit="ex", disable=not progress, leave=False)
-    for batch in length_batches([len(x) for x in ids], batch_size):
-        padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
-        mask = padded["attention_mask"]
-        with autocast(device, dtype):
+    # One autocast for every batch: autocast keeps its low-precision copies of float32 weights that require
+    # grad (after full fine-tuning) until its outermost context exits, so they are cast once, not once per batch.
+    with autocast(device, dtype):
+        for batch in length_batches([len(x) for x in ids], batch_size):
+            padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+            mask = padded["attention_mask"]
             out = model.features(padded["input_ids"].to(device), mask.to(device)).float().cpu()
-        if out.dim() == 3:  # pooled (B, L, H)
-            if pooled_out is None:
-                pooled_out = torch.empty(len(ids), *out.shape[1:], dtype=torch.float32)
-            pooled_out[torch.as_tensor(batch)] = out
-        else:  # token states (B, T, L, H): keep the real tokens only
-            for row, i in enumerate(batch):
-                token_rows[i] = out[row][mask[row].bool()]
-        bar.update(len(batch))
+            if out.dim() == 3:  # pooled (B, L, H)
+                if pooled_out is None:
+                    pooled_out = torch.empty(len(ids), *out.shape[1:], dtype=torch.float32)
+                pooled_out[torch.as_tensor(batch)] = out
+            else:  # token states (B, T, L, H): keep the real tokens only
+                for row, i in enumerate(batch):
+                    token_rows[i] = out[row][mask[row].bool()]
+            bar.update(len(batch))
     bar.close()
     if pooled_out is not None:
         return FeatureSet(pooled_out)

@@ -127,3 +127,30 @@ def test_head_stays_float32_on_a_bf16_backbone(tiny_llama):
     assert clf.logits(["some text"]).dtype == torch.float32
     report = llmhead.check(clf)
     assert report["tolerance"] == 5e-2 and report["passed"], report
+
+
+def test_float32_trained_weights_are_cast_once_per_extraction(tiny_llama):
+    """After full fine-tuning the backbone is float32 with gradients on, and prediction runs under bf16 autocast:
+    each weight is cast once for all batches, not once per batch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from llmhead.features import extract
+
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
+    clf._backbone()
+    weights = {p.data_ptr() for p in clf._model.backbone.parameters() if p.dim() == 2}
+    clf._model.backbone.requires_grad_(True)
+    casts: list[int] = []
+
+    class Casts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            cast = func in (torch.ops.aten._to_copy.default, torch.ops.aten.to.dtype)
+            if cast and isinstance(args[0], torch.Tensor) and args[0].data_ptr() in weights:
+                casts.append(args[0].data_ptr())
+            return func(*args, **(kwargs or {}))
+
+    ids = clf.tokenizer([f"text number {i} " * (i + 1) for i in range(6)])["input_ids"]
+    with Casts():
+        extract(clf._model, clf.tokenizer, ids, batch_size=2, dtype=torch.bfloat16, progress=False)
+    assert casts, "no weight was cast: the check would pass vacuously"
+    assert len(casts) == len(set(casts)), f"{len(casts)} casts of {len(set(casts))} weights over 3 batches"
