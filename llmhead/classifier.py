@@ -426,12 +426,12 @@ class Classifier:
         bitsandbytes repacks 4-bit weights for the CPU at their first forward pass, and the result depends on
         whether that pass trained; rebuilding makes predictions after ``fit`` equal those after ``load``.
         """
-        from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
         adapted, head = self._model.backbone, self._model.head
         adapter, peft_config = get_peft_model_state_dict(adapted), adapted.peft_config["default"]
         self._model = None
-        fresh = get_peft_model(self._backbone(), peft_config)
+        fresh = modes.with_adapters(self._backbone(), peft_config)
         set_peft_model_state_dict(fresh, adapter)
         self._model.backbone, self._model.head = fresh.eval(), head
 
@@ -628,9 +628,10 @@ class Classifier:
             clf._adapted, clf._merged = True, config.mode in ("lora", "qlora")
         clf._backbone()
         if saved_as == "adapter":
-            from peft import get_peft_config, get_peft_model, set_peft_model_state_dict
+            from peft import get_peft_config, set_peft_model_state_dict
 
-            adapted = get_peft_model(clf._model.backbone, get_peft_config(manifest["backbone"]["adapter_config"]))
+            adapter_config = get_peft_config(manifest["backbone"]["adapter_config"])
+            adapted = modes.with_adapters(clf._model.backbone, adapter_config)
             set_peft_model_state_dict(adapted, checkpoint.load_tensors(Path(folder) / checkpoint.ADAPTER))
             clf._model.backbone = adapted.eval()
             clf._adapted = True

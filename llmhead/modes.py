@@ -10,6 +10,7 @@ QLoRA quantizes the base.
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
 from torch import nn
@@ -74,6 +75,16 @@ def lora_config(config: ModelConfig, num_blocks: int, backbone: nn.Module):
     )
 
 
+def with_adapters(backbone: nn.Module, peft_config) -> nn.Module:
+    """peft's ``get_peft_model``, without the FutureWarning it raises on every call under transformers 5 (it
+    reads ``is_gradient_checkpointing``, a deprecated alias): nothing a user of llmhead could act on."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(backbone, peft_config)
+
+
 def prepare(backbone: nn.Module, config: ModelConfig, gradient_checkpointing: bool = False) -> nn.Module:
     """The backbone ready for training in ``config.mode``: frozen, wrapped with adapters, or unfrozen."""
     num_blocks = backbone.config.num_hidden_layers
@@ -82,10 +93,8 @@ def prepare(backbone: nn.Module, config: ModelConfig, gradient_checkpointing: bo
     if gradient_checkpointing:
         backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if config.mode in ("lora", "qlora"):
-        from peft import get_peft_model
-
         backbone.requires_grad_(False)
-        return get_peft_model(backbone, lora_config(config, num_blocks, backbone))
+        return with_adapters(backbone, lora_config(config, num_blocks, backbone))
     # full
     if config.freeze_blocks > num_blocks:
         raise ValueError(f"freeze_blocks={config.freeze_blocks} exceeds the model's {num_blocks} blocks")

@@ -67,3 +67,12 @@ def test_smalldata_quick(tmp_path):
     routes = [r["route"] for r in result["rows"]]
     assert routes[0] == "majority class" and any(r.startswith("ICL") for r in routes)
     assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
+
+
+def test_lora_dropout_quick(tmp_path):
+    import lora_dropout
+
+    result = lora_dropout.main(["--quick", "--out", str(tmp_path / "d.json")])
+    assert [r["dropout"] for r in result["runs"]] == [0.05, 0.0]
+    assert all(r["fit_seconds"] > 0 and 0 <= r["test_accuracy"] <= 1 for r in result["runs"])
+    assert result["ratios"]["fit_time_ratio"] > 0 and (tmp_path / "d.json").is_file()

@@ -93,6 +93,20 @@ def test_qlora_base_is_4bit_and_head_is_float32(tiny64, tmp_path):
         clf.merge()
 
 
+def test_lora_fit_and_load_raise_no_peft_deprecation_warning(tiny_llama, tmp_path):
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` in every ``get_peft_model``: users of
+    llmhead would see a FutureWarning they cannot act on, at every LoRA fit and every load of an adapter."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
+        clf.fit(sentiment_rows(1), **{**FIT, "epochs": 1})
+        clf.save(tmp_path / "m")
+        llmhead.load(tmp_path / "m").predict(["a text"])
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+
+
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_save_load_merge_and_export_after_finetuning(tiny_llama, tmp_path, mode):
     clf = llmhead.from_pretrained(
