@@ -344,7 +344,7 @@ class Classifier:
                 extra_metrics,
             )
             if cfg.gradient_checkpointing:
-                self._model.backbone.gradient_checkpointing_disable()
+                self._model.backbone.activation_checkpointing_disable()
             if c.mode == "qlora":
                 self._requantize()
         self._model.eval()

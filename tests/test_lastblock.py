@@ -86,10 +86,16 @@ def test_other_poolings_and_layer_lists_run_every_position(tiny_llama):
 
 def test_activation_checkpointing_trains_with_full_blocks(tiny_llama):
     """Recomputation happens outside the forward's context, so checkpointed training keeps the whole block."""
+    import warnings
+
     from conftest import sentiment_rows
 
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32", mode="lora")
-    clf.fit(sentiment_rows(2), epochs=1, gradient_checkpointing=True, warm_start=False, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf.fit(sentiment_rows(2), epochs=1, gradient_checkpointing=True, warm_start=False, progress=False)
+    assert not clf._model.backbone.is_activation_checkpointing  # switched off again after training
+    assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
     assert clf.predict(["a good film"])[0] in ("pos", "neg")
 
 
