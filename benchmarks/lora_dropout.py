@@ -26,11 +26,9 @@ from common import isolated, machine  # noqa: E402
 
 
 def fit_once(source: str, n_train: int, n_test: int, dropout: float, seed: int, threads: int) -> dict:
-    import torch
+    from peer import _accuracy, _threads, load_data
 
-    torch.set_num_threads(threads)
-    from peer import load_data
-
+    _threads(threads)
     import llmhead
 
     model_path, train, test, val = load_data(source, n_train, n_test)
@@ -42,8 +40,7 @@ def fit_once(source: str, n_train: int, n_test: int, dropout: float, seed: int, 
     clf.fit(train, val, epochs=1, batch_size=16, progress=False)
     fit_s = time.perf_counter() - start
     predicted = clf.predict([r["text"] for r in test], batch_size=16)
-    accuracy = sum(str(p) == str(r["label"]) for p, r in zip(predicted, test)) / len(test)
-    return {"dropout": dropout, "seed": seed, "fit_seconds": fit_s, "test_accuracy": accuracy}
+    return {"dropout": dropout, "seed": seed, "fit_seconds": fit_s, "test_accuracy": _accuracy(predicted, test)}
 
 
 def main(argv=None) -> dict:
