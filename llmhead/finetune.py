@@ -198,6 +198,9 @@ def finetune(
     from transformers import get_scheduler
 
     model, optimizer, loader, val_loader = accelerator.prepare(model, optimizer, loader, val_loader)
+    # The warm start trains the head with its own optimizer and leaves its last gradients on the head's parameters:
+    # the first step here would add them to its own (and a resumed run, whose first step is a later one, would not).
+    model.zero_grad(set_to_none=True)
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = cfg.epochs * steps_per_epoch
     scheduler = get_scheduler(
