@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data import DataError
+from .data import MAX_REPORTED, DataError, fold_label, suspicious_labels
 
 
 @dataclass
@@ -24,25 +24,50 @@ class LabelSpace:
         return len(self.names)
 
     @classmethod
-    def learn(cls, task: str, raw: list, fixed: list | None, label) -> LabelSpace:
-        """Build from training labels; ``fixed`` (the user's ``labels``) sets the order when given."""
+    def learn(cls, task: str, raw: list, fixed: list | None, label, origin: str = "training data") -> LabelSpace:
+        """Build from training labels; ``fixed`` (the user's ``labels``) sets the order when given.
+
+        Without ``fixed``, string labels that differ only by case or surrounding spaces, or that read as a
+        missing value ('NA', 'null', ...), are refused rather than made classes of their own; listing every
+        class in ``labels=[...]`` keeps them as written. ``origin`` (the file or source) goes in messages."""
         if task == "regression":
             targets = np.asarray(raw, dtype=np.float64)  # (N, K)
             names = [label] if isinstance(label, str) else list(label)
             std = targets.std(0)
             return cls(task, names, targets.mean(0).tolist(), np.where(std > 0, std, 1.0).tolist())
         seen = raw if task == "classification" else [name for row in raw for name in row]
+        where = f"{origin}, column {label!r}" if isinstance(label, str) else origin
         if task == "multilabel" and not isinstance(label, str) and fixed is None:
             fixed = list(label)  # one 0/1 column per label: the columns are the names, in order
+        elif fixed is None:
+            problems = suspicious_labels([[v] for v in raw] if task == "classification" else raw)
+            if problems:
+                shown = "\n  ".join(problems[:MAX_REPORTED])
+                more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+                example = sorted({v for v in seen if isinstance(v, str)})
+                raise DataError(
+                    f"{where}: {len(problems)} problem(s) with the labels (rows numbered from 1):\n  {shown}{more}\n"
+                    "Correct the data, or pass labels=[...] listing every class as written to keep them "
+                    f"(here labels={example!r})"
+                )
         if fixed is not None:
             unknown = sorted({repr(v) for v in seen} - {repr(v) for v in fixed})
             if unknown:
-                raise DataError(f"training labels {', '.join(unknown)} are not in labels={fixed!r}")
+                folded = {fold_label(v): v for v in fixed if isinstance(v, str)}
+                near = [
+                    f"{v!r} differs from {folded[fold_label(v)]!r} only by case or surrounding spaces"
+                    for v in dict.fromkeys(seen)
+                    if isinstance(v, str) and repr(v) in unknown and fold_label(v) in folded
+                ]
+                hint = f" ({'; '.join(near[:MAX_REPORTED])})" if near else ""
+                raise DataError(f"{where}: training labels {', '.join(unknown)} are not in labels={fixed!r}{hint}")
             names = list(fixed)
         else:
             names = sorted(set(seen), key=lambda v: (str(type(v)), v))
         if task == "classification" and len(names) < 2:
-            raise DataError(f"task='classification' needs at least 2 classes; the training data has only {names!r}")
+            raise DataError(
+                f"{where}: task='classification' needs at least 2 classes; the training data has only {names!r}"
+            )
         return cls(task, names)
 
     def encode(self, raw: list, origin: str = "data") -> torch.Tensor:
