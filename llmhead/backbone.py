@@ -7,6 +7,7 @@ later loads take about a second instead of tens of seconds of pure-Python dequan
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import logging
@@ -64,7 +65,55 @@ def resolve(model: str) -> Source:
     close = difflib.get_close_matches(model, list(PACKAGED_MODELS), n=2, cutoff=0.6)
     if "/" not in model and close:
         raise ValueError(f"unknown model alias {model!r}; did you mean {' or '.join(map(repr, close))}?")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError as exc:
+        raise ValueError(f"model {model!r} is {_NOT_LOCAL}, nor a hub id ({exc}). {_ALIASES}") from None
+    if _offline() and not _cached(model):  # from_pretrained would fail later, with a message that names no id
+        raise HubModelError(
+            f"model {model!r} is {_NOT_LOCAL}, so it is read as a Hugging Face hub id, and the hub is offline "
+            f"(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) with no copy of it in the local cache. {_ALIASES}"
+        )
     return Source(model, "pretrained")  # a hub id: from_pretrained downloads it or uses the local HF cache
+
+
+class HubModelError(OSError):
+    """A hub id that could not be loaded: the hub is unreachable or offline, or it has no such model."""
+
+
+_NOT_LOCAL = "not a built-in alias, a .gguf file or a local transformers folder"
+_ALIASES = f"Built-in aliases: {', '.join(PACKAGED_MODELS)}."
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))  # also when set after import
+    return bool(constants.HF_HUB_OFFLINE) or any(f and f.strip().upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+def _cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+@contextlib.contextmanager
+def _from_hub(source: Source, what: str):
+    """Turn the OSError of a hub id that cannot be loaded into one that names the id and what was tried."""
+    try:
+        yield
+    except OSError as exc:
+        if source.kind != "pretrained" or Path(source.name).is_dir() or isinstance(exc, HubModelError):
+            raise
+        reason = "the hub is offline (HF_HUB_OFFLINE is set)" if _offline() else "the hub could not be reached"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HubModelError(
+            f"cannot load the {what} of model {source.name!r}: it is {_NOT_LOCAL}, so it was read as a Hugging Face "
+            f"hub id, and {reason}, or it has no such model ({first}). {_ALIASES}"
+        ) from exc
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
@@ -105,7 +154,8 @@ def load_tokenizer(source: Source, trust_remote_code: bool = False):
     """The tokenizer, plus a note of the pad token we had to add (None when it had one)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
+    with _from_hub(source, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
     added = None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -123,7 +173,8 @@ def load_tokenizer(source: Source, trust_remote_code: bool = False):
 def model_config(source: Source, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
+    with _from_hub(source, "config"):
+        return AutoConfig.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
 
 
 def block_plan(total: int, layer: int | None, layers: list[int] | None) -> tuple[int, list[int] | None]:
@@ -167,8 +218,15 @@ def load_backbone(
         config.num_hidden_layers = keep_blocks
         if getattr(config, "layer_types", None):  # Gemma3, Qwen2...: one attention type per block
             config.layer_types = config.layer_types[:keep_blocks]
+    with _from_hub(source, "weights"):
+        model = _load_weights(AutoModel, source, dtype, trust_remote_code, config, quantization_config)
+    model.eval()
+    return model
+
+
+def _load_weights(auto, source: Source, dtype: str, trust_remote_code: bool, config, quantization_config):
     if quantization_config is not None:  # bitsandbytes places the 4-bit weights itself
-        model = AutoModel.from_pretrained(
+        model = auto.from_pretrained(
             source.pretrained_path(),
             config=config,
             dtype=torch_dtype(dtype),
@@ -177,10 +235,7 @@ def load_backbone(
             device_map={"": 0 if torch.cuda.is_available() else "cpu"},
         )
     else:  # a float32 checkpoint asked for in bf16 is cast from the mapped file, one tensor at a time
-        model = mapped.from_pretrained(
-            AutoModel, source.pretrained_path(), torch_dtype(dtype), config, trust_remote_code
-        )
-    model.eval()
+        model = mapped.from_pretrained(auto, source.pretrained_path(), torch_dtype(dtype), config, trust_remote_code)
     return model
 
 
@@ -205,7 +260,8 @@ def lm_head_rows(source: Source, backbone, token_ids: list[int], trust_remote_co
                         return f.get_slice(key)[token_ids].float()
     from transformers import AutoModelForCausalLM
 
-    lm = AutoModelForCausalLM.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
+    with _from_hub(source, "LM head"):
+        lm = AutoModelForCausalLM.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
     return lm.get_output_embeddings().weight[token_ids].detach().float()
 
 

@@ -37,7 +37,9 @@ def train_head(
 
     ``start_is_candidate``: the initial head is meaningful (e.g. the zero-shot verbalizer head), so it is
     evaluated as epoch 0 and kept if no epoch beats it."""
-    accelerator = make_accelerator()
+    # Always float32, whatever ACCELERATE_MIXED_PRECISION or ACCELERATE_DYNAMO_BACKEND say: the features are cached
+    # float32 and the head is small, so mixed precision would only round; the same data gives the same head bits.
+    accelerator = make_accelerator(mixed_precision="no", dynamo_backend="no")
     generator = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     features, targets = train
     loader = DataLoader(range(len(features)), batch_size=cfg.batch_size, shuffle=True, generator=generator)
