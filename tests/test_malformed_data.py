@@ -643,4 +643,4 @@ def test_fuzz_read_inputs_any_values(values):
         assert message.startswith(origins + ((values,) if isinstance(values, str) else ())), message
         return
     assert all(isinstance(t, str) for t in texts)
-    assert len(texts) == len(values) if isinstance(values, list) else isinstance(values, dict)
+    assert len(texts) == len(values) if isinstance(values, (list, tuple)) else isinstance(values, dict)
