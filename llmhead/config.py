@@ -105,8 +105,17 @@ TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {
     "augment_p": FEATURES,
     "neftune_alpha": FINE_TUNING,
 }
-# mode='auto' reads what any of its rungs reads, except checkpointing: every fold of every rung would share run_dir.
-NOT_FOR_AUTO = ("run_dir", "checkpoint_every", "keep_checkpoints", "resume")
+# mode='auto' reads what any of its rungs reads, except: checkpointing (every fold of every rung would share run_dir)
+# and chunked inputs (its other rungs truncate, and all of them share one feature pass).
+NOT_FOR_AUTO = {
+    "run_dir": "mode='auto' cross-validates, and its folds would share one run_dir",
+    "checkpoint_every": "mode='auto' cross-validates, and its folds would share one run_dir",
+    "keep_checkpoints": "mode='auto' cross-validates, and its folds would share one run_dir",
+    "resume": "mode='auto' cross-validates, and its folds would share one run_dir",
+    "long_inputs": "mode='auto' also runs rungs that truncate",
+    "chunk_overlap": "mode='auto' also runs rungs that truncate",
+    "chunk_aggregate": "mode='auto' also runs rungs that truncate",
+}
 WHY = {  # said after the list of modes, where the reason is not obvious
     "neftune_alpha": "neftune_alpha perturbs embeddings while fine-tuning",
     "augment": "icl trains nothing, it only picks demonstrations",
@@ -162,7 +171,7 @@ def _unused_by_mode(cls, values: Mapping[str, Any], mode: str) -> dict[str, str]
             only = f"only by {', '.join(modes)}"
         why = f"; {WHY[name]}" if name in WHY else ""
         if mode == "auto" and name in NOT_FOR_AUTO:
-            why = "; mode='auto' cross-validates, and its folds would share one run_dir"
+            why = f"; {NOT_FOR_AUTO[name]}"
         problems[name] = f"{name} is not used by mode={mode!r} ({only}{why}): remove it"
     return problems
 
@@ -306,10 +315,6 @@ class ModelConfig:
                         )
         if not (_is_int(self.freeze_blocks) and self.freeze_blocks >= 0):
             p.append(f"freeze_blocks must be an int >= 0, got {self.freeze_blocks!r}")
-        if self.mode == "auto" and self.long_inputs == "chunk":
-            p.append(
-                "long_inputs='chunk' is for mode head or probe; mode='auto' trains other rungs on truncated inputs"
-            )
         if not (_is_int(self.seed) and 0 <= self.seed < 2**32):
             p.append(f"seed must be an int in [0, 2**32 - 1] (numpy and scikit-learn seeds), got {self.seed!r}")
         for name, allowed in (
@@ -593,4 +598,10 @@ def build(cls, values: Mapping[str, Any], where: str = ""):
             hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"valid keys: {', '.join(names)}"
             lines.append(f"unknown key '{where}{key}': {hint}")
         raise invalid(lines)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        if not where:
+            raise
+        message = str(exc).replace("invalid configuration", f"invalid configuration in {where.rstrip('.')}", 1)
+        raise ValueError(message) from None
