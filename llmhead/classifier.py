@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import allocator, checkpoint, mapped, metrics, modes
+from . import allocator, checkpoint, mapped, metrics, modes, runstate
 from . import backbone as bb
 from .attention import use_short_attention
 from .augment import augment
@@ -342,6 +342,7 @@ class Classifier:
                 cfg,
                 c.seed,
                 extra_metrics,
+                self._run_config(cfg),
             )
             if cfg.gradient_checkpointing:
                 self._model.backbone.activation_checkpointing_disable()
@@ -354,6 +355,13 @@ class Classifier:
             val_logits = self.logits(val_texts, batch_size=cfg.batch_size, templated=True)
             labels.tune_thresholds(labels.probabilities(val_logits), y_val.numpy())
         return self
+
+    def _run_config(self, cfg: TrainConfig) -> dict:
+        """What fine-tuning depends on besides the data, for a resume to check: every model setting (the base
+        weights by fingerprint, not by path) and every training setting that changes what is trained."""
+        model = {f"model.{k}": v for k, v in dataclasses.asdict(self.config).items() if k != "model"}
+        train = {f"train.{k}": v for k, v in dataclasses.asdict(cfg).items() if k not in runstate.NOT_IDENTITY}
+        return _jsonable({**model, **train, "backbone fingerprint": self._fingerprint})
 
     def _tune_thresholds(self, x_val: FeatureSet | None, y_val, cfg: TrainConfig) -> None:
         """Multilabel: per-label thresholds on validation F1, from the frozen backbone's cached features."""

@@ -4,8 +4,9 @@ The same code runs on one CPU, under ``torchrun`` (several CPU processes over gl
 ``accelerate launch`` (DDP, FSDP, DeepSpeed). What it adds to a plain loop:
 
 - the data order depends only on (seed, epoch), so a resumed run sees the same batches;
-- checkpoints (``accelerator.save_state`` + our counters) are written to a temporary folder and renamed
-  when complete; ``resume`` continues mid-epoch from the latest one, bit for bit;
+- checkpoints (safetensors + JSON only, ``runstate.py``) are written to a temporary folder and renamed when
+  complete; ``resume`` continues mid-epoch from the latest one, bit for bit, after checking that the data and
+  the configuration are the run's;
 - SIGTERM (cluster preemption) writes a checkpoint at the next step and raises ``TrainingInterrupted``;
 - a non-finite loss on any rank stops every rank at the same step with a message naming both;
 - validation every epoch (or ``eval_every`` steps), early stopping, best weights restored at the end.
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from . import allocator
+from . import allocator, runstate
 from . import metrics as metric_fns
 from .accel import make_accelerator
 from .config import TrainConfig
@@ -37,8 +38,7 @@ from .labels import LabelSpace
 from .modes import block_index, trainable_names, trainable_state
 
 log = logging.getLogger(__name__)
-TRAINER_STATE = "trainer_state.json"
-BEST = "best.safetensors"
+TRAINER_STATE = runstate.TRAINER_STATE
 
 
 class TrainingInterrupted(RuntimeError):
@@ -122,6 +122,9 @@ def rng_neutral(loader):
         try:
             batch = next(iterator)
         except StopIteration:
+            # a prepared loader draws at its first next(), even when it has no batch left: a run resumed at the
+            # end of an epoch skips every batch, and that draw would be the only one not undone
+            torch.set_rng_state(state)
             return
         torch.set_rng_state(state)
         yield batch
@@ -170,8 +173,11 @@ def finetune(
     cfg: TrainConfig,
     seed: int,
     extra_metrics: dict | None = None,
+    run_config: dict | None = None,
 ) -> list[dict]:
-    """Train ``model`` in place; return the evaluation records."""
+    """Train ``model`` in place; return the evaluation records. ``run_config``: what determines the training
+    besides the data (the model's and training's settings, the base weights' fingerprint), as JSON values; a
+    resume must match it."""
     from accelerate.utils import set_seed
 
     accelerator = make_accelerator(
@@ -183,6 +189,18 @@ def finetune(
     set_seed(seed)
     rank = accelerator.process_index
     run_dir = Path(cfg.run_dir) if cfg.run_dir else None
+    sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+    if sharded and (cfg.checkpoint_every or cfg.resume):
+        raise ValueError(
+            f"checkpoint_every / resume are not available under {accelerator.distributed_type.name} yet: its sharded "
+            "optimizer state would need accelerate's pickle-based save_state, which llmhead does not use (a "
+            "checkpoint must not be able to run code). Use DDP (--multi_gpu) for resumable runs."
+        )
+    identity = runstate.identity(
+        {**(run_config or {}), "processes": accelerator.num_processes},
+        runstate.examples_digest(train.ids, train.targets),
+        runstate.examples_digest(val.ids, val.targets),
+    )
     if cfg.trackers:
         accelerator.init_trackers("llmhead", config={k: str(v) for k, v in vars(cfg).items()})
 
@@ -209,17 +227,6 @@ def finetune(
         num_warmup_steps=int(cfg.warmup_ratio * total),
         num_training_steps=total,
     )
-    accelerator.register_for_checkpointing(scheduler)
-    # Checkpoints hold what trains (adapters, unfrozen weights, the head), not a frozen base: for LoRA on a
-    # 135M model that is a few MB instead of hundreds.
-    trainable = trainable_names(accelerator.unwrap_model(model))
-
-    def only_trainable(models, weights, output_dir):
-        for state_dict in weights:
-            for key in [k for k in state_dict if k.removeprefix("module.") not in trainable]:
-                del state_dict[key]
-
-    accelerator.register_save_state_pre_hook(only_trainable)
     weights = None
     if cfg.class_weights is not None:
         weights = (
@@ -230,17 +237,19 @@ def finetune(
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": math.inf, "stale": 0, "history": []}
     best_weights = None
-    if cfg.resume:
-        latest = _latest_checkpoint(run_dir)
-        if latest is None:
-            log.warning("resume=True but %s has no complete checkpoint: starting from the beginning", run_dir)
-        else:
-            accelerator.load_state(str(latest), strict=False)
-            state = json.loads((latest / TRAINER_STATE).read_text())
-            best_weights = _load_best(latest)
-            log.info("resumed from %s (epoch %d, step %d)", latest, state["epoch"] + 1, state["step"])
+    latest = _latest_checkpoint(run_dir) if run_dir else None
+    if cfg.resume and latest is None:
+        log.warning("resume=True but %s has no complete checkpoint: starting from the beginning", run_dir)
+    elif latest is not None and not cfg.resume:
+        raise runstate.ResumeError(
+            f"run_dir {run_dir} already holds checkpoints of a run (latest: {latest.name}); pass resume=True to "
+            "continue it, or choose a new run_dir (nothing there was changed)"
+        )
+    elif latest is not None:
+        state, best_weights = _restore(accelerator, model, optimizer, scheduler, latest, identity, rank)
+        log.info("resumed from %s (epoch %d, step %d)", latest, state["epoch"] + 1, state["step"])
 
-    stop = {"term": False}
+    stop = {"term": False, "all": False}  # this rank got SIGTERM; some rank did (every rank stops at one step)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: stop.update(term=True))  # every rank checkpoints its own RNG state
     if run_dir and accelerator.is_main_process:
@@ -288,7 +297,7 @@ def finetune(
                 with accelerator.accumulate(model):
                     logits = model(batch["input_ids"], batch["attention_mask"])
                     loss = labels.loss(logits, batch["targets"], weights, cfg.focal_gamma)
-                    _stop_if_not_finite(accelerator, loss, state["step"] + 1, rank)
+                    stop["all"] = _check_step(accelerator, loss, stop["term"], state["step"] + 1, rank) or stop["all"]
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -316,9 +325,13 @@ def finetune(
                 bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=record["examples_per_s"])
                 if cfg.eval_every and state["step"] % cfg.eval_every == 0:
                     best_weights, finished_early = validate(best_weights, final=state["step"] >= total)
-                if stop["term"] or (cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0):
-                    _checkpoint(accelerator, run_dir, state, best_weights, cfg.keep_checkpoints)
-                if stop["term"]:
+                if stop["all"] or (cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0):
+                    if run_dir and not sharded:
+                        parts = (model, optimizer, scheduler)
+                        _checkpoint(accelerator, parts, run_dir, state, identity, best_weights, cfg.keep_checkpoints)
+                if stop["all"]:
+                    if not run_dir or sharded:
+                        raise TrainingInterrupted(f"SIGTERM at step {state['step']}: no run_dir, no checkpoint written")
                     raise TrainingInterrupted(
                         f"SIGTERM: checkpoint written at step {state['step']}; run again with resume=True to continue"
                     )
@@ -354,16 +367,21 @@ def finetune(
     return state["history"]
 
 
-def _stop_if_not_finite(accelerator, loss: torch.Tensor, step: int, rank: int) -> None:
-    """All ranks learn whether any rank saw a non-finite loss, so they all stop at the same step."""
-    bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=accelerator.device)
-    flags = accelerator.gather(bad)
-    if flags.sum() > 0:
-        ranks = [i for i, f in enumerate(flags.tolist()) if f]
+def _check_step(accelerator, loss: torch.Tensor, terminated: bool, step: int, rank: int) -> bool:
+    """All ranks learn whether any rank saw a non-finite loss, so they all stop at the same step, and whether any
+    rank got SIGTERM (returned), so they all checkpoint the same step: a signal reaches each process at its own
+    moment. One gather for both."""
+    mine = torch.tensor([[0.0 if torch.isfinite(loss).all() else 1.0, float(terminated)]], device=accelerator.device)
+    flags = accelerator.gather(mine).reshape(-1, 2)
+    if flags[:, 1].sum() > 0 and not terminated:
+        log.info("rank %d: another rank got SIGTERM; stopping at step %d with it", rank, step)
+    if flags[:, 0].sum() > 0:
+        ranks = [i for i, f in enumerate(flags[:, 0].tolist()) if f]
         raise FloatingPointError(
             f"non-finite training loss at step {step} on rank(s) {ranks} (this is rank {rank}); "
             "training stopped and nothing was saved. Lower lr, enable max_grad_norm, or check the inputs."
         )
+    return bool(flags[:, 1].sum() > 0)
 
 
 @torch.no_grad()
@@ -434,14 +452,29 @@ def validation_metrics(labels: LabelSpace, logits: torch.Tensor, targets: torch.
     return {k: v for k, v in m.items() if isinstance(v, float)}
 
 
-def _checkpoint(accelerator, run_dir: Path, state: dict, best_weights, keep: int) -> None:
-    """accelerate's state (model, optimizer, scheduler, RNG of every rank) + our counters, made visible
-    only once complete: written under a temporary name, then renamed."""
-    bad = [
-        n
-        for n, p in accelerator.unwrap_model(accelerator._models[0]).named_parameters()
-        if p.requires_grad and not torch.isfinite(p).all()
-    ]
+def _restore(accelerator, model, optimizer, scheduler, latest: Path, identity: dict, rank: int):
+    """Put a checkpoint's weights, optimizer, scheduler and this rank's RNG states back; return our counters and
+    the best weights so far. Only safetensors and JSON are read."""
+    state = runstate.read_json(latest / TRAINER_STATE)
+    runstate.check_identity(latest, state.pop("identity", None), identity)
+    unwrapped = accelerator.unwrap_model(model)
+    saved = runstate.load_tensors(latest / runstate.TRAINABLE) or {}
+    expected = trainable_names(unwrapped)
+    if set(saved) != expected:
+        raise runstate.ResumeError(f"{latest / runstate.TRAINABLE}: does not hold this model's trainable weights")
+    unwrapped.load_state_dict(saved, strict=False)
+    optimizer.load_state_dict(runstate.load_optimizer(latest))
+    scheduler.load_state_dict(runstate.read_json(latest / runstate.SCHEDULER))
+    runstate.load_rng(latest, rank)
+    return state, runstate.load_tensors(latest / runstate.BEST)
+
+
+def _checkpoint(accelerator, parts, run_dir: Path, state: dict, identity: dict, best_weights, keep: int) -> None:
+    """Weights that train, optimizer, scheduler, every rank's RNG states and our counters, made visible only once
+    complete: written under a temporary name, then renamed. Only safetensors and JSON (``runstate.py``)."""
+    model, optimizer, scheduler = parts
+    unwrapped = accelerator.unwrap_model(model)
+    bad = [n for n, p in unwrapped.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
     if bad:
         raise FloatingPointError(f"refusing to checkpoint non-finite weights at step {state['step']}: {bad[:5]}")
     folder = run_dir / "checkpoints"
@@ -449,29 +482,22 @@ def _checkpoint(accelerator, run_dir: Path, state: dict, best_weights, keep: int
     tmp = folder / f".tmp-step-{state['step']}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    runstate.save_rng(tmp, accelerator.process_index)
+    if accelerator.is_main_process:
+        # what trains (adapters, unfrozen weights, the head), not a frozen base: for LoRA on a 135M model that
+        # is a few MB instead of hundreds
+        runstate.save_tensors(tmp / runstate.TRAINABLE, trainable_state(unwrapped))
+        runstate.save_optimizer(tmp, optimizer.state_dict())
+        (tmp / runstate.SCHEDULER).write_text(json.dumps(scheduler.state_dict()))
+        runstate.save_tensors(tmp / runstate.BEST, best_weights)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _save_best(tmp, best_weights)
-        (tmp / TRAINER_STATE).write_text(json.dumps(state))
+        (tmp / TRAINER_STATE).write_text(json.dumps({**state, "identity": identity}))  # last: marks it complete
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         done = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-def _save_best(folder: Path, best_weights) -> None:
-    from safetensors.torch import save_file
-
-    if best_weights is not None:
-        save_file({k: v.contiguous() for k, v in best_weights.items()}, folder / BEST)
-
-
-def _load_best(checkpoint: Path):
-    from safetensors.torch import load_file
-
-    return load_file(checkpoint / BEST) if (checkpoint / BEST).is_file() else None

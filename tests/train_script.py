@@ -23,8 +23,8 @@ import llmhead  # noqa: E402
 from llmhead.finetune import TrainingInterrupted  # noqa: E402
 
 
-def rows(n: int) -> list[dict]:
-    return [{"text": f"{CORPUS[i % 8]} {i}", "label": ["pos", "neg"][i % 2]} for i in range(n)]
+def rows(n: int, invert: bool = False) -> list[dict]:
+    return [{"text": f"{CORPUS[i % 8]} {i}", "label": ["pos", "neg"][(i + invert) % 2]} for i in range(n)]
 
 
 def main() -> None:
@@ -33,6 +33,7 @@ def main() -> None:
     nan_step, nan_rank = options.pop("nan_step", None), options.pop("nan_rank", None)
     dropout = options.pop("dropout", 0.0)
     val_n = options.pop("val_n", 8)
+    n_train, invert = options.pop("n_train", 24), options.pop("invert_labels", False)
     short_attention = options.pop("short_attention", True)
     rank = int(os.environ.get("RANK", 0))
     if nan_step is not None:  # force a non-finite loss on one rank at one step
@@ -49,11 +50,12 @@ def main() -> None:
             return value
 
         LabelSpace.loss = loss
+    mode = options.pop("mode", "lora")
+    adapters = dict(lora_r=options.pop("lora_r", 4), lora_dropout=dropout) if mode == "lora" else {}
     clf = llmhead.from_pretrained(
         model,
-        mode="lora",
-        lora_r=4,
-        lora_dropout=dropout,
+        mode=mode,
+        **adapters,
         dropout=dropout,
         head_hidden=[16],
         seed=0,
@@ -62,14 +64,18 @@ def main() -> None:
     settings = dict(epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None)
     settings.update(options)
     try:
-        clf.fit(rows(24), rows(val_n), **settings)
+        clf.fit(rows(n_train, invert), rows(val_n), **settings)
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}")
         return
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    state = {f"backbone.{k}": v for k, v in get_peft_model_state_dict(clf._model.backbone).items()}
+    backbone = clf._model.backbone
+    if mode == "lora":
+        state = {f"backbone.{k}": v for k, v in get_peft_model_state_dict(backbone).items()}
+    else:
+        state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     state.update({f"head.{k}": v for k, v in clf._model.head.state_dict().items()})
     Path(out).mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, Path(out) / f"weights.rank{rank}.safetensors")
