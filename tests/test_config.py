@@ -27,7 +27,7 @@ def test_unknown_fit_option(tiny_llama):
         ("mode", "adapter", "mode must be one of"),
         ("pooling", "first", "pooling must be one of"),
         ("head_hidden", [0], "head_hidden must be a list of positive ints"),
-        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+        ("dropout", 1.0, r"dropout must be a number in \[0, 1\)"),
         ("dtype", "float16", "dtype must be one of"),
         ("template", "no placeholder", "template must be a string containing"),
         ("labels", ["a"], "labels needs >= 2 classes"),
