@@ -3,7 +3,8 @@ merge and export (when the head exports).
 
     python recipes/check.py runs/demo/model [--texts-file my_texts.txt]
 
-Prints one line per check and exits non-zero when any difference exceeds the stated tolerance.
+Prints one line per check and exits with 1 when any difference exceeds the stated tolerance; a folder that is not a
+saved classifier, or a missing or empty texts file, is one ``error: ...`` line with exit code 2.
 """
 
 from __future__ import annotations
@@ -14,8 +15,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train import CONFIG_ERRORS, fail  # noqa: E402
 
 import llmhead  # noqa: E402
+
+
+def read_texts_file(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"texts file not found: {file}")
+    texts = [line for line in file.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise ValueError(f"{file} holds no text (one text per line)")
+    return texts
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -23,8 +37,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("model", help="a folder written by clf.save() or recipes/train.py")
     parser.add_argument("--texts-file", help="one text per line (default: built-in samples)")
     args = parser.parse_args(argv)
-    texts = Path(args.texts_file).read_text().splitlines() if args.texts_file else None
-    report = llmhead.check(llmhead.load(args.model), texts)
+    try:
+        texts = read_texts_file(args.texts_file) if args.texts_file else None
+        clf = llmhead.load(args.model)  # not a saved classifier, another format, weights that differ from the saved
+    except CONFIG_ERRORS as exc:
+        fail(exc)
+    report = llmhead.check(clf, texts)
     for name, value in report["checks"].items():
         shown = f"{value:.2e}" if isinstance(value, float) else value
         print(f"{name:>28}: {shown}")

@@ -62,19 +62,19 @@ class DataConfig:
     def __post_init__(self):
         p = []
         if self.dataset is not None and not (isinstance(self.dataset, str) and self.dataset in CORPORA):
-            p.append(f"data.dataset must be one of {sorted(CORPORA)}, got {self.dataset!r}")
+            p.append(f"dataset must be one of {sorted(CORPORA)}, got {self.dataset!r}")
         for name in ("train", "eval", "test"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, str) and value.strip()):
-                p.append(f"data.{name} must be a file path or null, got {value!r}")
+                p.append(f"{name} must be a file path or null, got {value!r}")
         if (self.dataset is None) == (self.train is None):
-            p.append("data: set exactly one of data.dataset (a packaged corpus) or data.train (a file)")
+            p.append("set exactly one of dataset (a packaged corpus) or train (a file)")
         for name in ("text", "label"):
             if not _is_columns(getattr(self, name)):
-                p.append(f"data.{name} must be a column name or a list of column names, got {getattr(self, name)!r}")
+                p.append(f"{name} must be a column name or a list of column names, got {getattr(self, name)!r}")
         limit = self.train_limit
         if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1):
-            p.append(f"data.train_limit must be an int >= 1 or null, got {limit!r}")
+            p.append(f"train_limit must be an int >= 1 or null, got {limit!r}")
         if p:
             raise invalid(p)
 
