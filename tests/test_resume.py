@@ -5,8 +5,9 @@ and weights. Resume refuses another run's data or settings. Each run is a real s
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import pickle
 import random
 import signal
 import subprocess
@@ -14,9 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
+from conftest import CORPUS
 from test_distributed_resume import ENV, SCRIPT, run, step_losses, weights
+
+import llmhead
+from llmhead.runstate import ResumeError
 
 STEPS = 12  # 2 epochs x 24 examples / global batch 4
 DEFAULTS = [("warm_start", True), ("dropout", 0.1), ("checkpoint_every", 1), ("keep_checkpoints", 2)]
@@ -30,126 +36,143 @@ def command(model: str, out: Path, options, procs: int) -> list[str]:
     return [str(torchrun), "--standalone", f"--nproc_per_node={procs}", str(SCRIPT), model, str(out), *opts]
 
 
-def last_step(run_dir: Path) -> int:
+def logged_steps(run_dir: Path, skip: int = 0) -> list[int]:
     log = run_dir / "train_log.jsonl"
-    steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines()] if log.is_file() else []
-    return max(steps, default=0)
+    lines = log.read_text().splitlines()[skip:] if log.is_file() else []
+    return [json.loads(line)["step"] for line in lines if line.startswith('{"step"')]
 
 
 def interrupt(cmd: list[str], run_dir: Path, after_step: int, sig: signal.Signals) -> subprocess.Popen:
-    """Start ``cmd``; once step ``after_step`` is logged, send ``sig`` to it and every process it started (as a
-    cluster scheduler does)."""
-    proc = subprocess.Popen(
-        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    """Start ``cmd``; once it logs step ``after_step`` (or a later one), send ``sig`` to it and to every process it
+    started, as a cluster scheduler or a node failure does (torchrun's workers run in sessions of their own)."""
+    log = run_dir / "train_log.jsonl"
+    skip = len(log.read_text().splitlines()) if log.is_file() else 0
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if last_step(run_dir) >= after_step:
-            os.killpg(proc.pid, sig)
+        if any(s >= after_step for s in logged_steps(run_dir, skip)):
+            parent = psutil.Process(proc.pid)
+            for p in [parent, *parent.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(sig)
             break
         time.sleep(0.005)
     return proc
 
 
-def batch_for(procs: int) -> int:
-    return 4 // procs  # the same global batch
+@pytest.fixture(scope="module")
+def straight(tiny_llama, tmp_path_factory):
+    """The uninterrupted run of each (mode, processes), once: its per-step losses and its weights per rank."""
+    done = {}
+
+    def get(mode: str, procs: int):
+        if (mode, procs) not in done:
+            base = tmp_path_factory.mktemp(f"straight-{mode}-{procs}")
+            run(tiny_llama, base / "out", ("run_dir", str(base / "run")), *options(mode, procs), procs=procs)
+            done[mode, procs] = (step_losses(base / "run"), [weights(base / "out", r) for r in range(procs)])
+        return done[mode, procs]
+
+    return get
+
+
+def options(mode: str, procs: int) -> list[tuple]:
+    return [("mode", mode), ("batch_size", 4 // procs), *DEFAULTS]  # the same global batch
+
+
+def assert_same_run(reference, run_dir: Path, out: Path, procs: int, what: str) -> None:
+    losses, final = reference
+    assert len(losses) == STEPS
+    assert step_losses(run_dir) == losses, what
+    for rank in range(procs):
+        resumed = weights(out, rank)
+        assert set(final[rank]) == set(resumed)
+        differ = [k for k in resumed if not torch.equal(final[rank][k], resumed[k])]
+        assert not differ, f"{what}: rank {rank} differs on {differ[:3]}"
 
 
 @pytest.mark.parametrize("mode,procs", [("lora", 1), ("full", 1), ("lora", 2), ("full", 2)])
-def test_sigkill_at_five_seeded_random_steps_then_resume_is_exact(tiny_llama, tmp_path, mode, procs):
-    options = [("mode", mode), ("batch_size", batch_for(procs)), *DEFAULTS]
-    run(tiny_llama, tmp_path / "straight", ("run_dir", str(tmp_path / "straight_run")), *options, procs=procs)
-    reference = step_losses(tmp_path / "straight_run")
-    assert len(reference) == STEPS
-
+def test_sigkill_at_five_seeded_random_steps_then_resume_is_exact(tiny_llama, tmp_path, straight, mode, procs):
     kills = sorted(random.Random(f"{mode}-{procs}").sample(range(1, STEPS), 5))  # seeded: the same steps each run
-    run_dir, out = tmp_path / "killed_run", tmp_path / "killed"
-    cmd = command(tiny_llama, out, [("run_dir", str(run_dir)), ("resume", True), *options], procs)
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    cmd = command(tiny_llama, out, [("run_dir", str(run_dir)), ("resume", True), *options(mode, procs)], procs)
     for k in kills:
         proc = interrupt(cmd, run_dir, k, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), f"ended before the kill at {k}: {stderr}"
         assert not out.exists()
-    run(tiny_llama, out, ("run_dir", str(run_dir)), ("resume", True), *options, procs=procs)
-
-    assert step_losses(run_dir) == reference, f"killed after steps {kills}"
-    for rank in range(procs):
-        straight, resumed = weights(tmp_path / "straight", rank), weights(out, rank)
-        assert set(straight) == set(resumed)
-        differ = [k for k in straight if not torch.equal(straight[k], resumed[k])]
-        assert not differ, f"killed after steps {kills}: rank {rank} differs on {differ[:3]}"
+    run(tiny_llama, out, ("run_dir", str(run_dir)), ("resume", True), *options(mode, procs), procs=procs)
+    assert_same_run(straight(mode, procs), run_dir, out, procs, f"killed after steps {kills}")
 
 
 @pytest.mark.parametrize("mode,procs", [("lora", 1), ("full", 2)])
-def test_sigterm_checkpoints_every_rank_at_one_step_and_resume_is_exact(tiny_llama, tmp_path, mode, procs):
-    options = [("mode", mode), ("batch_size", batch_for(procs)), *DEFAULTS[:2]]  # no periodic checkpoints
-    run(tiny_llama, tmp_path / "straight", ("run_dir", str(tmp_path / "straight_run")), *options, procs=procs)
+def test_sigterm_checkpoints_every_rank_at_one_step_and_resume_is_exact(tiny_llama, tmp_path, straight, mode, procs):
     run_dir, out = tmp_path / "run", tmp_path / "out"
     step = random.Random(f"term-{mode}").randint(2, STEPS - 2)
-    proc = interrupt(
-        command(tiny_llama, out, [("run_dir", str(run_dir)), *options], procs), run_dir, step, signal.SIGTERM
-    )
-    stdout, stderr = proc.communicate(timeout=120)
+    cmd = command(tiny_llama, out, [("run_dir", str(run_dir)), *options(mode, procs)], procs)
+    stdout, stderr = interrupt(cmd, run_dir, step, signal.SIGTERM).communicate(timeout=120)
     assert "interrupted: SIGTERM: checkpoint written at step" in stdout, stderr[-3000:]
-    written = [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step-")]
-    assert len(written) == 1 and all((written[0] / f"rng-rank{r}.json").is_file() for r in range(procs))
-    run(tiny_llama, out, ("run_dir", str(run_dir)), ("resume", True), *options, procs=procs)
-    assert step_losses(run_dir) == step_losses(tmp_path / "straight_run")
-    straight, resumed = weights(tmp_path / "straight"), weights(out)
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    at = int(stdout.split("checkpoint written at step ")[1].split(";")[0])
+    assert all((run_dir / "checkpoints" / f"step-{at}" / f"rng-rank{r}.json").is_file() for r in range(procs))
+    assert not out.exists()
+    run(tiny_llama, out, ("run_dir", str(run_dir)), ("resume", True), *options(mode, procs), procs=procs)
+    assert_same_run(straight(mode, procs), run_dir, out, procs, f"SIGTERM after step {step}")
 
 
-def test_checkpoints_hold_only_safetensors_and_json(tiny_llama, tmp_path):
-    run(tiny_llama, tmp_path / "out", ("run_dir", str(tmp_path / "r")), ("epochs", 1), ("checkpoint_every", 3))
-    files = [p for p in (tmp_path / "r" / "checkpoints").rglob("*") if p.is_file()]
-    assert files and {p.suffix for p in files} == {".safetensors", ".json"}
+def rows(n: int = 24, invert: bool = False) -> list[dict]:
+    return [{"text": f"{CORPUS[i % 8]} {i}", "label": ["pos", "neg"][(i + invert) % 2]} for i in range(n)]
+
+
+def fit(model: str, run_dir: Path, train=None, lora_r: int = 4, **options):
+    clf = llmhead.from_pretrained(model, mode="lora", lora_r=lora_r, head_hidden=[16], seed=0)
+    settings = dict(epochs=1, batch_size=4, lr=1e-2, warm_start=False, progress=False, run_dir=str(run_dir))
+    return clf.fit(train or rows(), rows(8), **{**settings, **options})
 
 
 def _planted_pickle(folder: Path, marker: Path) -> None:
     """A pickle that creates ``marker`` when unpickled, under every name accelerate's load_state reads."""
-    import pickle
 
     class Payload:
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"):
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin", "model.bin"):
         (folder / name).write_bytes(pickle.dumps(Payload()))
 
 
-def test_a_planted_pickle_in_a_checkpoint_executes_nothing_on_resume(tiny_llama, tmp_path):
+def test_checkpoints_are_safetensors_and_json_and_a_planted_pickle_runs_nothing(tiny_llama, tmp_path):
     run_dir = tmp_path / "r"
-    run(tiny_llama, tmp_path / "a", ("run_dir", str(run_dir)), ("epochs", 1), ("checkpoint_every", 2))
+    fit(tiny_llama, run_dir, checkpoint_every=2)
+    files = [p for p in (run_dir / "checkpoints").rglob("*") if p.is_file()]
+    assert files and {p.suffix for p in files} == {".safetensors", ".json"}
     marker = tmp_path / "pwned"
     for folder in (run_dir / "checkpoints").glob("step-*"):
         _planted_pickle(folder, marker)
-    run(tiny_llama, tmp_path / "b", ("run_dir", str(run_dir)), ("resume", True), ("epochs", 1), ("checkpoint_every", 2))
+    fit(tiny_llama, run_dir, checkpoint_every=2, resume=True)
     assert not marker.exists()
 
 
 @pytest.mark.parametrize(
     "change,expected",
     [
-        (("invert_labels", True), "the train data: same number of examples (24), different labels"),
-        (("n_train", 20), "the train data: 24 examples in the run, 20 now"),
-        (("lr", 0.02), "train.lr: 0.01 in the run, 0.02 now"),
-        (("lora_r", 8), "model.lora_r: 4 in the run, 8 now"),
+        (dict(train=rows(invert=True)), "the train data: same number of examples (24), different labels"),
+        (dict(train=rows(20)), "the train data: 24 examples in the run, 20 now"),
+        (dict(lr=0.02), "train.lr: 0.01 in the run, 0.02 now"),
+        (dict(lora_r=8), "model.lora_r: 4 in the run, 8 now"),
+        (dict(epochs=2), "train.epochs: 1 in the run, 2 now"),
     ],
+    ids=["labels-inverted", "fewer-examples", "lr", "lora_r", "epochs"],
 )
 def test_resume_refuses_other_data_or_settings_and_says_what_differs(tiny_llama, tmp_path, change, expected):
     run_dir = tmp_path / "r"
-    run(tiny_llama, tmp_path / "a", ("run_dir", str(run_dir)), ("epochs", 1), ("checkpoint_every", 2))
-    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    proc = run(
-        tiny_llama, tmp_path / "b", ("run_dir", str(run_dir)), ("resume", True), ("epochs", 1), change, check=False
-    )
-    assert proc.returncode != 0 and "resume refused" in proc.stderr and expected in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "b").exists()
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before  # nothing touched
+    fit(tiny_llama, run_dir, checkpoint_every=2)
+    before = {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    with pytest.raises(ResumeError, match="resume refused") as err:
+        fit(tiny_llama, run_dir, checkpoint_every=2, resume=True, **change)
+    assert expected in str(err.value)
+    assert {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # nothing touched
 
 
 def test_a_fresh_run_refuses_a_run_dir_that_holds_another_runs_checkpoints(tiny_llama, tmp_path):
-    run_dir = tmp_path / "r"
-    run(tiny_llama, tmp_path / "a", ("run_dir", str(run_dir)), ("epochs", 1), ("checkpoint_every", 2))
-    proc = run(tiny_llama, tmp_path / "b", ("run_dir", str(run_dir)), ("epochs", 1), check=False)
-    assert proc.returncode != 0 and "already holds checkpoints" in proc.stderr and "resume=True" in proc.stderr
+    fit(tiny_llama, tmp_path / "r", checkpoint_every=2)
+    with pytest.raises(ResumeError, match=r"already holds checkpoints .*resume=True"):
+        fit(tiny_llama, tmp_path / "r")
