@@ -16,6 +16,7 @@ import logging as _logging
 # kernel package is absent; its pure-PyTorch CPU path works without it.
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 
+from .checkpoint import LoadError  # noqa: E402
 from .classifier import Classifier  # noqa: E402
 from .config import ModelConfig, TrainConfig, build  # noqa: E402
 from .cv import cross_validate  # noqa: E402
@@ -36,14 +37,17 @@ def from_pretrained(model: str | None = None, **options) -> Classifier:
     return Classifier(build(ModelConfig, options))
 
 
-def load(folder) -> Classifier:
-    """A classifier saved with ``clf.save(folder)``; predictions are identical to the saved one's."""
-    return Classifier.load(folder)
+def load(folder, trust_remote_code: bool = False) -> Classifier:
+    """A classifier saved with ``clf.save(folder)``; predictions are identical to the saved one's. Every file is
+    checked against the digest the save recorded. ``trust_remote_code`` comes only from this argument, never from
+    the saved files."""
+    return Classifier.load(folder, trust_remote_code=trust_remote_code)
 
 
 __all__ = [
     "Classifier",
     "DataError",
+    "LoadError",
     "ModelConfig",
     "TrainConfig",
     "check",

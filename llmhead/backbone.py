@@ -266,10 +266,14 @@ def lm_head_rows(source: Source, backbone, token_ids: list[int], trust_remote_co
 
 
 def fingerprint(model: torch.nn.Module) -> str:
-    """A cheap identity for a backbone's weights: shapes plus the first and last values of each tensor."""
+    """The identity of a backbone's weights: a SHA-256 of every tensor's name, shape, dtype and every byte of its
+    values, so any change to any value is noticed (a save of a head or of adapters depends on the exact base)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().reshape(-1).float()
-        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-        digest.update(torch.cat([flat[:64], flat[-64:]]).numpy().tobytes())
+        tensor = tensor.detach()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        flat = tensor.contiguous().reshape(-1)
+        digest.update(memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else b"")
     return digest.hexdigest()[:16]

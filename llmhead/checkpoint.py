@@ -1,32 +1,97 @@
 """Write and read a saved classifier: JSON and safetensors only, never pickle.
 
-A save is written to a temporary sibling folder and swapped in only when complete, so an
-interrupted save never damages what was there before.
+What a save guarantees:
+
+- **Atomic for readers.** Files are written to a temporary sibling folder, which then takes the target's place in
+  one ``renameat2(RENAME_EXCHANGE)``: at every instant the path holds either the complete previous save or the
+  complete new one. (Where the kernel or file system lacks the exchange, two renames leave a moment with no folder,
+  never a mixed one.)
+- **Sealed.** The manifest lists the SHA-256 of every file the save wrote and carries a digest of its own content;
+  ``read`` checks both, so a damaged or edited file is named instead of loaded.
+- **Nothing it did not write is touched.** A re-save keeps every file of the folder that the previous save did
+  not write (a user's notes, a model card); a non-empty folder that is not a save is refused. Temporary folders of
+  killed saves are removed by the next save into the same parent.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+log = logging.getLogger(__name__)
 MANIFEST = "llmhead.json"
 HEAD = "head.safetensors"
 ADAPTER = "adapter.safetensors"
 BACKBONE = "backbone"  # a transformers folder of fine-tuned (or merged) weights
 TOKENIZER = "tokenizer"
-FORMAT = 1
+FORMAT = 2  # 2: files and manifest digests. 1 (unsealed) still loads, with a warning.
+WRITER = ".llmhead-writer"  # in a temporary folder while its save runs: "pid host"
+REQUIRED = ("model", "labels", "backbone", "tokenizer")  # objects every manifest has
+_TEMPORARY = re.compile(r"\..+\.(tmp|old)-[A-Za-z0-9_]{8}")  # tempfile.mkdtemp's names, as write_atomically makes
+
+
+class LoadError(ValueError):
+    """A saved model that cannot be loaded as it was saved; the message names the file and what is wrong."""
+
+
+# ---- digests ---------------------------------------------------------------------------------------
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by path relative to it (``/``-separated)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != WRITER and p.name != MANIFEST)
+    return {p.relative_to(folder).as_posix(): file_digest(p) for p in files}
+
+
+def manifest_digest(manifest: dict) -> str:
+    """A digest of the manifest's content (every key but ``digest``), independent of its formatting."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()).hexdigest()
+
+
+def seal(folder: Path, manifest: dict) -> None:
+    """Write the manifest of the files in ``folder``: their digests, then the manifest's own."""
+    body = {"format": FORMAT, **manifest, "files": folder_digests(folder)}
+    body["digest"] = manifest_digest(body)
+    (folder / MANIFEST).write_text(json.dumps(body, indent=2, allow_nan=True))
+
+
+# ---- writing ---------------------------------------------------------------------------------------
+def write_save(target: str | os.PathLike, write_files: Callable[[Path], None], manifest: dict) -> Path:
+    """A model save: ``write_files(tmp)`` writes the tensors and the tokenizer, then the manifest seals them."""
+
+    def write(tmp: Path) -> None:
+        write_files(tmp)
+        seal(tmp, manifest)
+
+    return write_atomically(target, write)
 
 
 def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], marker: str = MANIFEST) -> Path:
-    """Call ``write(tmp_dir)``, then put ``tmp_dir`` in place of ``target``. An existing non-empty
-    ``target`` is replaced only when it holds ``marker`` (it is a previous save of the same kind)."""
+    """Call ``write(tmp_dir)``, then put ``tmp_dir`` in place of ``target``. An existing non-empty ``target`` is
+    replaced only when it holds ``marker`` (it is a previous save of the same kind); the files of it that the
+    previous save did not write are kept."""
     target = Path(target).expanduser().absolute()
     if target.exists():
         if not target.is_dir():
@@ -37,20 +102,110 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
                 "replace it. Choose a new or empty folder."
             )
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        (tmp / WRITER).write_text(f"{os.getpid()} {socket.gethostname()}")
         write(tmp)
+        if target.exists():
+            _keep_foreign(target, tmp, marker)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / "x")
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        if _exchange(tmp, target):  # tmp now holds the previous save
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # no atomic exchange here: two renames
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+    (target / WRITER).unlink(missing_ok=True)
     return target
+
+
+def _ours(target: Path, marker: str) -> set[str]:
+    """Top-level names the previous save in ``target`` wrote."""
+    if marker != MANIFEST:
+        return set()
+    try:
+        listed = json.loads((target / MANIFEST).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if not isinstance(listed, dict):  # format 1, or unreadable: the names llmhead saves have always had
+        return {MANIFEST, HEAD, ADAPTER, BACKBONE, TOKENIZER}
+    return {MANIFEST} | {name.split("/")[0] for name in listed}
+
+
+def _keep_foreign(target: Path, tmp: Path, marker: str) -> None:
+    """Hard-link into ``tmp`` every entry of ``target`` that neither the previous save nor this one wrote: the
+    originals stay in place until the exchange, so a crash at any moment loses none of them."""
+    ours = _ours(target, marker)
+    foreign = [p for p in target.iterdir() if p.name not in ours and p.name != WRITER]
+    clash = [p.name for p in foreign if (tmp / p.name).exists()]
+    if clash:
+        raise FileExistsError(
+            f"{target} holds {', '.join(map(repr, clash))}, which llmhead did not write and this save would replace; "
+            "move it, or save to another folder (nothing was changed)"
+        )
+    for entry in foreign:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=os.link)
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry), tmp / entry.name)
+        else:
+            os.link(entry, tmp / entry.name)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2). False where the kernel, libc or file system cannot."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"could not put the new save in place of {b}: {os.strerror(code)}")
+
+
+def remove_stale(parent: Path) -> None:
+    """Remove the temporary folders of saves into ``parent`` that were killed: those whose writer is no longer
+    running on this host (or that predate the writer file)."""
+    for entry in parent.iterdir() if parent.is_dir() else []:
+        if not (_TEMPORARY.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()):
+            continue
+        if _writer_alive(entry / WRITER):
+            continue
+        log.info("removing %s, left by a save that did not finish", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _writer_alive(path: Path) -> bool:
+    try:
+        pid, host = path.read_text().split()
+    except (OSError, ValueError):
+        return False
+    if host != socket.gethostname():
+        return True  # another machine's save on a shared file system: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
 
 
 def check_finite(state: dict[str, torch.Tensor]) -> None:
@@ -64,23 +219,69 @@ def save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, path)
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(path)
-
-
 def save_head(folder: Path, state: dict[str, torch.Tensor]) -> None:
     save_tensors(folder / HEAD, state)
 
 
-def save_manifest(folder: Path, manifest: dict) -> None:
-    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, **manifest}, indent=2, allow_nan=True))
+# ---- reading ---------------------------------------------------------------------------------------
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LoadError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def read(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], Path]:
+    """The manifest, the head's tensors and the tokenizer folder of a save, after checking every file it lists."""
     folder = Path(folder).expanduser()
-    if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(f"{folder} is not a saved llmhead model: {MANIFEST} is missing")
-    manifest = json.loads((folder / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{folder / MANIFEST}: format {manifest.get('format')!r} is not supported (expected {FORMAT})")
-    return manifest, load_file(folder / HEAD), folder / TOKENIZER
+    path = folder / MANIFEST
+    if not path.is_file():
+        what = "does not exist" if not folder.exists() else f"is not a saved llmhead model: {MANIFEST} is missing"
+        raise FileNotFoundError(f"{folder} {what}")
+    manifest = _parse(path)
+    if manifest.get("format") == 1:
+        log.warning("%s was saved by an older llmhead without file digests: its files cannot be checked", folder)
+    elif manifest.get("format") != FORMAT:
+        raise LoadError(f"{path}: format {manifest.get('format')!r} is not supported (expected {FORMAT} or 1)")
+    else:
+        _check_sealed(folder, manifest)
+    for key in REQUIRED:
+        if not isinstance(manifest.get(key), dict):
+            raise LoadError(f"{path}: the key {key!r} is missing or is not an object")
+    return manifest, load_tensors(folder / HEAD), folder / TOKENIZER
+
+
+def _parse(path: Path) -> dict:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LoadError(f"{path}: not UTF-8 text (byte {exc.start}); the file is damaged") from exc
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LoadError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(manifest, dict):
+        raise LoadError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest
+
+
+def _check_sealed(folder: Path, manifest: dict) -> None:
+    path = folder / MANIFEST
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("digest"), str):
+        raise LoadError(f"{path}: the list of files and their digests is missing; the manifest was edited or damaged")
+    if manifest_digest(manifest) != manifest["digest"]:
+        raise LoadError(
+            f"{path} was changed after it was saved (its content no longer matches its digest): settings such as "
+            "pooling, template or label order decide what the model predicts, so an edited manifest is not loaded. "
+            "Save again from the trained classifier, or restore the file."
+        )
+    for name, expected in manifest["files"].items():
+        file = folder / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise LoadError(f"{path}: lists a file outside the model folder: {name!r}")
+        if not file.is_file():
+            raise LoadError(f"{file}: missing (the save listed it; the folder is incomplete)")
+        if file_digest(file) != expected:
+            raise LoadError(
+                f"{file}: damaged or changed after saving (its SHA-256 differs from the one recorded in {MANIFEST})"
+            )

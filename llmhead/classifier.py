@@ -18,8 +18,8 @@ from . import allocator, checkpoint, mapped, metrics, modes, runstate
 from . import backbone as bb
 from .attention import use_short_attention
 from .augment import augment
-from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode
-from .data import FILE_FORMATS, DataError, read_raw_labels, read_table, read_texts
+from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode, used_options, warm_start_config
+from .data import DataError, read_inputs, read_raw_labels, read_table, read_texts
 from .features import FeatureCache, FeatureSet, aggregate, chunk, extract, tokenize
 from .finetune import Tokenized, finetune
 from .heads import MLPHead
@@ -67,7 +67,9 @@ class Classifier:
             if self._tokenizer_dir is not None:  # a saved model: the exact tokenizer it was trained with
                 from transformers import AutoTokenizer
 
-                self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_dir)
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    self._tokenizer_dir, trust_remote_code=self.config.trust_remote_code
+                )
             else:
                 self._tokenizer, self._pad_note = bb.load_tokenizer(self.source, self.config.trust_remote_code)
         return self._tokenizer
@@ -91,7 +93,12 @@ class Classifier:
             elif self._saved_backbone is not None:  # full / merged saves carry their own weights
                 from transformers import AutoModel
 
-                backbone = mapped.from_pretrained(AutoModel, self._saved_backbone, torch_dtype(self._weights_dtype()))
+                backbone = mapped.from_pretrained(
+                    AutoModel,
+                    self._saved_backbone,
+                    torch_dtype(self._weights_dtype()),
+                    trust_remote_code=c.trust_remote_code,
+                )
                 backbone.eval()
             else:
                 backbone = bb.load_backbone(
@@ -111,9 +118,10 @@ class Classifier:
                 and self._expected_fingerprint
                 and self._fingerprint != self._expected_fingerprint
             ):
-                raise ValueError(
+                raise checkpoint.LoadError(
                     f"the weights of {self.source.name!r} differ from those this classifier was trained on "
-                    f"(fingerprint {self._fingerprint} != {self._expected_fingerprint})"
+                    f"(fingerprint {self._fingerprint} != {self._expected_fingerprint}): its head would predict "
+                    "wrongly on them. Load it with the base model it was trained on."
                 )
             self._model = HeadModel(
                 backbone,
@@ -165,15 +173,7 @@ class Classifier:
 
     # ---- data ----------------------------------------------------------------------------
     def _texts(self, data: Any, text, role: str) -> list[str]:
-        if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data):
-            table = read_table({"text": list(data)}, role)
-            table.origin = "list of texts"
-            text = "text"
-        else:
-            if isinstance(data, str) and Path(data).suffix.lower() not in FILE_FORMATS:
-                raise TypeError("predict takes a list of texts (wrap a single text in a list) or a data file/table")
-            table = read_table(data, role)
-        return read_texts(table, text, self.config.template, self.config.pair_separator)
+        return read_inputs(data, text, role, self.config.template, self.config.pair_separator)
 
     def _examples(self, data: Any, text, label, role: str, templated: bool = True) -> tuple[list[str], list, str]:
         table = read_table(data, role)
@@ -261,7 +261,7 @@ class Classifier:
             and any(s in train for s in ("validation", "valid", "dev", "eval"))
         ):
             eval = train
-        labels = LabelSpace.learn(c.task, train_raw, c.labels, label)
+        labels = LabelSpace.learn(c.task, train_raw, c.labels, label, origin=origin)
         if c.task == "regression" and (cfg.class_weights is not None or cfg.focal_gamma):
             raise ValueError("class_weights and focal_gamma are for classification and multilabel, not regression")
         verbalized = c.mode in ("icl", "lmhead") or c.head_init == "verbalizer"
@@ -318,7 +318,7 @@ class Classifier:
                 start_is_candidate=words is not None,
             )
         elif cfg.warm_start:  # linear probing, then fine-tuning: the backbone never sees a random head's gradients
-            warm = for_mode(dataclasses.replace(cfg, epochs=None, patience=None), "head")
+            warm = warm_start_config(dataclasses.replace(cfg, epochs=None, patience=None))
             if whole:
                 fit_on, stop_on = (x_train, y_train), (x_val, y_val)
             else:  # the sample's last fifth decides when the warm start stops
@@ -584,9 +584,8 @@ class Classifier:
                 checkpoint.check_finite(backbone.state_dict())
                 backbone.save_pretrained(tmp / checkpoint.BACKBONE, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp / checkpoint.TOKENIZER)
-            checkpoint.save_manifest(tmp, manifest)
 
-        return checkpoint.write_atomically(folder, write)
+        return checkpoint.write_save(folder, write, manifest)
 
     def export(self, folder, format: str = "transformers") -> Path:
         """A plain transformers ``*ForSequenceClassification`` folder (LoRA merged; linear, bias-free heads
@@ -612,41 +611,75 @@ class Classifier:
         self._merged = True
         return self
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (they load on the first call that needs them)."""
+        return self._model is not None
+
     @classmethod
-    def load(cls, folder) -> Classifier:
+    def load(cls, folder, trust_remote_code: bool = False) -> Classifier:
+        """A saved classifier, after checking every file of the save against its digest. ``trust_remote_code`` is
+        the caller's to give: a saved manifest never turns it on."""
+        folder = Path(folder).expanduser()
         manifest, head_state, tokenizer_dir = checkpoint.read(folder)
-        config = ModelConfig(**{**manifest["model"], "model": manifest["backbone"]["source"]})
-        saved_as = manifest["backbone"].get("saved_as", "reference")
+        where = folder / checkpoint.MANIFEST
+        try:
+            backbone, saved = manifest["backbone"], dict(manifest["model"])
+            source_name, saved_as = backbone["source"], backbone.get("saved_as", "reference")
+            if saved.get("trust_remote_code") and not trust_remote_code:
+                raise checkpoint.LoadError(
+                    f"{where}: this model was trained with trust_remote_code=True, so loading it runs Python code "
+                    f"that ships with {source_name!r}. Nothing was loaded. If you trust that code, call "
+                    "llmhead.load(folder, trust_remote_code=True)."
+                )
+            saved["trust_remote_code"] = trust_remote_code
+            # options a mode never reads are refused now; saves from before that may carry them
+            config = ModelConfig(**{**used_options(ModelConfig, saved, saved.get("mode")), "model": source_name})
+            labels = LabelSpace.from_json(manifest["labels"])
+            pad_note = manifest["tokenizer"]["pad_token_added"]
+            fingerprint = backbone["fingerprint"]
+        except checkpoint.LoadError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise checkpoint.LoadError(f"{where}: not a manifest this version can load ({exc!r})") from exc
         # A save with its own fine-tuned weights does not need the original source to exist any more.
-        source = (
-            bb.Source(manifest["backbone"]["source"], manifest["backbone"]["kind"]) if saved_as == "weights" else None
-        )
+        source = bb.Source(source_name, backbone["kind"]) if saved_as == "weights" else None
         clf = cls(config, source)
-        clf.labels = LabelSpace.from_json(manifest["labels"])
-        clf.history = manifest.get("history") or []
-        clf._pad_note = manifest["tokenizer"]["pad_token_added"]
+        clf.labels, clf.history, clf._pad_note = labels, manifest.get("history") or [], pad_note
         clf._tokenizer_dir = tokenizer_dir
-        clf._expected_fingerprint = manifest["backbone"]["fingerprint"]
-        clf._source_blocks = manifest["backbone"].get("source_blocks")
+        clf._expected_fingerprint = fingerprint
+        clf._source_blocks = backbone.get("source_blocks")
         if manifest.get("icl"):
             clf._icl_demos = [(t, int(y)) for t, y in manifest["icl"]["demonstrations"]]
             clf._icl_chat = bool(manifest["icl"]["chat_template"])
         if saved_as == "weights":
-            clf._saved_backbone = Path(folder) / checkpoint.BACKBONE
+            clf._saved_backbone = folder / checkpoint.BACKBONE
             clf._adapted, clf._merged = True, config.mode in ("lora", "qlora")
         clf._backbone()
         if saved_as == "adapter":
             from peft import get_peft_config, set_peft_model_state_dict
 
-            adapter_config = get_peft_config(manifest["backbone"]["adapter_config"])
+            adapter_config = get_peft_config(backbone["adapter_config"])
             adapted = modes.with_adapters(clf._model.backbone, adapter_config)
-            set_peft_model_state_dict(adapted, checkpoint.load_tensors(Path(folder) / checkpoint.ADAPTER))
+            path = folder / checkpoint.ADAPTER
+            _load_into(path, lambda: set_peft_model_state_dict(adapted, checkpoint.load_tensors(path)))
             clf._model.backbone = adapted.eval()
             clf._adapted = True
         head = clf._new_head()
-        head.load_state_dict(head_state, strict=True)
+        _load_into(folder / checkpoint.HEAD, lambda: head.load_state_dict(head_state, strict=True))
         clf._model.head = head.eval()
         return clf
+
+
+def _load_into(path: Path, load) -> None:
+    """Run ``load``; a mismatch of names or shapes is reported with the file it came from."""
+    try:
+        result = load()
+    except RuntimeError as exc:
+        raise checkpoint.LoadError(f"{path}: does not fit the model its manifest describes: {exc}") from exc
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise checkpoint.LoadError(f"{path}: holds tensors the model does not have: {unexpected[:5]}")
 
 
 def _jsonable(value):

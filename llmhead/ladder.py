@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .classifier import Classifier
-from .config import FROZEN_MODES, ModelConfig, build
+from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode, used_options
 from .cv import cross_validate
 from .data import read_raw_labels, read_table, read_texts
 
@@ -114,7 +114,9 @@ def run_ladder(
     if model is not None:
         model_options["model"] = model
     model_options.pop("mode", None)
-    base_config = build(ModelConfig, {**model_options, "mode": "head"})
+    # Options shared by every rung: refused when no rung reads them; each rung then gets the ones it reads.
+    auto_config = build(ModelConfig, {**model_options, "mode": "auto"})
+    base_config = build(ModelConfig, {**used_options(ModelConfig, model_options, "head"), "mode": "head"})
     if base_config.task != "classification":
         raise ValueError("the ladder's rungs include prompting, which scores label words: task='classification'")
     table = read_table(data, "train")
@@ -130,6 +132,7 @@ def run_ladder(
     counts = np.unique(np.asarray([repr(v) for v in raw]), return_counts=True)[1]
     folds = max(2, min(folds, int(counts.min())))
     fit = dict(fit or {})
+    for_mode(build(TrainConfig, fit), "auto")  # unknown keys, wrong types, options no rung reads (run_dir...)
     if feature_cache:
         fit.setdefault("feature_cache", feature_cache)
     if test is not None:
@@ -184,7 +187,7 @@ def run_ladder(
             folds=[f[cv.metric] for f in cv.folds],
             fit_seconds=float(np.mean([f["fit_seconds"] for f in cv.folds])),
             predict_per_1000=float(per_1000),
-            trainable=_trainable(rung, shared, base_config, len(set(map(repr, raw)))),
+            trainable=_trainable(rung, shared, auto_config, len(set(map(repr, raw)))),
             status="ran",
         )
     ran = [r for r in rows if r["status"] == "ran"]
@@ -250,7 +253,7 @@ def _estimate(rung: str, n: int, folds: int, per_example: float, fit: dict) -> f
 
 
 def _rung_options(rung: str, base: ModelConfig, user: dict) -> dict:
-    options = {k: v for k, v in user.items() if k != "mode"}
+    options = used_options(ModelConfig, {k: v for k, v in user.items() if k != "mode"}, rung)
     options["mode"] = rung
     if rung == "icl" and "icl_template" not in user:
         if base.template != "{text}":  # the user's prompt, followed by the label word (and applied once)
@@ -264,10 +267,7 @@ def _rung_options(rung: str, base: ModelConfig, user: dict) -> dict:
 
 
 def _rung_fit(rung: str, fit: dict) -> dict:
-    options = dict(fit)
-    if rung in ("icl", "probe"):  # nothing iterative to configure
-        keep = ("batch_size", "feature_cache", "progress")
-        options = {k: v for k, v in options.items() if k in keep}
+    options = used_options(TrainConfig, fit, rung)  # e.g. no epochs or lr for icl and probe, no grad_accum for head
     options.setdefault("progress", False)
     return options
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .classifier import Classifier
-from .config import ModelConfig, build
+from .config import ModelConfig, build, used_options
 from .data import read_raw_labels, read_table
 from .labels import LabelSpace
 
@@ -72,7 +72,8 @@ def layer_sweep(
     probe = Classifier(config)
     total = probe._source_blocks_count()
     layers = sorted({*range(every, total + 1, every), total})
-    sweeper = Classifier(build(ModelConfig, {**model_options, "mode": "head", "layers": layers}), probe.source)
+    head_options = used_options(ModelConfig, model_options, "head")  # not probe / probe_c, which the probe reads
+    sweeper = Classifier(build(ModelConfig, {**head_options, "mode": "head", "layers": layers}), probe.source)
     texts = sweeper._texts(table, text, "train")
     if feature_cache:
         sweeper._cache.folder = Path(feature_cache)

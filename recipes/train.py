@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     except CONFIG_ERRORS as exc:
         # fit checks the data (columns, labels, verbalizers) before any weights load; a problem found after they
         # loaded is not a configuration problem and keeps its traceback
-        if clf._model is not None:
+        if clf.loaded:
             raise
         fail(exc)
     fit_s = time.perf_counter() - start
