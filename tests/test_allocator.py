@@ -88,6 +88,7 @@ def test_full_fine_tuning_sets_it_and_sets_it_back(tiny_llama, monkeypatch, mode
     calls = []
     real = allocator._set
     monkeypatch.setattr(allocator, "_set", lambda value: calls.append(value) or real(value))
-    clf = llmhead.from_pretrained(tiny_llama, mode=mode, dtype="float32", lora_r=4)
+    adapters = {"lora_r": 4} if mode == "lora" else {}
+    clf = llmhead.from_pretrained(tiny_llama, mode=mode, dtype="float32", **adapters)
     clf.fit(sentiment_rows(1), epochs=1, batch_size=4, warm_start=False, progress=False)
     assert calls == expected
