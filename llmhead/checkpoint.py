@@ -236,8 +236,8 @@ def read(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], Path
     folder = Path(folder).expanduser()
     path = folder / MANIFEST
     if not path.is_file():
-        what = "does not exist" if not folder.exists() else f"is not a saved llmhead model: {MANIFEST} is missing"
-        raise FileNotFoundError(f"{folder} {what}")
+        why = " (the folder does not exist)" if not folder.exists() else ""
+        raise FileNotFoundError(f"{folder} is not a saved llmhead model: {MANIFEST} is missing{why}")
     manifest = _parse(path)
     if manifest.get("format") == 1:
         log.warning("%s was saved by an older llmhead without file digests: its files cannot be checked", folder)

@@ -66,12 +66,15 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_llama, tmp_path
     ]
     assert len(evals[0]) == len(evals[1]) == 2
     for a, b in zip(*evals):
-        assert a["accuracy"] == b["accuracy"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+        assert a["accuracy"] == b["accuracy"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
     one, rank0, rank1 = weights(tmp_path / "one"), weights(tmp_path / "two", 0), weights(tmp_path / "two", 1)
     assert set(one) == set(rank0) == set(rank1)
     for name in one:
         assert torch.equal(rank0[name], rank1[name]), f"ranks disagree on {name}"
-        torch.testing.assert_close(rank0[name], one[name], atol=1e-6, rtol=1e-5, msg=f"2 processes != 1 on {name}")
+        # the two processes average two half-batch gradients where one process sums the whole batch: float32
+        # rounding of ~1e-6 that Adam carries on (on this project's current CPU up to 5e-6 in the head after 6 steps);
+        # a wrong or repeated example moves weights by ~1e-2
+        torch.testing.assert_close(rank0[name], one[name], atol=2e-5, rtol=1e-4, msg=f"2 processes != 1 on {name}")
     assert any("lora_B" in n and rank0[n].abs().sum() > 0 for n in rank0)  # training did move the adapters
 
 
