@@ -481,7 +481,8 @@ def _checkpoint(accelerator, parts, run_dir: Path, state: dict, identity: dict, 
     final = folder / f"step-{state['step']}"
     tmp = folder / f".tmp-step-{state['step']}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in folder.glob(".tmp-step-*"):  # this one, or one a killed run was writing
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     runstate.save_rng(tmp, accelerator.process_index)
