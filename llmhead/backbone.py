@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -266,10 +267,19 @@ def lm_head_rows(source: Source, backbone, token_ids: list[int], trust_remote_co
 
 
 def fingerprint(model: torch.nn.Module) -> str:
-    """The identity of a backbone's weights: a SHA-256 of every tensor's name, shape, dtype and every byte of its
-    values, so any change to any value is noticed (a save of a head or of adapters depends on the exact base)."""
+    """The identity of a backbone: a SHA-256 of its configuration and of every tensor's (parameters and buffers)
+    name, shape, dtype and every byte of its values, so any change to any value or setting is noticed (a save of a
+    head or of adapters depends on the exact base)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    config = getattr(model, "config", None)
+    if config is not None:  # settings such as rope_theta or rms_norm_eps change outputs as much as weights do
+        fields = config.to_diff_dict()
+        for key in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures"):
+            fields.pop(key, None)
+        digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    tensors = dict(model.state_dict())
+    tensors.update({f"buffer:{k}": v for k, v in model.named_buffers()})  # non-persistent ones (rotary) too
+    for name, tensor in sorted(tensors.items()):
         tensor = tensor.detach()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         if tensor.device.type != "cpu":

@@ -15,17 +15,19 @@ What a save guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,9 +42,11 @@ ADAPTER = "adapter.safetensors"
 BACKBONE = "backbone"  # a transformers folder of fine-tuned (or merged) weights
 TOKENIZER = "tokenizer"
 FORMAT = 2  # 2: files and manifest digests. 1 (unsealed) still loads, with a warning.
-WRITER = ".llmhead-writer"  # in a temporary folder while its save runs: "pid host"
+WRITER = ".llmhead-writer"  # in a temporary folder while its save runs, locked (flock) by the saving process
+OWNED = (HEAD, ADAPTER, BACKBONE, TOKENIZER)  # what a save owns: nothing in them may be unlisted
+GRACE_S = 600  # a temporary folder without a writer file is left alone this long (its save may be starting)
 REQUIRED = ("model", "labels", "backbone", "tokenizer")  # objects every manifest has
-_TEMPORARY = re.compile(r"\..+\.(tmp|old)-[A-Za-z0-9_]{8}")  # tempfile.mkdtemp's names, as write_atomically makes
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]{8}")  # as write_atomically makes them
 
 
 class LoadError(ValueError):
@@ -93,6 +97,8 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
     replaced only when it holds ``marker`` (it is a previous save of the same kind); the files of it that the
     previous save did not write are kept."""
     target = Path(target).expanduser().absolute()
+    if target.is_symlink():
+        raise FileExistsError(f"{target} is a symbolic link; save to the folder it points to, {target.resolve()}")
     if target.exists():
         if not target.is_dir():
             raise FileExistsError(f"{target} exists and is not a folder; choose another path")
@@ -104,26 +110,58 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        (tmp / WRITER).write_text(f"{os.getpid()} {socket.gethostname()}")
-        write(tmp)
-        if target.exists():
-            _keep_foreign(target, tmp, marker)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        if _exchange(tmp, target):  # tmp now holds the previous save
+    with open(tmp / WRITER, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held until the save is in place: remove_stale leaves this folder alone
+        try:
+            lock.write(str(os.getpid()))
+            lock.flush()
+            write(tmp)
+            if target.exists():
+                _keep_foreign(target, tmp, marker)
+            sync_tree(tmp)
+            if target.exists():
+                _swap_in(tmp, target)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-        else:  # no atomic exchange here: two renames
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+            raise
     (target / WRITER).unlink(missing_ok=True)
+    _sync_dir(target.parent)
     return target
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    if _exchange(tmp, target):  # tmp now holds the previous save
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    # No atomic exchange on this file system: two renames. A kill between them leaves the previous save in
+    # .<name>.old-*/x with no <name>: remove_stale puts it back.
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / "x")
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def sync_tree(folder: Path) -> None:
+    """Flush every file and folder of ``folder`` to disk before it is renamed in: after a power loss the new
+    save is complete or absent, never a folder of empty files."""
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir() and not path.is_symlink():
+            _sync_dir(path)
+    _sync_dir(folder)
 
 
 def _ours(target: Path, marker: str) -> set[str]:
@@ -141,9 +179,12 @@ def _ours(target: Path, marker: str) -> set[str]:
 
 def _keep_foreign(target: Path, tmp: Path, marker: str) -> None:
     """Hard-link into ``tmp`` every entry of ``target`` that neither the previous save nor this one wrote: the
-    originals stay in place until the exchange, so a crash at any moment loses none of them."""
+    originals stay in place until the exchange, so a crash at any moment loses none of them. (An export, marked
+    by its config.json, replaces the files of the names it writes and keeps the others.)"""
     ours = _ours(target, marker)
     foreign = [p for p in target.iterdir() if p.name not in ours and p.name != WRITER]
+    if marker != MANIFEST:
+        foreign = [p for p in foreign if not (tmp / p.name).exists()]
     clash = [p.name for p in foreign if (tmp / p.name).exists()]
     if clash:
         raise FileExistsError(
@@ -152,11 +193,20 @@ def _keep_foreign(target: Path, tmp: Path, marker: str) -> None:
         )
     for entry in foreign:
         if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=os.link)
+            shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=_link_or_copy)
         elif entry.is_symlink():
             os.symlink(os.readlink(entry), tmp / entry.name)
         else:
-            os.link(entry, tmp / entry.name)
+            _link_or_copy(entry, tmp / entry.name)
+
+
+def _link_or_copy(source, destination) -> None:
+    """A hard link (instant, no space), or a copy where links are not allowed (another user's file under
+    fs.protected_hardlinks, a file system without them)."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 _RENAME_EXCHANGE = 2
@@ -181,31 +231,40 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def remove_stale(parent: Path) -> None:
-    """Remove the temporary folders of saves into ``parent`` that were killed: those whose writer is no longer
-    running on this host (or that predate the writer file)."""
+    """Clean up after saves into ``parent`` that were killed: a previous save left aside by the two-rename
+    fallback goes back in place if nothing replaced it; temporary folders whose writer no longer holds its lock
+    are removed (and those without a writer file once they are older than ``GRACE_S``)."""
     for entry in parent.iterdir() if parent.is_dir() else []:
-        if not (_TEMPORARY.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()):
+        match = _TEMPORARY.fullmatch(entry.name)
+        if not (match and entry.is_dir() and not entry.is_symlink()):
             continue
-        if _writer_alive(entry / WRITER):
+        target = parent / match.group("name")
+        if match.group("kind") == "old":
+            if (entry / "x").is_dir() and not target.exists():
+                log.warning("putting back %s, left aside by a save that did not finish", target)
+                os.replace(entry / "x", target)
+        elif _writer_alive(entry):
             continue
         log.info("removing %s, left by a save that did not finish", entry)
         shutil.rmtree(entry, ignore_errors=True)
 
 
-def _writer_alive(path: Path) -> bool:
+def _writer_alive(folder: Path) -> bool:
+    writer = folder / WRITER
     try:
-        pid, host = path.read_text().split()
-    except (OSError, ValueError):
+        with open(writer) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True  # its save still runs
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:  # a save that is just starting, or one from before writer files
+        with contextlib.suppress(OSError):
+            return time.time() - folder.stat().st_mtime < GRACE_S
         return False
-    if host != socket.gethostname():
-        return True  # another machine's save on a shared file system: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
+    except OSError:
+        return True  # cannot tell: leave it
 
 
 def check_finite(state: dict[str, torch.Tensor]) -> None:
@@ -239,10 +298,13 @@ def read(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], Path
         why = " (the folder does not exist)" if not folder.exists() else ""
         raise FileNotFoundError(f"{folder} is not a saved llmhead model: {MANIFEST} is missing{why}")
     manifest = _parse(path)
-    if manifest.get("format") == 1:
+    version = manifest.get("format")
+    if type(version) is int and version == 1 and "files" not in manifest and "digest" not in manifest:
         log.warning("%s was saved by an older llmhead without file digests: its files cannot be checked", folder)
-    elif manifest.get("format") != FORMAT:
-        raise LoadError(f"{path}: format {manifest.get('format')!r} is not supported (expected {FORMAT} or 1)")
+    elif type(version) is int and version == 1:
+        raise LoadError(f"{path}: says format 1 but carries format {FORMAT}'s digests: the manifest was edited")
+    elif not (type(version) is int and version == FORMAT):
+        raise LoadError(f"{path}: format {version!r} is not supported (expected {FORMAT} or 1)")
     else:
         _check_sealed(folder, manifest)
     for key in REQUIRED:
@@ -281,7 +343,19 @@ def _check_sealed(folder: Path, manifest: dict) -> None:
             raise LoadError(f"{path}: lists a file outside the model folder: {name!r}")
         if not file.is_file():
             raise LoadError(f"{file}: missing (the save listed it; the folder is incomplete)")
-        if file_digest(file) != expected:
+        if file.is_symlink() or file_digest(file) != expected:
             raise LoadError(
                 f"{file}: damaged or changed after saving (its SHA-256 differs from the one recorded in {MANIFEST})"
+            )
+    # transformers reads every file it recognises in backbone/ and tokenizer/ (an adapter, special tokens, a chat
+    # template, a .bin): a file the save did not write must not change what loads
+    listed = set(manifest["files"])
+    for name in OWNED:
+        entry = folder / name
+        extra = [entry] if entry.is_symlink() else [p for p in entry.rglob("*") if p.is_symlink() or p.is_file()]
+        extra = [p for p in extra if p.relative_to(folder).as_posix() not in listed or p.is_symlink()]
+        if extra:
+            raise LoadError(
+                f"{extra[0]}: not written by the save ({len(extra)} such file(s) under {name}/); it could change "
+                "what loads, so the model is not loaded. Remove it, or save again."
             )

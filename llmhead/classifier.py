@@ -68,7 +68,7 @@ class Classifier:
                 from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(
-                    self._tokenizer_dir, trust_remote_code=self.config.trust_remote_code
+                    self._tokenizer_dir, trust_remote_code=self.config.trust_remote_code, local_files_only=True
                 )
             else:
                 self._tokenizer, self._pad_note = bb.load_tokenizer(self.source, self.config.trust_remote_code)
@@ -98,6 +98,8 @@ class Classifier:
                     self._saved_backbone,
                     torch_dtype(self._weights_dtype()),
                     trust_remote_code=c.trust_remote_code,
+                    use_safetensors=True,  # a save writes safetensors only: never a .bin (pickle) put beside them
+                    local_files_only=True,
                 )
                 backbone.eval()
             else:
@@ -655,12 +657,15 @@ class Classifier:
         if saved_as == "weights":
             clf._saved_backbone = folder / checkpoint.BACKBONE
             clf._adapted, clf._merged = True, config.mode in ("lora", "qlora")
+        _ = clf.tokenizer  # now, while the checked files are the ones on disk (it would otherwise load on first use)
         clf._backbone()
         if saved_as == "adapter":
             from peft import get_peft_config, set_peft_model_state_dict
 
-            adapter_config = get_peft_config(backbone["adapter_config"])
-            adapted = modes.with_adapters(clf._model.backbone, adapter_config)
+            settings = backbone.get("adapter_config")
+            if not (isinstance(settings, dict) and settings.get("peft_type") == "LORA"):
+                raise checkpoint.LoadError(f"{where}: adapter_config must be a LoRA configuration (peft_type LORA)")
+            adapted = modes.with_adapters(clf._model.backbone, get_peft_config(settings))
             path = folder / checkpoint.ADAPTER
             _load_into(path, lambda: set_peft_model_state_dict(adapted, checkpoint.load_tensors(path)))
             clf._model.backbone = adapted.eval()
@@ -680,6 +685,9 @@ def _load_into(path: Path, load) -> None:
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
         raise checkpoint.LoadError(f"{path}: holds tensors the model does not have: {unexpected[:5]}")
+    missing = [k for k in getattr(result, "missing_keys", None) or [] if "lora_" in k]  # the base's keys are expected
+    if missing:
+        raise checkpoint.LoadError(f"{path}: lacks adapter tensors the model has: {missing[:5]}")
 
 
 def _jsonable(value):

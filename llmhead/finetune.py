@@ -157,11 +157,11 @@ def param_groups(model, cfg: TrainConfig) -> list[dict]:
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
-def _latest_checkpoint(run_dir: Path) -> Path | None:
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints (renamed into place when written), the newest first."""
     folder = run_dir / "checkpoints"
     done = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if folder.is_dir() else []
-    done = [p for p in done if (p / TRAINER_STATE).is_file()]  # only complete ones: renamed when written
-    return done[-1] if done else None
+    return [p for p in reversed(done) if (p / TRAINER_STATE).is_file()]
 
 
 def finetune(
@@ -196,8 +196,17 @@ def finetune(
             "optimizer state would need accelerate's pickle-based save_state, which llmhead does not use (a "
             "checkpoint must not be able to run code). Use DDP (--multi_gpu) for resumable runs."
         )
+    import peft
+    import transformers
+
     identity = runstate.identity(
-        {**(run_config or {}), "processes": accelerator.num_processes},
+        {
+            **(run_config or {}),
+            "processes": accelerator.num_processes,
+            "device": accelerator.device.type,
+            "mixed precision": accelerator.mixed_precision,  # auto resolves per machine
+            "versions": f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}",
+        },
         runstate.examples_digest(train.ids, train.targets),
         runstate.examples_digest(val.ids, val.targets),
     )
@@ -237,7 +246,8 @@ def finetune(
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": math.inf, "stale": 0, "history": []}
     best_weights = None
-    latest = _latest_checkpoint(run_dir) if run_dir else None
+    found = _checkpoints(run_dir) if run_dir else []
+    latest = found[0] if found else None
     if cfg.resume and latest is None:
         log.warning("resume=True but %s has no complete checkpoint: starting from the beginning", run_dir)
     elif latest is not None and not cfg.resume:
@@ -246,7 +256,14 @@ def finetune(
             "continue it, or choose a new run_dir (nothing there was changed)"
         )
     elif latest is not None:
-        state, best_weights = _restore(accelerator, model, optimizer, scheduler, latest, identity, rank)
+        for i, latest in enumerate(found):
+            try:
+                state, best_weights = _restore(accelerator, model, optimizer, scheduler, latest, identity, rank)
+                break
+            except runstate.DamagedCheckpoint as exc:
+                if i + 1 == len(found):
+                    raise
+                log.warning("%s; resuming from the checkpoint before it, %s", exc, found[i + 1].name)
         log.info("resumed from %s (epoch %d, step %d)", latest, state["epoch"] + 1, state["step"])
 
     stop = {"term": False, "all": False}  # this rank got SIGTERM; some rank did (every rank stops at one step)
@@ -302,7 +319,8 @@ def finetune(
                     if accelerator.sync_gradients and cfg.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
-                    scheduler.step()
+                    if accelerator.sync_gradients:  # the schedule counts optimizer steps, not micro-batches
+                        scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 state["batch_in_epoch"] += 1
                 seen_start += len(batch["targets"]) * accelerator.num_processes
@@ -457,6 +475,7 @@ def _restore(accelerator, model, optimizer, scheduler, latest: Path, identity: d
     the best weights so far. Only safetensors and JSON are read."""
     state = runstate.read_json(latest / TRAINER_STATE)
     runstate.check_identity(latest, state.pop("identity", None), identity)
+    runstate.check_files(latest, state.pop("files", None))
     unwrapped = accelerator.unwrap_model(model)
     saved = runstate.load_tensors(latest / runstate.TRAINABLE) or {}
     expected = trainable_names(unwrapped)
@@ -465,6 +484,8 @@ def _restore(accelerator, model, optimizer, scheduler, latest: Path, identity: d
     unwrapped.load_state_dict(saved, strict=False)
     optimizer.load_state_dict(runstate.load_optimizer(latest))
     scheduler.load_state_dict(runstate.read_json(latest / runstate.SCHEDULER))
+    if accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(runstate.read_json(latest / runstate.SCALER))
     runstate.load_rng(latest, rank)
     return state, runstate.load_tensors(latest / runstate.BEST)
 
@@ -492,10 +513,14 @@ def _checkpoint(accelerator, parts, run_dir: Path, state: dict, identity: dict, 
         runstate.save_tensors(tmp / runstate.TRAINABLE, trainable_state(unwrapped))
         runstate.save_optimizer(tmp, optimizer.state_dict())
         (tmp / runstate.SCHEDULER).write_text(json.dumps(scheduler.state_dict()))
+        if accelerator.scaler is not None:  # fp16: the loss scale and its growth counter
+            (tmp / runstate.SCALER).write_text(json.dumps(accelerator.scaler.state_dict()))
         runstate.save_tensors(tmp / runstate.BEST, best_weights)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / TRAINER_STATE).write_text(json.dumps({**state, "identity": identity}))  # last: marks it complete
+        digests = runstate.digests(tmp)
+        (tmp / TRAINER_STATE).write_text(json.dumps({**state, "identity": identity, "files": digests}))  # marks it done
+        runstate.sync(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         done = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))

@@ -82,14 +82,19 @@ def _releaser():
     return release
 
 
-def from_pretrained(auto_class, path: str, target: torch.dtype, config=None, trust_remote_code: bool = False):
-    """``auto_class.from_pretrained(path, dtype=target)``, cast from the mapped file where that is exact."""
+def from_pretrained(
+    auto_class, path: str, target: torch.dtype, config=None, trust_remote_code: bool = False, **options
+):
+    """``auto_class.from_pretrained(path, dtype=target, **options)``, cast from the mapped file where that is
+    exact."""
     if config is None:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **options)
     stored = applies(path, target, model_class(auto_class, config), trust_remote_code)
-    model = auto_class.from_pretrained(path, config=config, dtype=stored or target, trust_remote_code=trust_remote_code)
+    model = auto_class.from_pretrained(
+        path, config=config, dtype=stored or target, trust_remote_code=trust_remote_code, **options
+    )
     if stored is not None:
         cast_parameters(model, target, path, buffer_dtypes(auto_class, config, target))
     return model

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer"
 SCHEDULER = "scheduler.json"
+SCALER = "scaler.json"  # fp16 only
 TRAINER_STATE = "trainer_state.json"
 BEST = "best.safetensors"
 
@@ -39,6 +40,10 @@ NOT_IDENTITY = ("resume", "progress", "trackers", "keep_checkpoints", "checkpoin
 
 class ResumeError(ValueError):
     """A run directory cannot be resumed as asked; the message says why and what to do."""
+
+
+class DamagedCheckpoint(ResumeError):
+    """A checkpoint's file is missing or its bytes differ from those recorded: an earlier checkpoint may do."""
 
 
 # ---- writing and reading the pieces ------------------------------------------------------------
@@ -106,6 +111,31 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor] | None) -> None:
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
     return load_file(str(path)) if path.is_file() else None
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file of a checkpoint (recorded in its trainer_state.json, checked on resume)."""
+    from .checkpoint import folder_digests
+
+    return {k: v for k, v in folder_digests(folder).items() if k != TRAINER_STATE}
+
+
+def check_files(folder: Path, recorded: dict | None) -> None:
+    from .checkpoint import file_digest
+
+    if recorded is None:
+        raise ResumeError(f"{folder / TRAINER_STATE}: no file digests (an older llmhead wrote it): use a new run_dir")
+    for name, expected in recorded.items():
+        path = folder / name
+        if not path.is_file() or file_digest(path) != expected:
+            what = "missing" if not path.is_file() else "damaged (its SHA-256 differs from the one recorded)"
+            raise DamagedCheckpoint(f"{path}: {what}; this checkpoint cannot be resumed exactly")
+
+
+def sync(folder: Path) -> None:
+    from .checkpoint import sync_tree
+
+    sync_tree(folder)
 
 
 def read_json(path: Path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,15 +134,39 @@ def test_the_next_save_removes_temporary_folders_of_killed_saves(tiny_llama, tmp
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     left = [p.name for p in parent.iterdir()]
     assert len(left) == 1 and left[0].startswith(".m.tmp-")  # what a killed save leaves behind
-    old_style = parent / ".m.tmp-abcd1234"  # left by a version that wrote no writer file
+    old_style = parent / ".m.tmp-abcd1234"  # left by a version that wrote no writer file, an hour ago
     old_style.mkdir()
-    running = parent / ".other.tmp-wxyz5678"  # a save in progress in this process: kept
+    os.utime(old_style, (time.time() - 3600,) * 2)
+    starting = parent / ".n.tmp-abcd5678"  # no writer file yet, just made: a save that is starting
+    starting.mkdir()
+    running = parent / ".other.tmp-wxyz5678"  # a save in progress (its writer holds the lock): kept
     running.mkdir()
-    (running / checkpoint.WRITER).write_text(f"{os.getpid()} {os.uname().nodename}")
+    lock = open(running / checkpoint.WRITER, "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     user = parent / ".m.tmp-mine"  # not a name a save makes: kept
     user.mkdir()
     head_clf(tiny_llama).save(parent / "m")
-    assert sorted(p.name for p in parent.iterdir()) == sorted(["m", running.name, user.name])
+    lock.close()
+    assert sorted(p.name for p in parent.iterdir()) == sorted(["m", starting.name, running.name, user.name])
+
+
+def test_a_save_left_aside_by_the_two_rename_fallback_is_put_back(saved_head, tmp_path, tiny_llama):
+    parent = tmp_path / "models"
+    aside = parent / ".m.old-abcd1234"  # killed between the fallback's two renames: no m, the old save aside
+    aside.mkdir(parents=True)
+    shutil.copytree(saved_head[0], aside / "x")
+    head_clf(tiny_llama).save(parent / "other")  # any later save into the same parent
+    assert sorted(p.name for p in parent.iterdir()) == ["m", "other"]
+    assert torch.equal(torch.as_tensor(llmhead.load(parent / "m").predict_proba(TEXTS)), saved_head[1])
+
+
+def test_exporting_twice_replaces_the_export_and_keeps_other_files(tiny_llama, tmp_path):
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", head_hidden=[], head_bias=False, input_norm="none")
+    clf.fit(sentiment_rows(1), epochs=2, progress=False)
+    folder = clf.export(tmp_path / "hf")
+    (folder / "notes.txt").write_text("mine")
+    clf.export(folder)
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "config.json").is_file()
 
 
 def test_a_save_is_in_place_of_the_old_one_in_one_exchange(tiny_llama, tmp_path, monkeypatch):
@@ -240,6 +266,19 @@ CORRUPTIONS = {
         lambda f: reseal(f, lambda m: m.pop("labels")),
         "the key 'labels' is missing",
     ),
+    "tokenizer-extra-file": (
+        lambda f: (f / "tokenizer" / "special_tokens_map.json").write_text('{"pad_token": "the"}'),
+        "special_tokens_map.json: not written by the save",
+    ),
+    "tokenizer-symlink": (
+        lambda f: (f / "tokenizer" / "chat_template.jinja").symlink_to("/etc/hostname"),
+        "chat_template.jinja: not written by the save",
+    ),
+    "manifest-format-1-with-digests": (
+        edit_manifest(lambda m: m.update(format=1)),
+        "says format 1 but carries format 2's digests",
+    ),
+    "manifest-format-true": (edit_manifest(lambda m: m.update(format=True)), "format True is not supported"),
     "manifest-bad-option-resealed": (
         lambda f: reseal(f, _set("model", "pooling", "nope")),
         "not a manifest this version can load",
@@ -265,6 +304,17 @@ def test_a_listed_file_outside_the_folder_is_refused(saved_head, tmp_path):
     (folder / checkpoint.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(LoadError, match="outside the model folder"):
         llmhead.load(folder)
+
+
+def test_a_pickle_beside_a_full_save_is_never_read(tiny_llama, tmp_path):
+    clf = llmhead.from_pretrained(tiny_llama, mode="full", head_hidden=[8], dtype="float32")
+    clf.fit(sentiment_rows(1), epochs=1, batch_size=4, warm_start=False, progress=False)
+    folder = clf.save(tmp_path / "m")
+    (folder / "backbone" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(LoadError, match="adapter_config.json: not written by the save"):
+        llmhead.load(folder)
+    (folder / "backbone" / "adapter_config.json").unlink()
+    assert llmhead.load(folder).predict(TEXTS) == clf.predict(TEXTS)
 
 
 def test_damaged_adapters_are_refused(saved_lora, tmp_path):
@@ -304,6 +354,17 @@ def test_load_refuses_base_weights_changed_anywhere(tiny_llama, tmp_path):
     middle = state[key].shape[0] // 2
     state[key][middle : middle + 2] *= 3  # a slice in the middle: not among the first or last values
     save_file(state, base / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(LoadError, match="differ from those this classifier was trained on"):
+        llmhead.load(tmp_path / "m")
+
+
+def test_load_refuses_a_base_whose_configuration_changed(tiny_llama, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    head_clf(str(base)).save(tmp_path / "m")
+    config = json.loads((base / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-2  # the same weights, other outputs
+    (base / "config.json").write_text(json.dumps(config))
     with pytest.raises(LoadError, match="differ from those this classifier was trained on"):
         llmhead.load(tmp_path / "m")
 
