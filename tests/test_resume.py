@@ -1,7 +1,13 @@
 """Resume is bit for bit with the defaults on (short attention, length grouping, bf16 autocast where native, the
 warm start, head dropout), for LoRA and full fine-tuning, in 1 and 2 processes: a run killed with SIGKILL at 5
 seeded random steps, or stopped with SIGTERM, then resumed each time, ends with the uninterrupted run's losses
-and weights. Resume refuses another run's data or settings. Each run is a real subprocess."""
+and weights. Resume refuses another run's data or settings.
+
+Each run is a real OS process, killed or stopped by a real signal mid-training. The uninterrupted reference runs
+are fresh processes (torchrun for 2); the interrupted and resumed ones are forked from servers that imported
+everything once (zygote.py): a fresh process spends ~5 s importing, the training ~1 s. A 2-process run is 2
+processes training with accelerate over gloo (MULTI_CPU) in both cases, and the forked runs must end with the
+fresh reference's exact losses and weights, so whatever forking changed would show."""
 
 from __future__ import annotations
 
@@ -19,7 +25,8 @@ import psutil
 import pytest
 import torch
 from conftest import CORPUS
-from test_distributed_resume import ENV, SCRIPT, run, step_losses, weights
+from test_distributed_resume import ENV, SCRIPT, step_losses, weights
+from zygote import Launcher, Run
 
 import llmhead
 from llmhead.runstate import ResumeError
@@ -28,12 +35,16 @@ STEPS = 12  # 2 epochs x 24 examples / global batch 4
 DEFAULTS = [("warm_start", True), ("dropout", 0.1), ("checkpoint_every", 1), ("keep_checkpoints", 2)]
 
 
-def command(model: str, out: Path, options, procs: int) -> list[str]:
-    opts = [f"{k}={json.dumps(v)}" for k, v in options]
-    if procs == 1:
-        return [sys.executable, str(SCRIPT), model, str(out), *opts]
-    torchrun = Path(sys.executable).parent / "torchrun"
-    return [str(torchrun), "--standalone", f"--nproc_per_node={procs}", str(SCRIPT), model, str(out), *opts]
+def script_args(model: str, out: Path, options) -> list[str]:
+    return [model, str(out), *(f"{k}={json.dumps(v)}" for k, v in options)]
+
+
+@pytest.fixture(scope="module")
+def forks(tmp_path_factory):
+    """The fork servers the interrupted and resumed runs come from (see zygote.py)."""
+    launcher = Launcher(tmp_path_factory.mktemp("zygote"), ENV)
+    yield launcher
+    launcher.close()
 
 
 def logged_steps(run_dir: Path, skip: int = 0) -> list[int]:
@@ -42,37 +53,75 @@ def logged_steps(run_dir: Path, skip: int = 0) -> list[int]:
     return [json.loads(line)["step"] for line in lines if line.startswith('{"step"')]
 
 
-def interrupt(cmd: list[str], run_dir: Path, after_step: int, sig: signal.Signals) -> subprocess.Popen:
-    """Start ``cmd``; once it logs step ``after_step`` (or a later one), send ``sig`` to it and to every process it
-    started, as a cluster scheduler or a node failure does (torchrun's workers run in sessions of their own)."""
+def interrupt(forks: Launcher, args, procs: int, run_dir: Path, after_step: int, sig, folder: Path) -> Run:
+    """Start a run; once it logs step ``after_step`` (or a later one), send ``sig`` to every process of it, as a
+    cluster scheduler or a node failure does."""
     log = run_dir / "train_log.jsonl"
     skip = len(log.read_text().splitlines()) if log.is_file() else 0
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = forks.start(args, procs, folder)
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
+    while time.time() < deadline and run.running():
         if any(s >= after_step for s in logged_steps(run_dir, skip)):
-            parent = psutil.Process(proc.pid)
-            for p in [parent, *parent.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.send_signal(sig)
+            run.send_signal(sig)
             break
-        time.sleep(0.005)
-    return proc
+        time.sleep(0.002)  # a run ends ~50 ms after logging its next-to-last step
+    return run
+
+
+def resume(forks: Launcher, args, procs: int, folder: Path) -> None:
+    run = forks.start(args, procs, folder)
+    codes = run.wait(300)
+    assert codes == [0] * procs, f"exit statuses {codes}: {run.stdout[-3000:]}{run.stderr[-5000:]}"
+
+
+class Straight:
+    """The uninterrupted run of one (mode, processes) as a fresh process (torchrun for 2), started in the background
+    (its start-up overlaps the forked runs it is compared with): its per-step losses and its weights per rank."""
+
+    def __init__(self, model: str, base: Path, mode: str, procs: int):
+        self.base, self.procs, self.value = base, procs, None
+        args = script_args(model, base / "out", [("run_dir", str(base / "run")), *options(mode, procs)])
+        if procs == 1:
+            cmd = [sys.executable, str(SCRIPT), *args]
+        else:
+            torchrun = Path(sys.executable).parent / "torchrun"
+            cmd = [str(torchrun), "--standalone", f"--nproc_per_node={procs}", str(SCRIPT), *args]
+        with open(base / "output.txt", "w") as output:
+            self.proc = subprocess.Popen(cmd, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+
+    def result(self):
+        if self.value is None:
+            code = self.proc.wait(timeout=600)
+            assert code == 0, (self.base / "output.txt").read_text()[-5000:]
+            self.value = (step_losses(self.base / "run"), [weights(self.base / "out", r) for r in range(self.procs)])
+        return self.value
+
+    def stop(self) -> None:
+        """Kill it and its workers if it is still running (a test failed before waiting for it)."""
+        if self.proc.poll() is None:
+            parent = psutil.Process(self.proc.pid)
+            for process in [*parent.children(recursive=True), parent]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
 def straight(tiny_llama, tmp_path_factory):
-    """The uninterrupted run of each (mode, processes), once: its per-step losses and its weights per rank."""
-    done = {}
+    """Each (mode, processes)'s uninterrupted run, once. The runs it is compared with are forked (zygote.py): a
+    difference forking made would show."""
+    started: dict[tuple[str, int], Straight] = {}
 
-    def get(mode: str, procs: int):
-        if (mode, procs) not in done:
-            base = tmp_path_factory.mktemp(f"straight-{mode}-{procs}")
-            run(tiny_llama, base / "out", ("run_dir", str(base / "run")), *options(mode, procs), procs=procs)
-            done[mode, procs] = (step_losses(base / "run"), [weights(base / "out", r) for r in range(procs)])
-        return done[mode, procs]
+    def get(mode: str, procs: int) -> Straight:
+        if (mode, procs) not in started:
+            started[mode, procs] = Straight(
+                tiny_llama, tmp_path_factory.mktemp(f"straight-{mode}-{procs}"), mode, procs
+            )
+        return started[mode, procs]
 
-    return get
+    yield get
+    for reference in started.values():
+        reference.stop()
 
 
 def options(mode: str, procs: int) -> list[tuple]:
@@ -91,31 +140,40 @@ def assert_same_run(reference, run_dir: Path, out: Path, procs: int, what: str) 
 
 
 @pytest.mark.parametrize("mode,procs", [("lora", 1), ("full", 1), ("lora", 2), ("full", 2)])
-def test_sigkill_at_five_seeded_random_steps_then_resume_is_exact(tiny_llama, tmp_path, straight, mode, procs):
+def test_sigkill_at_five_seeded_random_steps_then_resume_is_exact(tiny_llama, tmp_path, straight, forks, mode, procs):
+    reference = straight(mode, procs)
     kills = sorted(random.Random(f"{mode}-{procs}").sample(range(1, STEPS), 5))  # seeded: the same steps each run
     run_dir, out = tmp_path / "run", tmp_path / "out"
-    cmd = command(tiny_llama, out, [("run_dir", str(run_dir)), ("resume", True), *options(mode, procs)], procs)
+    args = script_args(tiny_llama, out, [("run_dir", str(run_dir)), ("resume", True), *options(mode, procs)])
     for k in kills:
-        proc = interrupt(cmd, run_dir, k, signal.SIGKILL)
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), f"ended before the kill at {k}: {stderr}"
+        killed = interrupt(forks, args, procs, run_dir, k, signal.SIGKILL, tmp_path / f"killed-at-{k}")
+        codes = killed.wait(120)
+        assert codes == [-signal.SIGKILL] * procs, f"ended before the kill at {k} ({codes}): {killed.stderr[-5000:]}"
         assert not out.exists()
-    run(tiny_llama, out, ("run_dir", str(run_dir)), ("resume", True), *options(mode, procs), procs=procs)
-    assert_same_run(straight(mode, procs), run_dir, out, procs, f"killed after steps {kills}")
+    resume(forks, args, procs, tmp_path / "resumed")
+    assert_same_run(reference.result(), run_dir, out, procs, f"killed after steps {kills}")
 
 
 @pytest.mark.parametrize("mode,procs", [("lora", 1), ("full", 2)])
-def test_sigterm_checkpoints_every_rank_at_one_step_and_resume_is_exact(tiny_llama, tmp_path, straight, mode, procs):
+def test_sigterm_checkpoints_every_rank_at_one_step_and_resume_is_exact(
+    tiny_llama, tmp_path, straight, forks, mode, procs
+):
+    reference = straight(mode, procs)
     run_dir, out = tmp_path / "run", tmp_path / "out"
     step = random.Random(f"term-{mode}").randint(2, STEPS - 2)
-    cmd = command(tiny_llama, out, [("run_dir", str(run_dir)), *options(mode, procs)], procs)
-    stdout, stderr = interrupt(cmd, run_dir, step, signal.SIGTERM).communicate(timeout=120)
+    args = script_args(tiny_llama, out, [("run_dir", str(run_dir)), *options(mode, procs)])
+    stopped = interrupt(forks, args, procs, run_dir, step, signal.SIGTERM, tmp_path / "stopped")
+    codes = stopped.wait(120)
+    stdout, stderr = stopped.stdout, stopped.stderr
     assert "interrupted: SIGTERM: checkpoint written at step" in stdout, stderr[-3000:]
+    assert codes == [0] * procs, f"exit statuses {codes}: {stderr[-3000:]}"  # each rank stopped, none was killed
     at = int(stdout.split("checkpoint written at step ")[1].split(";")[0])
+    assert stdout.count(f"checkpoint written at step {at};") == procs, stdout  # every rank, the same step
     assert all((run_dir / "checkpoints" / f"step-{at}" / f"rng-rank{r}.json").is_file() for r in range(procs))
     assert not out.exists()
-    run(tiny_llama, out, ("run_dir", str(run_dir)), ("resume", True), *options(mode, procs), procs=procs)
-    assert_same_run(straight(mode, procs), run_dir, out, procs, f"SIGTERM after step {step}")
+    resume_args = script_args(tiny_llama, out, [("run_dir", str(run_dir)), ("resume", True), *options(mode, procs)])
+    resume(forks, resume_args, procs, tmp_path / "resumed")
+    assert_same_run(reference.result(), run_dir, out, procs, f"SIGTERM after step {step}")
 
 
 def rows(n: int = 24, invert: bool = False) -> list[dict]:

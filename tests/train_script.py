@@ -6,6 +6,7 @@ model and write the final weights of every rank.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
@@ -14,13 +15,22 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)  # bit-for-bit comparisons across runs need a fixed reduction order
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from conftest import CORPUS  # noqa: E402
 
 import llmhead  # noqa: E402
 from llmhead.finetune import TrainingInterrupted  # noqa: E402
+
+
+def _corpus() -> list[str]:
+    """conftest.py's CORPUS, read without importing conftest: its ``torch.set_num_threads(2)`` would undo the 1
+    above (and, on 2 shared cores, make every tiny op wait for a second thread), and it imports pytest."""
+    for node in ast.parse((Path(__file__).resolve().parent / "conftest.py").read_text()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["CORPUS"]:
+            return ast.literal_eval(node.value)
+    raise LookupError("no CORPUS = [...] in conftest.py")
+
+
+CORPUS = _corpus()
 
 
 def rows(n: int, invert: bool = False) -> list[dict]:
