@@ -53,16 +53,21 @@ def logged_steps(run_dir: Path, skip: int = 0) -> list[int]:
     return [json.loads(line)["step"] for line in lines if line.startswith('{"step"')]
 
 
-def interrupt(forks: Launcher, args, procs: int, run_dir: Path, after_step: int, sig, folder: Path) -> Run:
+def interrupt(
+    forks: Launcher, args, procs: int, run_dir: Path, after_step: int, sig, folder: Path, only_rank=None
+) -> Run:
     """Start a run; once it logs step ``after_step`` (or a later one), send ``sig`` to every process of it, as a
-    cluster scheduler or a node failure does."""
+    cluster scheduler or a node failure does (or to rank ``only_rank`` alone)."""
     log = run_dir / "train_log.jsonl"
     skip = len(log.read_text().splitlines()) if log.is_file() else 0
     run = forks.start(args, procs, folder)
     deadline = time.time() + 300
     while time.time() < deadline and run.running():
         if any(s >= after_step for s in logged_steps(run_dir, skip)):
-            run.send_signal(sig)
+            if only_rank is None:
+                run.send_signal(sig)
+            else:
+                run.processes[only_rank].send_signal(sig)
             break
         time.sleep(0.002)  # a run ends ~50 ms after logging its next-to-last step
     return run
@@ -156,15 +161,20 @@ def test_sigkill_at_five_seeded_random_steps_then_resume_is_exact(tiny_llama, tm
     assert_same_run(reference.result(), run_dir, out, procs, f"killed after steps {kills}")
 
 
-@pytest.mark.parametrize("mode,procs", [("lora", 1), ("full", 2)])
+@pytest.mark.parametrize(
+    "mode,procs,only_rank",
+    [("lora", 1, None), ("full", 2, None), ("full", 2, 1)],
+    ids=["lora-1", "full-2", "full-2-rank1"],
+)
 def test_sigterm_checkpoints_every_rank_at_one_step_and_resume_is_exact(
-    tiny_llama, tmp_path, straight, forks, mode, procs
+    tiny_llama, tmp_path, straight, forks, mode, procs, only_rank
 ):
+    # only_rank: the signal reaches one rank; the other learns of it at the next step's gather and stops with it
     reference = straight(mode, procs)
     run_dir, out = tmp_path / "run", tmp_path / "out"
     step = random.Random(f"term-{mode}").randint(2, STEPS - 3)
     args = script_args(tiny_llama, out, [("run_dir", str(run_dir)), *options(mode, procs)])
-    stopped = interrupt(forks, args, procs, run_dir, step, signal.SIGTERM, tmp_path / "stopped")
+    stopped = interrupt(forks, args, procs, run_dir, step, signal.SIGTERM, tmp_path / "stopped", only_rank)
     codes = stopped.wait(120)
     stdout, stderr = stopped.stdout, stopped.stderr
     assert "interrupted: SIGTERM: checkpoint written at step" in stdout, stderr[-3000:]
