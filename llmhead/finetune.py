@@ -15,6 +15,7 @@ The same code runs on one CPU, under ``torchrun`` (several CPU processes over gl
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -164,7 +165,50 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return [p for p in reversed(done) if (p / TRAINER_STATE).is_file()]
 
 
+@contextlib.contextmanager
+def _run_dir_lock(run_dir: str | None, main: bool):
+    """One run at a time in a run_dir: two would interleave their checkpoints and logs. The main process holds an
+    exclusive flock on ``run_dir/.lock`` while it trains (released with the file, even if the process dies)."""
+    if not run_dir or not main:
+        yield
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(run_dir) / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise runstate.ResumeError(
+                f"run_dir {run_dir} is in use by another training run (it holds {run_dir}/.lock); wait for it to end "
+                "or choose another run_dir"
+            ) from None
+        yield
+
+
 def finetune(
+    model: torch.nn.Module,
+    labels: LabelSpace,
+    tokenizer,
+    train: Tokenized,
+    val: Tokenized,
+    cfg: TrainConfig,
+    seed: int,
+    extra_metrics: dict | None = None,
+    run_config: dict | None = None,
+) -> list[dict]:
+    """Train ``model`` (a HeadModel with a prepared backbone) in place, holding the run_dir's lock; return the
+    evaluation records (see ``_finetune``)."""
+    accelerator = make_accelerator(
+        mixed_precision=resolve_precision(cfg.precision),
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=cfg.trackers or None,
+        project_dir=cfg.run_dir,
+    )
+    with _run_dir_lock(cfg.run_dir, accelerator.is_main_process):
+        return _finetune(accelerator, model, labels, tokenizer, train, val, cfg, seed, extra_metrics, run_config)
+
+
+def _finetune(
+    accelerator,
     model: torch.nn.Module,  # HeadModel with a prepared backbone
     labels: LabelSpace,
     tokenizer,
@@ -180,12 +224,6 @@ def finetune(
     resume must match it."""
     from accelerate.utils import set_seed
 
-    accelerator = make_accelerator(
-        mixed_precision=resolve_precision(cfg.precision),
-        gradient_accumulation_steps=cfg.grad_accum,
-        log_with=cfg.trackers or None,
-        project_dir=cfg.run_dir,
-    )
     set_seed(seed)
     rank = accelerator.process_index
     run_dir = Path(cfg.run_dir) if cfg.run_dir else None

@@ -10,7 +10,7 @@ import pytest
 from conftest import CORPUS
 
 import llmhead
-from llmhead.runstate import DamagedCheckpoint
+from llmhead.runstate import DamagedCheckpoint, ResumeError
 
 
 def rows(n: int = 24) -> list[dict]:
@@ -59,3 +59,16 @@ def test_the_schedule_counts_optimizer_steps_under_gradient_accumulation(tiny_ll
     lrs = [r["lr"] for r in log_lines(run_dir) if "loss" in r]
     assert len(lrs) == 3 and lrs[-1] == 0.0 and all(lr > 0 for lr in lrs[:-1])
     assert lrs[1] == pytest.approx(lrs[0] / 2)  # 2/3 of the peak after step 1, 1/3 after step 2
+
+
+def test_a_second_run_in_the_same_run_dir_is_refused_while_the_first_trains(tiny_llama, tmp_path):
+    import fcntl
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    with open(run_dir / ".lock", "a") as held:  # as a run in another process holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ResumeError, match="is in use by another training run"):
+            fit(tiny_llama, run_dir)
+    fit(tiny_llama, run_dir)  # free again: trains
+    assert (run_dir / "train_log.jsonl").is_file()
