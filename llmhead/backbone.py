@@ -278,7 +278,8 @@ def fingerprint(model: torch.nn.Module) -> str:
             fields.pop(key, None)
         digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
     tensors = dict(model.state_dict())
-    tensors.update({f"buffer:{k}": v for k, v in model.named_buffers()})  # non-persistent ones (rotary) too
+    # buffers the state dict leaves out (non-persistent: rotary inv_freq, Gemma's embed_scale)
+    tensors.update({f"buffer:{k}": v for k, v in model.named_buffers() if k not in tensors})
     for name, tensor in sorted(tensors.items()):
         tensor = tensor.detach()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())

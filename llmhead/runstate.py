@@ -25,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from .checkpoint import file_digest, folder_digests
+from .checkpoint import load_tensors as read_tensors
+from .checkpoint import sync_tree as sync  # noqa: F401  (flush a checkpoint before it is renamed in)
 
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer"
@@ -68,7 +72,7 @@ def save_optimizer(folder: Path, state: dict) -> None:
 
 def load_optimizer(folder: Path) -> dict:
     meta = read_json(folder / f"{OPTIMIZER}.json")
-    tensors = load_file(str(folder / f"{OPTIMIZER}.safetensors"))
+    tensors = read_tensors(folder / f"{OPTIMIZER}.safetensors")
     state = {
         int(index): {key: tensors[f"{index}.{key}"] if value is None else value for key, value in values.items()}
         for index, values in meta["state"].items()
@@ -92,7 +96,7 @@ def save_rng(folder: Path, rank: int) -> None:
 
 
 def load_rng(folder: Path, rank: int) -> None:
-    tensors = load_file(str(folder / f"rng-rank{rank}.safetensors"))
+    tensors = read_tensors(folder / f"rng-rank{rank}.safetensors")
     plain = read_json(folder / f"rng-rank{rank}.json")
     torch.set_rng_state(tensors["torch"])
     cuda = [tensors[f"cuda.{i}"] for i in range(len(tensors)) if f"cuda.{i}" in tensors]
@@ -110,19 +114,15 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor] | None) -> None:
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
-    return load_file(str(path)) if path.is_file() else None
+    return read_tensors(path) if path.is_file() else None
 
 
 def digests(folder: Path) -> dict[str, str]:
     """SHA-256 of every file of a checkpoint (recorded in its trainer_state.json, checked on resume)."""
-    from .checkpoint import folder_digests
-
     return {k: v for k, v in folder_digests(folder).items() if k != TRAINER_STATE}
 
 
 def check_files(folder: Path, recorded: dict | None) -> None:
-    from .checkpoint import file_digest
-
     if recorded is None:
         raise ResumeError(f"{folder / TRAINER_STATE}: no file digests (an older llmhead wrote it): use a new run_dir")
     for name, expected in recorded.items():
@@ -130,12 +130,6 @@ def check_files(folder: Path, recorded: dict | None) -> None:
         if not path.is_file() or file_digest(path) != expected:
             what = "missing" if not path.is_file() else "damaged (its SHA-256 differs from the one recorded)"
             raise DamagedCheckpoint(f"{path}: {what}; this checkpoint cannot be resumed exactly")
-
-
-def sync(folder: Path) -> None:
-    from .checkpoint import sync_tree
-
-    sync_tree(folder)
 
 
 def read_json(path: Path):

@@ -103,6 +103,19 @@ def smollm2_8layers(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Any attempt to load weights fails the test: data errors must come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the data was checked")
+
+    from llmhead import backbone
+
+    monkeypatch.setattr(backbone, "load_backbone", refuse)
+    monkeypatch.setattr(backbone, "load_tokenizer", refuse)
+
+
 def sentiment_rows(n_repeat: int = 2) -> list[dict]:
     """Hand-written toy data: label 'pos' or 'neg'."""
     labels = ["pos", "neg"] * 4

@@ -10,19 +10,7 @@ import pytest
 from conftest import sentiment_rows
 
 import llmhead
-from llmhead import backbone
 from llmhead.data import DataError
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Any attempt to load weights fails the test: data errors must come first."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the data was checked")
-
-    monkeypatch.setattr(backbone, "load_backbone", refuse)
-    monkeypatch.setattr(backbone, "load_tokenizer", refuse)
 
 
 def clf_for(tiny_llama, **options):

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import llmhead
-from llmhead import backbone, data
+from llmhead import data
 from llmhead.data import DataError, Table, read_raw_labels, read_table, read_texts
 from llmhead.labels import LabelSpace
 
@@ -475,15 +475,6 @@ def test_read_inputs_reads_what_predict_takes(tmp_path):
         read("one text")
     with pytest.raises(DataError, match=r"unsupported file type '.txt'"):
         read(Path("notes.txt"))
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the data was checked")
-
-    monkeypatch.setattr(backbone, "load_backbone", refuse)
-    monkeypatch.setattr(backbone, "load_tokenizer", refuse)
 
 
 def test_fit_refuses_label_variants_and_malformed_csv_before_loading(tiny_llama, tmp_path, no_model_load):
