@@ -76,3 +76,10 @@ def test_lora_dropout_quick(tmp_path):
     assert [r["dropout"] for r in result["runs"]] == [0.05, 0.0]
     assert all(r["fit_seconds"] > 0 and 0 <= r["test_accuracy"] <= 1 for r in result["runs"])
     assert result["ratios"]["fit_time_ratio"] > 0 and (tmp_path / "d.json").is_file()
+
+
+def test_digests_quick():
+    import digests
+
+    result = digests.main(["--quick"])
+    assert result["fingerprint_s_per_gib"] > 0 and result["file_digest_s_per_gib"] > 0
