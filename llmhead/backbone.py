@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import mapped
+from . import speedups
 from .assets import PACKAGED_MODELS, cache_dir, packaged_gguf
 from .precision import torch_dtype
 
@@ -207,6 +207,7 @@ def load_backbone(
     trust_remote_code: bool = False,
     keep_blocks: int | None = None,
     quantization_config=None,
+    enabled_speedups: tuple[str, ...] = speedups.NAMES,
 ):
     """The base model (``AutoModel``): embeddings and the first ``keep_blocks`` blocks, no LM head.
 
@@ -220,12 +221,14 @@ def load_backbone(
         if getattr(config, "layer_types", None):  # Gemma3, Qwen2...: one attention type per block
             config.layer_types = config.layer_types[:keep_blocks]
     with _from_hub(source, "weights"):
-        model = _load_weights(AutoModel, source, dtype, trust_remote_code, config, quantization_config)
+        model = _load_weights(
+            AutoModel, source, dtype, trust_remote_code, config, quantization_config, enabled_speedups
+        )
     model.eval()
     return model
 
 
-def _load_weights(auto, source: Source, dtype: str, trust_remote_code: bool, config, quantization_config):
+def _load_weights(auto, source: Source, dtype: str, trust_remote_code: bool, config, quantization_config, enabled):
     if quantization_config is not None:  # bitsandbytes places the 4-bit weights itself
         model = auto.from_pretrained(
             source.pretrained_path(),
@@ -236,7 +239,9 @@ def _load_weights(auto, source: Source, dtype: str, trust_remote_code: bool, con
             device_map={"": 0 if torch.cuda.is_available() else "cpu"},
         )
     else:  # a float32 checkpoint asked for in bf16 is cast from the mapped file, one tensor at a time
-        model = mapped.from_pretrained(auto, source.pretrained_path(), torch_dtype(dtype), config, trust_remote_code)
+        model = speedups.load_pretrained(
+            enabled, auto, source.pretrained_path(), torch_dtype(dtype), config, trust_remote_code
+        )
     return model
 
 

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import allocator, checkpoint, mapped, metrics, modes, runstate
 from . import backbone as bb
-from .attention import use_short_attention
+from . import checkpoint, metrics, modes, runstate, speedups
 from .augment import augment
 from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode, used_options, warm_start_config
 from .data import DataError, read_inputs, read_raw_labels, read_table, read_texts
@@ -25,9 +24,7 @@ from .finetune import Tokenized, finetune
 from .heads import MLPHead
 from .icl import ICLHead, ICLScorer, build_prompt, pick_demonstrations, verbalizer_words
 from .labels import LabelSpace
-from .lastblock import LastTokenMLP
 from .model import HeadModel
-from .norms import fuse_rms_norms
 from .pooling import FIXED
 from .precision import resolve_dtype, torch_dtype
 from .probe import ProbeHead, fit_probe
@@ -84,7 +81,8 @@ class Classifier:
             if c.mode == "icl":  # the LM head is the classifier: load the causal LM
                 from transformers import AutoModelForCausalLM
 
-                backbone = mapped.from_pretrained(
+                backbone = speedups.load_pretrained(
+                    c.speedups,
                     AutoModelForCausalLM,
                     self.source.pretrained_path(),
                     torch_dtype(c.dtype),
@@ -93,7 +91,8 @@ class Classifier:
             elif self._saved_backbone is not None:  # full / merged saves carry their own weights
                 from transformers import AutoModel
 
-                backbone = mapped.from_pretrained(
+                backbone = speedups.load_pretrained(
+                    c.speedups,
                     AutoModel,
                     self._saved_backbone,
                     torch_dtype(self._weights_dtype()),
@@ -109,10 +108,9 @@ class Classifier:
                     c.trust_remote_code,
                     keep_blocks=keep,
                     quantization_config=modes.quantization_config(c),
+                    enabled_speedups=c.speedups,
                 )
-            if c.short_attention:
-                use_short_attention(backbone)
-            fuse_rms_norms(backbone)  # only where bit-identical, only without gradients
+            speedups.install(backbone, c.speedups)  # the CPU speed-ups chosen (speedups/__init__.py)
             backbone.requires_grad_(False)  # until a training mode unfreezes what it trains
             self._fingerprint = bb.fingerprint(backbone.base_model if c.mode == "icl" else backbone)
             if (
@@ -130,7 +128,7 @@ class Classifier:
                 MLPHead(self.hidden_size(backbone), 1),
                 c.pooling,
                 self._layer_indices,
-                LastTokenMLP.install(backbone),  # inert outside HeadModel.features (the ICL scorer never enters)
+                speedups.last_token_mlp(backbone, c.speedups),  # inert outside HeadModel.features (ICL never enters)
             )
         return self._model.backbone
 
@@ -254,7 +252,6 @@ class Classifier:
         if cfg.epochs == 0 and c.mode not in ("head", "lmhead"):
             raise ValueError(f"epochs=0 (the head as initialised) is for modes head and lmhead, not {c.mode!r}")
         # Everything about the data (and any hub metric) is checked before any weights load.
-        allocator.check_environment()
         extra_metrics = {name: metrics.load_hub_metric(name) for name in cfg.metrics}
         train_texts, train_raw, origin = self._examples(train, text, label, "train", templated=False)
         if (

@@ -21,6 +21,8 @@ from .pooling import POOLINGS
 from .precision import DTYPES
 from .probe import PROBES
 
+SPEEDUPS = ("short_attention", "fused_norms", "last_token_mlp", "mapped_load")  # llmhead/speedups/
+
 TASKS = ("classification", "multilabel", "regression")
 MODES = ("head", "lora", "qlora", "full", "probe", "icl", "lmhead", "auto")
 FROZEN_MODES = ("head", "probe", "lmhead")  # the backbone is never trained: features are computed once, cached
@@ -267,7 +269,8 @@ class ModelConfig:
     chunk_overlap: int = 64  # tokens shared by consecutive chunks
     chunk_aggregate: str = "mean"  # mean | max over a text's chunk features
     dtype: str = "auto"  # auto: bfloat16 where the hardware runs it fast, else float32
-    short_attention: bool = True  # CPU: plain matmul attention on short inputs, faster than SDPA's kernel there
+    # CPU speed-ups in use (llmhead/speedups/): short_attention, fused_norms, last_token_mlp, mapped_load; [] = none
+    speedups: list[str] = field(default_factory=lambda: list(SPEEDUPS))
     template: str = "{text}"  # text fed to the model; e.g. "Review: {text}\nSentiment:"
     pair_separator: str = "\n"  # between the two texts of a text pair
     seed: int = 0
@@ -315,6 +318,10 @@ class ModelConfig:
                         )
         if not (_is_int(self.freeze_blocks) and self.freeze_blocks >= 0):
             p.append(f"freeze_blocks must be an int >= 0, got {self.freeze_blocks!r}")
+        if not (isinstance(self.speedups, (list, tuple)) and set(self.speedups) <= set(SPEEDUPS)):
+            p.append(f"speedups must be a list from {SPEEDUPS} ([] for none), got {self.speedups!r}")
+        else:
+            self.speedups = [s for s in SPEEDUPS if s in self.speedups]
         if not (_is_int(self.seed) and 0 <= self.seed < 2**32):
             p.append(f"seed must be an int in [0, 2**32 - 1] (numpy and scikit-learn seeds), got {self.seed!r}")
         for name, allowed in (
@@ -578,6 +585,13 @@ def warm_start_config(cfg: TrainConfig) -> TrainConfig:
     return type(cfg)(**values)
 
 
+# keys of earlier versions: a config that still uses one gets an error naming the key that replaced it
+RENAMED = {
+    "short_attention": "speedups (a list of the CPU speed-ups in use; short_attention=false is "
+    "speedups=['fused_norms', 'last_token_mlp', 'mapped_load'])",
+}
+
+
 def build(cls, values: Mapping[str, Any], where: str = ""):
     """``cls(**values)``, but a section that is not a mapping is refused and unknown keys fail with the nearest
     valid names."""
@@ -591,6 +605,9 @@ def build(cls, values: Mapping[str, Any], where: str = ""):
     if unknown:
         lines = []
         for key in unknown:
+            if key in RENAMED:
+                lines.append(f"'{where}{key}' was renamed: use {RENAMED[key]}")
+                continue
             if not isinstance(key, str):
                 lines.append(f"key {where}{key!r} in {section} is not a name: valid keys: {', '.join(names)}")
                 continue

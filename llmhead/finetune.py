@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from . import allocator, runstate
 from . import metrics as metric_fns
+from . import runstate
 from .accel import make_accelerator
 from .config import TrainConfig
 from .labels import LabelSpace
@@ -319,10 +319,6 @@ def _finetune(
     )
     finished_early = False
     casts = contextlib.ExitStack()
-    backbone = accelerator.unwrap_model(model).backbone
-    sizes = [(p.numel(), p.requires_grad) for p in backbone.parameters()]
-    whole_model = 2 * sum(n for n, trains in sizes if trains) > sum(n for n, _ in sizes)  # full fine-tuning
-    casts.enter_context(allocator.training_blocks(accelerator.device.type, whole_model))  # allocator.py
     if accelerator.mixed_precision != "no":
         # peft casts each adapter's input to the adapter's float32 and autocast casts it straight back: a lossless
         # round trip per adapted projection, forward and backward, that costs ~4% of a step. Skip it while training.

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from .heads import MLPHead
-from .lastblock import LastTokenMLP
 from .pooling import FIXED, Pooling, pool
+from .speedups.lastblock import LastTokenMLP
 
 
 class HeadModel(nn.Module):

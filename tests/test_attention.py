@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from llmhead import attention
+from llmhead.speedups import attention
 
 
 class Module(torch.nn.Module):
@@ -90,7 +90,7 @@ def test_models_give_the_same_features_with_and_without_it(tiny_model):
     texts = ["a good film", "bad", "an utterly forgettable and tedious story about nothing at all"]
     feats = []
     for short in (True, False):
-        clf = llmhead.from_pretrained(tiny_model, dtype="float32", short_attention=short)
+        clf = llmhead.from_pretrained(tiny_model, dtype="float32", speedups=["short_attention"] if short else [])
         backbone = clf._backbone()
         assert backbone.config._attn_implementation == (attention.NAME if short else "sdpa")
         with torch.enable_grad():  # the path that training takes
@@ -115,7 +115,7 @@ def test_feature_cache_keeps_the_two_kernels_apart(tiny_llama, tmp_path):
     rows = sentiment_rows(1)
     runs = []
     for short in (True, False, True):
-        clf = llmhead.from_pretrained(tiny_llama, dtype="float32", short_attention=short)
+        clf = llmhead.from_pretrained(tiny_llama, dtype="float32", speedups=["short_attention"] if short else [])
         clf.fit(rows, epochs=1, feature_cache=str(tmp_path), progress=False)
         runs.append((clf._cache.computed, clf._cache.hits))
     assert runs[0][0] > 0 and runs[1][0] == runs[0][0] and runs[2] == (0, runs[0][0])

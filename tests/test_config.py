@@ -57,12 +57,20 @@ def test_model_sources_fail_early(tmp_path):
 
 def test_boolean_options_take_only_booleans():
     """A YAML or CLI "false" arrives as a string, which Python reads as true: it is refused, not guessed."""
-    with pytest.raises(ValueError, match=r"short_attention must be true or false, got 'false'"):
-        ModelConfig(short_attention="false")
+    with pytest.raises(ValueError, match=r"icl_calibrate must be true or false, got 'false'"):
+        ModelConfig(mode="icl", icl_calibrate="false")
     with pytest.raises(ValueError, match=r"trust_remote_code must be true or false, got 1"):
         ModelConfig(trust_remote_code=1)
     with pytest.raises(ValueError) as err:
         TrainConfig(progress="no", warm_start=None)
     assert "progress must be true or false, got 'no'" in str(err.value)
     assert "warm_start must be true or false, got None" in str(err.value)
-    assert ModelConfig(short_attention=False).short_attention is False
+    assert ModelConfig(mode="icl", icl_calibrate=False).icl_calibrate is False
+
+
+def test_a_renamed_key_names_the_key_that_replaced_it():
+    with pytest.raises(ValueError, match=r"'short_attention' was renamed: use speedups"):
+        build(ModelConfig, {"short_attention": False})
+    assert build(ModelConfig, {"speedups": []}).speedups == []
+    with pytest.raises(ValueError, match=r"speedups must be a list from"):
+        build(ModelConfig, {"speedups": ["turbo"]})

@@ -7,7 +7,7 @@ import torch
 from conftest import make_tiny
 
 import llmhead
-from llmhead.lastblock import top_block
+from llmhead.speedups.lastblock import top_block
 
 TEXTS = ["a good film", "bad", "an utterly forgettable and tedious story about nothing at all", "fine"]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from llmhead import mapped
+from llmhead.speedups import mapped
 from llmhead.backbone import Source, load_backbone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")

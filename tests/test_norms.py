@@ -7,7 +7,7 @@ import copy
 import torch
 
 import llmhead
-from llmhead.norms import fuse_rms_norms
+from llmhead.speedups.norms import fuse_rms_norms
 
 
 def norms(model):

@@ -45,6 +45,7 @@ def main() -> None:
     val_n = options.pop("val_n", 8)
     n_train, invert = options.pop("n_train", 24), options.pop("invert_labels", False)
     short_attention = options.pop("short_attention", True)
+    speedups = ["fused_norms", "last_token_mlp", "mapped_load"] + (["short_attention"] if short_attention else [])
     rank = int(os.environ.get("RANK", 0))
     if nan_step is not None:  # force a non-finite loss on one rank at one step
         from llmhead.labels import LabelSpace
@@ -69,7 +70,7 @@ def main() -> None:
         dropout=dropout,
         head_hidden=[16],
         seed=0,
-        short_attention=short_attention,
+        speedups=speedups,
     )
     settings = dict(epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None)
     settings.update(options)

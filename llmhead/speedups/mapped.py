@@ -70,7 +70,7 @@ def _file_mappings(folder: str) -> list[tuple[int, int]]:
 
 
 def _releaser():
-    libc = ctypes.CDLL(None)  # the C library this process runs on (as allocator.py)
+    libc = ctypes.CDLL(None)  # the C library this process runs on
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     page = mmap.PAGESIZE
 
