@@ -611,6 +611,12 @@ class Classifier:
         return self
 
     @property
+    def model(self) -> HeadModel:
+        """The head-swapping module (backbone -> pooling -> head), loading the weights if they are not yet."""
+        self._backbone()
+        return self._model
+
+    @property
     def loaded(self) -> bool:
         """Whether the weights are in memory (they load on the first call that needs them)."""
         return self._model is not None
