@@ -58,7 +58,7 @@ def machine(threads: int) -> dict:
     import transformers
 
     import llmhead
-    from llmhead.precision import resolve_dtype
+    from llmhead.model.precision import resolve_dtype
 
     cpu = "unknown"
     try:

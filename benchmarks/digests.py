@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import machine, timed  # noqa: E402
 
-from llmhead.backbone import fingerprint  # noqa: E402
-from llmhead.checkpoint import file_digest  # noqa: E402
+from llmhead.io.save import file_digest  # noqa: E402
+from llmhead.model.backbone import fingerprint  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

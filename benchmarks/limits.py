@@ -38,7 +38,7 @@ def _model_path(quick: bool) -> str:
         from peer import load_data
 
         return load_data("quick", 0, 0)[0]
-    from llmhead.backbone import resolve
+    from llmhead.model.backbone import resolve
 
     return resolve("smollm2-135m").pretrained_path()
 
@@ -48,7 +48,7 @@ def matmul_peak(threads: int, quick: bool) -> dict:
     _setup(threads)
     import torch
 
-    from llmhead.precision import resolve_dtype, torch_dtype
+    from llmhead.model.precision import resolve_dtype, torch_dtype
 
     dtype = torch_dtype(resolve_dtype("auto"))
     shapes = (
@@ -91,9 +91,9 @@ def forward_and_step(
     import torch
 
     import llmhead
-    from llmhead import modes
-    from llmhead.features import autocast
-    from llmhead.precision import resolve_dtype, torch_dtype
+    from llmhead.features.extract import autocast
+    from llmhead.finetuning import adapters as modes
+    from llmhead.model.precision import resolve_dtype, torch_dtype
 
     dtype = torch_dtype(resolve_dtype("auto"))
     clf = llmhead.from_pretrained(_model_path(quick), layer=layer, head_hidden=[])
@@ -183,7 +183,7 @@ def head_fit(threads: int, quick: bool, n: int) -> dict:
 
         rows = (load_data("quick", 0, 0)[1] * 8)[:n]
     else:
-        from llmhead import corpora
+        from llmhead.data import corpora
 
         rows = list(corpora.rotten_tomatoes()["train"].select(range(n)))
     clf = llmhead.from_pretrained(_model_path(quick), max_length=128)

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import timed  # noqa: E402
 
 import llmhead  # noqa: E402
-from llmhead import corpora  # noqa: E402
-from llmhead.precision import resolve_dtype  # noqa: E402
+from llmhead.data import corpora  # noqa: E402
+from llmhead.model.precision import resolve_dtype  # noqa: E402
 
 EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale")
 

@@ -78,8 +78,8 @@ def load_data(source: str, n_train: int, n_test: int):
             ]
 
         return str(folder), rows(n_train), rows(n_test), rows(200)
-    from llmhead import corpora
-    from llmhead.backbone import resolve
+    from llmhead.data import corpora
+    from llmhead.model.backbone import resolve
 
     data = corpora.rotten_tomatoes()
     train = data["train"].shuffle(seed=0).select(range(n_train))
@@ -113,7 +113,7 @@ def peer_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
         TrainingArguments,
     )
 
-    from llmhead.precision import resolve_dtype
+    from llmhead.model.precision import resolve_dtype
 
     model_path, train, test, _ = load_data(source, n_train, n_test)
     names = sorted({r["label"] for r in train})

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
         train, test = sentiment_rows(4), sentiment_rows(1)
         verbalizers = {"pos": "great", "neg": "awful"}
     else:
-        from llmhead import corpora
+        from llmhead.data import corpora
 
         data = corpora.rotten_tomatoes()
         model, verbalizers = "smollm2-135m", VERBALIZERS

@@ -16,14 +16,14 @@ import logging as _logging
 # kernel package is absent; its pure-PyTorch CPU path works without it.
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 
-from .checkpoint import LoadError  # noqa: E402
-from .classifier import Classifier  # noqa: E402
-from .config import ModelConfig, TrainConfig, build  # noqa: E402
-from .cv import cross_validate  # noqa: E402
-from .data import DataError  # noqa: E402
-from .ladder import run_ladder  # noqa: E402
-from .parity import check  # noqa: E402
-from .sweep import layer_sweep  # noqa: E402
+from llmhead.classifier import Classifier  # noqa: E402
+from llmhead.config import ModelConfig, TrainConfig, build  # noqa: E402
+from llmhead.data.read import DataError  # noqa: E402
+from llmhead.io.parity import check  # noqa: E402
+from llmhead.io.save import LoadError  # noqa: E402
+from llmhead.selection.cv import cross_validate  # noqa: E402
+from llmhead.selection.ladder import run_ladder  # noqa: E402
+from llmhead.selection.sweep import layer_sweep  # noqa: E402
 
 
 def from_pretrained(model: str | None = None, **options) -> Classifier:

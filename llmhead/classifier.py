@@ -14,21 +14,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import backbone as bb
-from . import checkpoint, metrics, modes, runstate, speedups
-from .augment import augment
-from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode, used_options, warm_start_config
-from .data import DataError, read_inputs, read_raw_labels, read_table, read_texts
-from .features import FeatureCache, FeatureSet, aggregate, chunk, extract, tokenize
-from .finetune import Tokenized, finetune
-from .heads import MLPHead
-from .icl import ICLHead, ICLScorer, build_prompt, pick_demonstrations, verbalizer_words
-from .labels import LabelSpace
-from .model import HeadModel
-from .pooling import FIXED
-from .precision import resolve_dtype, torch_dtype
-from .probe import ProbeHead, fit_probe
-from .training import head_logits, train_head
+from llmhead import metrics, speedups
+from llmhead.config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode, used_options, warm_start_config
+from llmhead.data.augment import augment
+from llmhead.data.labels import LabelSpace
+from llmhead.data.read import DataError, read_inputs, read_raw_labels, read_table, read_texts
+from llmhead.features.cache import FeatureCache
+from llmhead.features.extract import FeatureSet, aggregate, chunk, extract, tokenize
+from llmhead.finetuning import adapters as modes
+from llmhead.finetuning import runstate
+from llmhead.finetuning.loop import Tokenized, finetune
+from llmhead.io import save as checkpoint
+from llmhead.model import backbone as bb
+from llmhead.model.headmodel import HeadModel
+from llmhead.model.heads import MLPHead
+from llmhead.model.pooling import FIXED
+from llmhead.model.precision import resolve_dtype, torch_dtype
+from llmhead.strategies.headtrain import head_logits, train_head
+from llmhead.strategies.probe import ProbeHead, fit_probe
+from llmhead.strategies.prompting import ICLHead, ICLScorer, build_prompt, pick_demonstrations, verbalizer_words
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +243,7 @@ class Classifier:
         """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ..."""
         c = self.config
         if c.mode == "auto":
-            from .ladder import fit_auto
+            from llmhead.selection.ladder import fit_auto
 
             return fit_auto(self, train, eval, text, label, options)
         cfg = for_mode(build(TrainConfig, options), c.mode)
@@ -592,7 +596,7 @@ class Classifier:
         if format != "transformers":
             raise ValueError(f"format must be 'transformers', got {format!r}")
         self._require_fitted()
-        from .export import export_transformers
+        from llmhead.io.export import export_transformers
 
         return checkpoint.write_atomically(folder, lambda tmp: export_transformers(self, tmp), marker="config.json")
 
@@ -709,7 +713,7 @@ def _versions() -> dict:
     import accelerate
     import transformers
 
-    from . import __version__
+    from llmhead import __version__
 
     return {
         "llmhead": __version__,

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .assets import DEFAULT_MODEL
-from .heads import ACTIVATIONS, INITS, INPUT_NORMS, LAYER_MIXES
-from .pooling import POOLINGS
-from .precision import DTYPES
-from .probe import PROBES
+from llmhead.model.assets import DEFAULT_MODEL
+from llmhead.model.heads import ACTIVATIONS, INITS, INPUT_NORMS, LAYER_MIXES
+from llmhead.model.pooling import POOLINGS
+from llmhead.model.precision import DTYPES
+from llmhead.strategies.probe import PROBES
 
 SPEEDUPS = ("short_attention", "fused_norms", "last_token_mlp", "mapped_load")  # llmhead/speedups/
 
@@ -470,7 +470,7 @@ class TrainConfig:
             p.append(f"epochs must be an int >= 0 (0: the head as initialised) or None, got {self.epochs!r}")
         if not (_is_int(self.augment) and self.augment >= 0):
             p.append(f"augment must be an int >= 0 (extra copies per example), got {self.augment!r}")
-        from .augment import OPS
+        from llmhead.data.augment import OPS
 
         if not (_is_str_list(self.augment_ops, allow_empty=False) and set(self.augment_ops) <= set(OPS)):
             p.append(f"augment_ops must be a non-empty list from {OPS}, got {self.augment_ops!r}")

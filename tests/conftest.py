@@ -94,7 +94,7 @@ def smollm2_8layers(tmp_path_factory) -> str:
     """The packaged SmolLM2 with its real embeddings and first 8 real blocks, as a local directory."""
     from transformers import AutoModel, AutoTokenizer
 
-    from llmhead.backbone import resolve
+    from llmhead.model.backbone import resolve
 
     path = resolve("smollm2-135m").pretrained_path()  # converts the GGUF once into the cache
     folder = tmp_path_factory.mktemp("smollm2-8")
@@ -110,7 +110,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the data was checked")
 
-    from llmhead import backbone
+    from llmhead.model import backbone
 
     monkeypatch.setattr(backbone, "load_backbone", refuse)
     monkeypatch.setattr(backbone, "load_tokenizer", refuse)

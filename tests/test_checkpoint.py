@@ -18,8 +18,8 @@ from conftest import sentiment_rows
 from safetensors.torch import load_file, save_file
 
 import llmhead
-from llmhead import checkpoint
-from llmhead.checkpoint import LoadError
+from llmhead.io import save as checkpoint
+from llmhead.io.save import LoadError
 
 TEXTS = ["the film was wonderful", "a dull boring mess", "great acting", "awful dialogue"]
 
@@ -126,7 +126,7 @@ def test_the_next_save_removes_temporary_folders_of_killed_saves(tiny_llama, tmp
     code = (
         "import os, sys, llmhead; sys.path.insert(0, 'tests'); from conftest import sentiment_rows; "
         f"clf = llmhead.from_pretrained({tiny_llama!r}, dtype='float32').fit(sentiment_rows(1), epochs=1, "
-        "progress=False); import llmhead.checkpoint as c; real = c.seal; "
+        "progress=False); import llmhead.io.save as c; real = c.seal; "
         "c.seal = lambda folder, m: (real(folder, m), os.kill(os.getpid(), 9)); "
         f"clf.save({str(parent / 'm')!r})"
     )

@@ -96,7 +96,7 @@ def test_parity_check_passes(tiny_model, exportable):
 
 def test_parity_check_catches_a_broken_pooling(tiny_llama, monkeypatch):
     """The check must be able to fail: pooling the last position regardless of the mask breaks left padding."""
-    from llmhead import model as model_module
+    from llmhead.model import headmodel as model_module
 
     clf = llmhead.from_pretrained(tiny_llama, **EXPORTABLE).fit(sentiment_rows(1), epochs=2)
     monkeypatch.setattr(model_module, "pool", lambda hidden, mask, how: hidden[:, -1])

@@ -50,7 +50,7 @@ def test_features_equal_the_full_blocks(tiny_model, side):
 def test_lora_gradients_equal_the_full_blocks(tiny_llama, tmp_path):
     """Fine-tuning through the trimmed block gives the same loss and adapter gradients (MLP adapters included)."""
     from llmhead.config import ModelConfig
-    from llmhead.modes import prepare
+    from llmhead.finetuning.adapters import prepare
 
     lora = dict(mode="lora", lora_targets="all-linear", lora_dropout=0.0)
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32", **lora)

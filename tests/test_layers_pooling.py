@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmhead
-from llmhead.features import aggregate, chunk
-from llmhead.pooling import last_token_index, pool
+from llmhead.features.extract import aggregate, chunk
+from llmhead.model.pooling import last_token_index, pool
 
 
 @given(st.lists(st.integers(1, 12), min_size=1, max_size=6), st.integers(0, 4), st.booleans())
@@ -140,7 +140,7 @@ def test_attention_pooling_trains_its_query_and_caches_token_states(tiny_llama, 
 
 
 def test_attention_pooling_equals_mean_pooling_at_zero_query():
-    from llmhead.pooling import AttentionPool
+    from llmhead.model.pooling import AttentionPool
 
     tokens = torch.randn(2, 5, 1, 4)
     mask = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]])
@@ -149,7 +149,7 @@ def test_attention_pooling_equals_mean_pooling_at_zero_query():
 
 
 def test_feature_set_take_pads_token_states():
-    from llmhead.features import FeatureSet
+    from llmhead.features.extract import FeatureSet
 
     values = torch.arange(6.0).view(6, 1, 1)  # three examples with 1, 2 and 3 tokens
     fs = FeatureSet(values, torch.tensor([1, 2, 3]))

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import make_tiny
 
+from llmhead.model.backbone import Source, load_backbone
 from llmhead.speedups import mapped
-from llmhead.backbone import Source, load_backbone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 

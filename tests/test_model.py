@@ -134,7 +134,7 @@ def test_float32_trained_weights_are_cast_once_per_extraction(tiny_llama):
     each weight is cast once for all batches, not once per batch."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from llmhead.features import extract
+    from llmhead.features.extract import extract
 
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
     clf._backbone()

@@ -131,8 +131,8 @@ def test_save_load_merge_and_export_after_finetuning(tiny_llama, tmp_path, mode)
 
 def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
     from llmhead.config import TrainConfig
-    from llmhead.finetune import param_groups
-    from llmhead.modes import prepare
+    from llmhead.finetuning.adapters import prepare
+    from llmhead.finetuning.loop import param_groups
 
     clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
     clf._backbone()
@@ -151,7 +151,7 @@ def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
 
 
 def test_class_weights_and_focal_loss(tiny_llama):
-    from llmhead.labels import LabelSpace
+    from llmhead.data.labels import LabelSpace
 
     space = LabelSpace("classification", ["a", "b"])
     targets = torch.tensor([0, 0, 0, 1])
@@ -176,7 +176,7 @@ def test_multilabel_thresholds_are_tuned_on_validation(tiny_llama):
 
 
 def test_unloadable_hub_metric_fails_before_the_model_loads(tiny_llama, monkeypatch):
-    from llmhead import backbone
+    from llmhead.model import backbone
 
     monkeypatch.setattr(backbone, "load_backbone", lambda *a, **k: pytest.fail("model loaded first"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -201,7 +201,7 @@ def test_full_save_with_a_negative_layer_reloads_without_its_source(tmp_path):
 
 
 def test_length_grouped_sampler_is_a_seeded_permutation_of_similar_length_batches():
-    from llmhead.finetune import EpochSampler
+    from llmhead.finetuning.loop import EpochSampler
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 100, 203).tolist()
@@ -257,8 +257,8 @@ def test_warm_start_examples_is_checked():
 def test_finetuning_ends_on_the_best_validated_weights(tiny_llama, monkeypatch, losses, best):
     """The weights after fit are those of the best evaluation: an earlier one is restored from its copy; when the
     final one is best, they are already in place and no copy of them is made."""
-    from llmhead import finetune as ft
-    from llmhead.labels import LabelSpace
+    from llmhead.data.labels import LabelSpace
+    from llmhead.finetuning import loop as ft
 
     scripted, real_loss = iter(losses), LabelSpace.loss
 

@@ -11,7 +11,6 @@ import torch
 from conftest import sentiment_rows
 
 import llmhead
-from llmhead import backbone as bb
 from llmhead.config import (
     MODEL_FIELD_MODES,
     MODES,
@@ -23,6 +22,7 @@ from llmhead.config import (
     for_mode,
     used_options,
 )
+from llmhead.model import backbone as bb
 
 # ---- an option the mode never reads ---------------------------------------------------------------------------------
 MODEL_UNUSED = [
@@ -119,7 +119,7 @@ def test_defaults_pass_in_every_mode(mode):
 
 def test_the_table_names_real_fields_and_modes():
     from llmhead.config import LADDER_RUNGS
-    from llmhead.ladder import RUNGS
+    from llmhead.selection.ladder import RUNGS
 
     assert LADDER_RUNGS == RUNGS
     for cls, table in ((ModelConfig, MODEL_FIELD_MODES), (TrainConfig, TRAIN_FIELD_MODES)):
@@ -291,7 +291,7 @@ def test_accelerate_environment_does_not_change_head_training(tiny_llama, monkey
 
 
 def test_make_accelerator_ignores_the_environment(monkeypatch):
-    from llmhead.accel import make_accelerator
+    from llmhead.finetuning.accel import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import llmhead
-from llmhead import backbone, corpora
+from llmhead.model import backbone, corpora
 
 pytestmark = pytest.mark.real
 ROOT = Path(__file__).resolve().parents[1]

@@ -94,7 +94,7 @@ def load_recipe(name: str):
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail if anything of a model (tokenizer, config, weights) would load."""
-    from llmhead import backbone
+    from llmhead.model import backbone
 
     for name in ("load_tokenizer", "model_config", "load_backbone"):
         monkeypatch.setattr(backbone, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called: a model loads"))

@@ -29,7 +29,7 @@ from test_distributed_resume import ENV, SCRIPT, step_losses, weights
 from zygote import Launcher, Run
 
 import llmhead
-from llmhead.runstate import ResumeError
+from llmhead.finetuning.runstate import ResumeError
 
 STEPS = 12  # 2 epochs x 24 examples / global batch 4
 DEFAULTS = [("warm_start", True), ("dropout", 0.1), ("checkpoint_every", 1), ("keep_checkpoints", 2)]

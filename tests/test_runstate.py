@@ -10,7 +10,7 @@ import pytest
 from conftest import CORPUS
 
 import llmhead
-from llmhead.runstate import DamagedCheckpoint, ResumeError
+from llmhead.finetuning.runstate import DamagedCheckpoint, ResumeError
 
 
 def rows(n: int = 24) -> list[dict]:

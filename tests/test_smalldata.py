@@ -11,7 +11,7 @@ import torch
 from conftest import CORPUS, make_tiny, sentiment_rows
 
 import llmhead
-from llmhead.cv import cross_validate, fold_indices
+from llmhead.selection.cv import cross_validate, fold_indices
 
 THREE = ["pos", "neg", "mid"]
 
@@ -214,7 +214,7 @@ def test_icl_calibration_save_and_load(tiny_llama, tmp_path):
 
 
 def test_layer_sweep_builds_the_best_layer_with_blocks_dropped(tiny_llama):
-    from llmhead.sweep import layer_sweep
+    from llmhead.selection.sweep import layer_sweep
 
     result = layer_sweep(sentiment_rows(4), tiny_llama, folds=3, dtype="float32")
     assert [r["layer"] for r in result.table] == [1, 2]
@@ -225,7 +225,7 @@ def test_layer_sweep_builds_the_best_layer_with_blocks_dropped(tiny_llama):
 
 
 def test_ladder_runs_end_to_end_and_auto_becomes_the_winner(tiny_llama, tmp_path):
-    from llmhead.ladder import run_ladder
+    from llmhead.selection.ladder import run_ladder
 
     rows = sentiment_rows(8)  # 64 examples: the playbook's < 100 regime
     options = dict(dtype="float32", verbalizers={"pos": "great", "neg": "awful"})
@@ -244,7 +244,7 @@ def test_ladder_runs_end_to_end_and_auto_becomes_the_winner(tiny_llama, tmp_path
 
 
 def test_ladder_skips_rungs_over_budget(tiny_llama):
-    from llmhead.ladder import run_ladder
+    from llmhead.selection.ladder import run_ladder
 
     with pytest.raises(RuntimeError, match="no rung fitted the budget.*lora.*skipped: estimated"):
         run_ladder(sentiment_rows(8), tiny_llama, budget_s=1e-3, folds=2, rungs=["probe", "lora"], dtype="float32")
@@ -261,7 +261,7 @@ def test_neftune_noise_only_while_training(tiny_llama):
 
 
 def test_perturbations_are_seeded_and_label_preserving():
-    from llmhead.augment import augment, perturb
+    from llmhead.data.augment import augment, perturb
 
     texts = ["one two three four five six seven eight"] * 3
     out, y = augment(texts, torch.tensor([0, 1, 0]), 2, ["dropout", "mask", "swap"], 0.3, seed=1)

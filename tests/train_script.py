@@ -18,7 +18,7 @@ torch.set_num_threads(1)  # bit-for-bit comparisons across runs need a fixed red
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import llmhead  # noqa: E402
-from llmhead.finetune import TrainingInterrupted  # noqa: E402
+from llmhead.finetuning.loop import TrainingInterrupted  # noqa: E402
 
 
 def _corpus() -> list[str]:
@@ -48,7 +48,7 @@ def main() -> None:
     speedups = ["fused_norms", "last_token_mlp", "mapped_load"] + (["short_attention"] if short_attention else [])
     rank = int(os.environ.get("RANK", 0))
     if nan_step is not None:  # force a non-finite loss on one rank at one step
-        from llmhead.labels import LabelSpace
+        from llmhead.data.labels import LabelSpace
 
         original, calls = LabelSpace.loss, {"n": 0}
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ..config import SPEEDUPS
+from llmhead.config import SPEEDUPS
+
 from . import mapped
 from .attention import use_short_attention
 from .lastblock import LastTokenMLP

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..pooling import last_token_index
+from llmhead.model.pooling import last_token_index
 
 
 def top_block(backbone: nn.Module) -> nn.Module | None:

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from .checkpoint import file_digest, folder_digests
-from .checkpoint import load_tensors as read_tensors
-from .checkpoint import sync_tree as sync  # noqa: F401  (flush a checkpoint before it is renamed in)
+from llmhead.io.save import file_digest, folder_digests
+from llmhead.io.save import load_tensors as read_tensors
+from llmhead.io.save import sync_tree as sync  # noqa: F401  (flush a checkpoint before it is renamed in)
 
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer"

@@ -20,7 +20,7 @@ import tarfile
 
 import numpy as np
 
-from .assets import cache_dir, package_dir
+from llmhead.model.assets import cache_dir, package_dir
 
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .export import why_not_exportable
-from .precision import resolve_dtype
+from llmhead.io.export import why_not_exportable
+from llmhead.model.precision import resolve_dtype
 
 SAMPLE = [
     "Short.",
@@ -47,7 +47,7 @@ def check(clf, texts: list[str] | None = None, tolerance: float | None = None) -
     results["left_vs_right_padding"] = _diff(left, right)
     results["one_at_a_time_vs_batched"] = _diff(torch.cat([clf.logits([t]) for t in texts]), reference)
     with tempfile.TemporaryDirectory() as tmp:
-        from .classifier import Classifier
+        from llmhead.classifier import Classifier
 
         clf.save(Path(tmp) / "saved")
         results["save_load"] = _diff(Classifier.load(Path(tmp) / "saved").logits(texts), reference)

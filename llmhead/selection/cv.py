@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import Classifier
-from .config import FROZEN_MODES, ModelConfig, build
-from .data import DataError, read_raw_labels, read_table, read_texts, require_columns
-from .labels import LabelSpace
+from llmhead.classifier import Classifier
+from llmhead.config import FROZEN_MODES, ModelConfig, build
+from llmhead.data.labels import LabelSpace
+from llmhead.data.read import DataError, read_raw_labels, read_table, read_texts, require_columns
 
 MAIN_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regression": "pearson"}
 

@@ -31,12 +31,12 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from . import metrics as metric_fns
-from . import runstate
-from .accel import make_accelerator
-from .config import TrainConfig
-from .labels import LabelSpace
-from .modes import block_index, trainable_names, trainable_state
+from llmhead import metrics as metric_fns
+from llmhead.config import TrainConfig
+from llmhead.data.labels import LabelSpace
+from llmhead.finetuning import runstate
+from llmhead.finetuning.accel import make_accelerator
+from llmhead.finetuning.adapters import block_index, trainable_names, trainable_state
 
 log = logging.getLogger(__name__)
 TRAINER_STATE = runstate.TRAINER_STATE
@@ -134,7 +134,7 @@ def rng_neutral(loader):
 def resolve_precision(precision: str) -> str:
     if precision != "auto":
         return precision
-    from .precision import resolve_dtype
+    from llmhead.model.precision import resolve_dtype
 
     return "bf16" if resolve_dtype("auto") == "bfloat16" else "no"
 

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .accel import make_accelerator
-from .config import TrainConfig
-from .features import FeatureSet
-from .labels import LabelSpace
+from llmhead.config import TrainConfig
+from llmhead.data.labels import LabelSpace
+from llmhead.features.extract import FeatureSet
+from llmhead.finetuning.accel import make_accelerator
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .classifier import Classifier
-from .config import ModelConfig, build, used_options
-from .data import read_raw_labels, read_table
-from .labels import LabelSpace
+from llmhead.classifier import Classifier
+from llmhead.config import ModelConfig, build, used_options
+from llmhead.data.labels import LabelSpace
+from llmhead.data.read import read_raw_labels, read_table
 
 
 @dataclass

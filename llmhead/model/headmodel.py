@@ -7,9 +7,9 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from .heads import MLPHead
-from .pooling import FIXED, Pooling, pool
-from .speedups.lastblock import LastTokenMLP
+from llmhead.model.heads import MLPHead
+from llmhead.model.pooling import FIXED, Pooling, pool
+from llmhead.speedups.lastblock import LastTokenMLP
 
 
 class HeadModel(nn.Module):

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import Classifier
-from .config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode, used_options
-from .cv import cross_validate
-from .data import read_raw_labels, read_table, read_texts
+from llmhead.classifier import Classifier
+from llmhead.config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode, used_options
+from llmhead.data.read import read_raw_labels, read_table, read_texts
+from llmhead.selection.cv import cross_validate
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from llmhead.config import ModelConfig
 
 BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")  # block index in a parameter name (Llama, GPT-2...)
 
@@ -31,7 +31,7 @@ def quantization_config(config: ModelConfig):
         return None
     from transformers import BitsAndBytesConfig
 
-    from .precision import torch_dtype
+    from llmhead.model.precision import torch_dtype
 
     return BitsAndBytesConfig(
         load_in_4bit=True,

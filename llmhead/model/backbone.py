@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from . import speedups
-from .assets import PACKAGED_MODELS, cache_dir, packaged_gguf
-from .precision import torch_dtype
+from llmhead import speedups
+from llmhead.model.assets import PACKAGED_MODELS, cache_dir, packaged_gguf
+from llmhead.model.precision import torch_dtype
 
 log = logging.getLogger(__name__)
 

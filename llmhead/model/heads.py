@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .pooling import AttentionPool
+from llmhead.model.pooling import AttentionPool
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 INPUT_NORMS = ("standardize", "scale", "layernorm", "none")
