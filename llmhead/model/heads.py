@@ -8,12 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmhead.config import INITS, INPUT_NORMS, LAYER_MIXES  # noqa: F401 (the choices live with the schema)
 from llmhead.model.pooling import AttentionPool
 
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
-INPUT_NORMS = ("standardize", "scale", "layernorm", "none")
-LAYER_MIXES = ("concat", "weighted")
-INITS = ("default", "normal", "verbalizer")  # verbalizer: set from LM-head rows by the classifier
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}  # llmhead.config.ACTIVATIONS
 
 
 class MLPHead(nn.Module):

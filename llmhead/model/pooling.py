@@ -11,9 +11,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from llmhead.config import FIXED, POOLINGS  # noqa: F401 (FIXED: no parameters, computed once and cached)
+
 Pooling = Literal["last", "mean", "max", "attention"]
-POOLINGS = ("last", "mean", "max", "attention")
-FIXED = ("last", "mean", "max")  # no parameters: computed once from a frozen backbone and cached
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-DTYPES = ("auto", "float32", "bfloat16")
+from llmhead.config import DTYPES
 
 
 @functools.cache

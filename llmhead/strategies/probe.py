@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-PROBES = ("logreg", "svm", "ridge")
+from llmhead.config import PROBES  # noqa: F401 (the choices live with the schema)
+
 C_GRID = np.logspace(-4, 1, 11)  # inverse regularisation tried for logreg / svm on standardized features
 ALPHA_GRID = np.logspace(-2, 5, 15)  # ridge penalties
 

@@ -1,0 +1,47 @@
+"""``build``: a config from a mapping (YAML sections, keyword options), with unknown and renamed keys named."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from llmhead.config.checks import invalid
+
+# keys of earlier versions: a config that still uses one gets an error naming the key that replaced it
+RENAMED = {
+    "short_attention": "speedups (a list of the CPU speed-ups in use; short_attention=false is "
+    "speedups=['fused_norms', 'last_token_mlp', 'mapped_load'])",
+}
+
+
+def _unknown_key(key, where: str, section: str, names: list[str]) -> str:
+    if key in RENAMED:
+        return f"'{where}{key}' was renamed: use {RENAMED[key]}"
+    if not isinstance(key, str):
+        return f"key {where}{key!r} in {section} is not a name: valid keys: {', '.join(names)}"
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"valid keys: {', '.join(names)}"
+    return f"unknown key '{where}{key}': {hint}"
+
+
+def build(cls, values: Mapping[str, Any], where: str = ""):
+    """``cls(**values)``, but a section that is not a mapping is refused and unknown keys fail with the nearest
+    valid names."""
+    section = f"the {where.rstrip('.')} section" if where else "the configuration"
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise invalid([f"{section} must be a mapping of key: value, got {values!r}"])
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise invalid([_unknown_key(key, where, section, names) for key in unknown])
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        if not where:
+            raise
+        message = str(exc).replace("invalid configuration", f"invalid configuration in {where.rstrip('.')}", 1)
+        raise ValueError(message) from None

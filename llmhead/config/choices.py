@@ -1,0 +1,24 @@
+"""The values each choice option takes."""
+
+from __future__ import annotations
+
+SPEEDUPS = ("short_attention", "fused_norms", "last_token_mlp", "mapped_load")  # llmhead/speedups/
+
+TASKS = ("classification", "multilabel", "regression")
+MODES = ("head", "lora", "qlora", "full", "probe", "icl", "lmhead", "auto")
+FROZEN_MODES = ("head", "probe", "lmhead")  # the backbone is never trained: features are computed once, cached
+CHAT = ("auto", "on", "off")
+SCHEDULES = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+LONG_INPUTS = ("truncate", "chunk")
+CHUNK_AGGREGATES = ("mean", "max")
+
+# Read by the modules that act on them, which import them from here: the schema itself needs no torch.
+ACTIVATIONS = ("gelu", "relu", "silu", "tanh")  # model/heads.py maps each name to its torch module
+INPUT_NORMS = ("standardize", "scale", "layernorm", "none")  # model/heads.py
+LAYER_MIXES = ("concat", "weighted")  # model/heads.py
+INITS = ("default", "normal", "verbalizer")  # verbalizer: set from LM-head rows by the classifier
+POOLINGS = ("last", "mean", "max", "attention")  # model/pooling.py
+FIXED = ("last", "mean", "max")  # no parameters: computed once from a frozen backbone and cached
+DTYPES = ("auto", "float32", "bfloat16")  # model/precision.py
+PROBES = ("logreg", "svm", "ridge")  # strategies/probe.py

@@ -1,0 +1,197 @@
+"""``TrainConfig``: how ``fit`` trains, and ``for_mode``, which checks it for a mode and fills the mode's
+defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from llmhead.config.checks import changed, choice, invalid, is_int, is_number, is_path, is_str_list
+from llmhead.config.choices import FROZEN_MODES, MODES, PRECISIONS, SCHEDULES
+from llmhead.config.usage import FINE_TUNING, TRAIN_FIELD_MODES, check, unused_by_mode
+
+
+@dataclass
+class TrainConfig:
+    """How ``fit`` trains. In head mode an epoch costs only the head: features are cached."""
+
+    FIELD_MODES: ClassVar[dict[str, tuple[str, ...]]] = TRAIN_FIELD_MODES  # which modes read which field
+
+    epochs: int | None = None  # upper bound; None: 100 for head/lmhead (epochs are cheap), 1 otherwise; 0: no step
+    batch_size: int = 32  # per process; the global batch is batch_size * processes * grad_accum
+    lr: float = 1e-3  # learning rate of the new head
+    backbone_lr_ratio: float = 0.1  # backbone (LoRA or full) learning rate = lr * this
+    layer_decay: float = 1.0  # < 1: block i's rate is multiplied by layer_decay ** (blocks - 1 - i)
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # linear | cosine | constant, after warmup
+    warmup_ratio: float = 0.05
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    precision: str = "auto"  # no | bf16 | fp16 mixed precision for training; auto: bf16 where fast, else no
+    gradient_checkpointing: bool = False
+    group_by_length: bool = True  # lora/qlora/full: batches of similar lengths (shuffled), so little padding
+    class_weights: str | list[float] | None = None  # "auto": inverse label frequency (classification, multilabel)
+    focal_gamma: float = 0.0  # > 0: focal loss (classification, multilabel)
+    tune_thresholds: bool = True  # multilabel: per-label decision thresholds chosen on validation F1
+    warm_start: bool = True  # lora/qlora/full: fit the head on frozen features first, then fine-tune
+    # frozen features for the warm start (and the head's input statistics) on at most this many training examples,
+    # 20% of them held out for its early stopping; None: every training example, stopping on the validation set
+    warm_start_examples: int | None = 256
+    patience: int | None = None  # evaluations without a better selection score; None: 10 (head) or 3; 0: never
+    select_by: str = "loss"  # validation loss, or a metric name (accuracy, macro_f1, micro_f1, mse, pearson...)
+    metrics: list[str] = field(default_factory=list)  # extra `evaluate` metrics by name (need the hub or cache)
+    eval_every: int | None = None  # optimizer steps between evaluations; None: once per epoch
+    val_fraction: float = 0.1  # carved from training (stratified, seeded) when no eval set is given
+    feature_cache: str | None = None  # a directory to keep pooled features on disk; memory only when None
+    run_dir: str | None = None  # checkpoints + train_log.jsonl; None: no checkpoints, no log file
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints (needs run_dir)
+    keep_checkpoints: int = 2
+    resume: bool = False  # continue from the latest complete checkpoint in run_dir
+    trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow
+    progress: bool = True
+    # Small-data options. Augmentation perturbs the training split only (never validation, eval or test).
+    augment: int = 0  # perturbed copies added per training example (0 = off)
+    augment_ops: list[str] = field(default_factory=lambda: ["dropout", "mask", "swap"])  # word-level, no network
+    augment_p: float = 0.1  # per-word probability of each op
+    neftune_alpha: float = 0.0  # lora/qlora/full: NEFTune noise on the input embeddings while training (e.g. 5)
+
+    def __post_init__(self):
+        p = []
+        if self.epochs is not None and not (is_int(self.epochs) and self.epochs >= 0):
+            p.append(f"epochs must be an int >= 0 (0: the head as initialised) or None, got {self.epochs!r}")
+        self._check_small_data(p)
+        self._check_counts(p)
+        self._check_optimizer(p)
+        self._check_run_dir(p)
+        self._check_loop(p)
+        check(p, self)
+
+    def _check_small_data(self, p: list[str]) -> None:
+        """Augmentation and NEFTune."""
+        if not (is_int(self.augment) and self.augment >= 0):
+            p.append(f"augment must be an int >= 0 (extra copies per example), got {self.augment!r}")
+        from llmhead.data.augment import OPS
+
+        if not (is_str_list(self.augment_ops, allow_empty=False) and set(self.augment_ops) <= set(OPS)):
+            p.append(f"augment_ops must be a non-empty list from {OPS}, got {self.augment_ops!r}")
+        else:
+            self.augment_ops = list(self.augment_ops)
+        if not (is_number(self.augment_p) and 0 < self.augment_p < 1):
+            p.append(f"augment_p must be a number in (0, 1), got {self.augment_p!r}")
+        if is_int(self.augment) and self.augment == 0:
+            p += [
+                f"{name} is only used with augment > 0: remove it, or set augment"
+                for name in changed(self, ("augment_ops", "augment_p"))
+            ]
+        if not (is_number(self.neftune_alpha) and self.neftune_alpha >= 0):
+            p.append(f"neftune_alpha must be a number >= 0, got {self.neftune_alpha!r}")
+
+    def _check_counts(self, p: list[str]) -> None:
+        """Batch, accumulation, evaluation and checkpoint counts."""
+        for name in ("batch_size", "grad_accum", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            optional = name in ("eval_every", "checkpoint_every")
+            if optional and value is None:
+                continue
+            if not (is_int(value) and value >= 1):
+                p.append(f"{name} must be an int >= 1{' or None' if optional else ''}, got {value!r}")
+        if self.warm_start_examples is not None and not (
+            is_int(self.warm_start_examples) and self.warm_start_examples >= 10
+        ):
+            p.append(f"warm_start_examples must be an int >= 10 or None, got {self.warm_start_examples!r}")
+
+    def _check_optimizer(self, p: list[str]) -> None:
+        """The schedule, mixed precision, the backbone's rates, clipping and the loss."""
+        choice(p, self, "schedule", SCHEDULES)
+        choice(p, self, "precision", PRECISIONS)
+        if not (is_number(self.backbone_lr_ratio) and self.backbone_lr_ratio > 0):
+            p.append(f"backbone_lr_ratio must be a number > 0, got {self.backbone_lr_ratio!r}")
+        if not (is_number(self.layer_decay) and 0 < self.layer_decay <= 1):
+            p.append(f"layer_decay must be a number in (0, 1], got {self.layer_decay!r}")
+        if self.max_grad_norm is not None and not (is_number(self.max_grad_norm) and self.max_grad_norm > 0):
+            p.append(f"max_grad_norm must be a number > 0 or None, got {self.max_grad_norm!r}")
+        weights = self.class_weights
+        if isinstance(weights, (list, tuple)) and weights and all(is_number(w) and w >= 0 for w in weights):
+            self.class_weights = list(weights)
+        elif not (weights is None or (isinstance(weights, str) and weights == "auto")):
+            p.append(f"class_weights must be None, 'auto' or a list of numbers >= 0 (one per class), got {weights!r}")
+        if not (is_number(self.focal_gamma) and self.focal_gamma >= 0):
+            p.append(f"focal_gamma must be a number >= 0, got {self.focal_gamma!r}")
+
+    def _check_run_dir(self, p: list[str]) -> None:
+        """Checkpoints need a run_dir; folders are paths."""
+        if self.checkpoint_every and not self.run_dir:
+            p.append("checkpoint_every needs run_dir (where checkpoints are written)")
+        if self.resume and not self.run_dir:
+            p.append("resume needs run_dir (where checkpoints are read from)")
+        if self.keep_checkpoints != 2 and not self.run_dir:
+            p.append("keep_checkpoints needs run_dir (where checkpoints are written)")
+        for name in ("run_dir", "feature_cache"):
+            value = getattr(self, name)
+            if value is not None and not is_path(value):
+                p.append(f"{name} must be a directory path (a non-empty string) or None, got {value!r}")
+
+    def _check_loop(self, p: list[str]) -> None:
+        """The learning rate, early stopping, the metrics and the validation split."""
+        if not (is_number(self.lr) and self.lr > 0):
+            p.append(f"lr must be a positive number, got {self.lr!r}")
+        if not (is_number(self.weight_decay) and self.weight_decay >= 0):
+            p.append(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if not (is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
+            p.append(f"warmup_ratio must be a number in [0, 1), got {self.warmup_ratio!r}")
+        if self.patience is not None and not (is_int(self.patience) and self.patience >= 0):
+            p.append(f"patience must be an int >= 0 (0: never stop early) or None, got {self.patience!r}")
+        if not (isinstance(self.select_by, str) and self.select_by):
+            p.append(
+                f"select_by must be 'loss' or a validation metric name (accuracy, macro_f1...), got {self.select_by!r}"
+            )
+        for name in ("metrics", "trackers"):
+            value = getattr(self, name)
+            if not is_str_list(value):
+                p.append(f"{name} must be a list of names, got {value!r}")
+            else:
+                setattr(self, name, list(value))
+        if not (is_number(self.val_fraction) and 0 < self.val_fraction < 0.5):
+            p.append(f"val_fraction must be a number in (0, 0.5), got {self.val_fraction!r}")
+
+
+class FineTuneConfig(TrainConfig):
+    """A ``TrainConfig`` that ``for_mode`` checked for lora, qlora or full (the same fields).
+
+    ``dataclasses.replace`` keeps the class, so when ``Classifier.fit`` derives the head warm start from it
+    (``for_mode(replace(cfg, epochs=None, patience=None), "head")``), ``for_mode`` knows that this head training
+    belongs to a checked fine-tuning run and does not refuse the fine-tuning options it carries."""
+
+
+def for_mode(cfg: TrainConfig, mode: str) -> TrainConfig:
+    """``cfg`` checked for ``mode`` (an option the mode never reads is an error), with the mode-dependent defaults
+    filled: head epochs are cheap (cached features), fine-tuning ones are not. mode='auto' is checked against
+    what its rungs read and keeps its defaults (each rung fills its own)."""
+    if isinstance(cfg, FineTuneConfig) and mode == "head":
+        return warm_start_config(cfg)
+    problems = []
+    if mode not in MODES:
+        problems.append(f"mode must be one of {MODES}, got {mode!r}")
+    else:
+        problems += unused_by_mode(cfg, mode)
+        if cfg.epochs == 0 and mode not in ("head", "lmhead"):
+            problems.append(f"epochs=0 (the head as initialised) is for modes head and lmhead, not {mode!r}")
+    if problems:
+        raise invalid(problems)
+    if mode == "auto":
+        return cfg
+    head = mode in FROZEN_MODES
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["epochs"] = cfg.epochs if cfg.epochs is not None else (100 if head else 1)
+    values["patience"] = cfg.patience if cfg.patience is not None else (10 if head else 3)
+    return (FineTuneConfig if mode in FINE_TUNING else TrainConfig)(**values)
+
+
+def warm_start_config(cfg: TrainConfig) -> TrainConfig:
+    """The head warm start of a fine-tuning run: ``cfg`` with head-mode epochs and patience (not refused for its
+    fine-tuning options, which the fine-tuning run itself reads)."""
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["epochs"] = cfg.epochs if cfg.epochs is not None else 100
+    values["patience"] = cfg.patience if cfg.patience is not None else 10
+    return type(cfg)(**values)
