@@ -20,10 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import timed  # noqa: E402
+from common import make_tiny, rotten_tomatoes, sentiment_rows, timed  # noqa: E402
 
 import llmhead  # noqa: E402
-from llmhead.data import corpora  # noqa: E402
 from llmhead.model.precision import resolve_dtype  # noqa: E402
 
 EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale")
@@ -36,7 +35,7 @@ def build(model: str, train, dtype: str, **options):
 
 
 def backbone_params(clf) -> int:
-    return sum(p.numel() for p in clf._model.backbone.parameters())
+    return sum(p.numel() for p in clf.model.backbone.parameters())
 
 
 @torch.inference_mode()
@@ -60,16 +59,13 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
 
     if args.quick:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from conftest import make_tiny, sentiment_rows
-
-        model = make_tiny(Path(tempfile.mkdtemp()) / "tiny", "llama")
+        model = make_tiny(Path(tempfile.mkdtemp()) / "tiny")
         train = sentiment_rows(2)
         texts = [r["text"] for r in sentiment_rows(4)]
         layers_to_try, dtype = [1, 2], "float32"
     else:
         model = "smollm2-135m"
-        data = corpora.rotten_tomatoes()
+        data = rotten_tomatoes()
         train = data["train"].select(range(64))
         texts = data["test"]["text"][: args.n]
         layers_to_try, dtype = [6, 12, 18, 24, 30], "auto"
@@ -92,7 +88,7 @@ def main(argv=None) -> dict:
         rows.append(
             {
                 "layer": k,
-                "blocks": len(clf._model.backbone.layers),
+                "blocks": len(clf.model.backbone.layers),
                 "backbone_params_M": round(backbone_params(clf) / 1e6, 2),
                 "examples_per_s": round(len(texts) / seconds, 1),
             }
@@ -124,7 +120,7 @@ def main(argv=None) -> dict:
     clf = build(model, train, dtype, **EXPORTABLE)
     with tempfile.TemporaryDirectory() as tmp:
         folder = clf.export(Path(tmp) / "hf")
-        peer = AutoModelForSequenceClassification.from_pretrained(folder, dtype=clf._model.backbone.dtype).eval()
+        peer = AutoModelForSequenceClassification.from_pretrained(folder, dtype=clf.model.backbone.dtype).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
     ours_s = timed(lambda: clf.predict(texts, batch_size=batch), args.repeats)
     peer_s = timed(lambda: peer_predict(peer, tokenizer, texts, batch), args.repeats)

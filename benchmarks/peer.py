@@ -32,7 +32,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import isolated, machine  # noqa: E402
+from common import (  # noqa: E402
+    CORPUS,
+    isolated,
+    machine,
+    make_tiny,
+    rotten_tomatoes,
+    sentiment_rows,
+    smollm2_path,
+    tiny_config,
+    tiny_tokenizer,
+)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -45,18 +55,15 @@ def load_data(source: str, n_train: int, n_test: int):
     weights and synthetic texts of 10-40 words: for throughput where the packaged files cannot travel, e.g.
     the GPU check) or "real" (the packaged SmolLM2 and Rotten Tomatoes)."""
     if source in ("quick", "random-smollm2"):
-        sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import CORPUS, make_tiny, sentiment_rows, tiny_config, tiny_tokenizer
-
         folder = Path(tempfile.gettempdir()) / f"llmhead-peer-{source}-{os.getuid()}"
         if source == "quick":
-            model = make_tiny(folder, "llama") if not (folder / "config.json").is_file() else str(folder)
+            model = make_tiny(folder) if not (folder / "config.json").is_file() else str(folder)
             return model, sentiment_rows(4), sentiment_rows(2), sentiment_rows(1)
         if not (folder / "config.json").is_file():
             import torch
             from transformers import AutoModelForCausalLM
 
-            config = tiny_config("llama", 49152, hidden=576)
+            config = tiny_config(49152, hidden=576)
             config.update(
                 dict(num_hidden_layers=30, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3)
             )
@@ -78,15 +85,12 @@ def load_data(source: str, n_train: int, n_test: int):
             ]
 
         return str(folder), rows(n_train), rows(n_test), rows(200)
-    from llmhead.data import corpora
-    from llmhead.model.backbone import resolve
-
-    data = corpora.rotten_tomatoes()
+    data = rotten_tomatoes()
     train = data["train"].shuffle(seed=0).select(range(n_train))
     pool = [*data["test"], *data["validation"]]  # 973 + 487 snippets never used for training
     # llmhead validates every epoch for early stopping (its cost is counted in its training time): 100 snippets
     test, val = pool[:n_test], pool[n_test : n_test + 100]
-    return resolve("smollm2-135m").pretrained_path(), list(train), test, val
+    return smollm2_path(), list(train), test, val
 
 
 def _threads(threads: int) -> None:
@@ -201,7 +205,7 @@ def ours_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
     if kind == "lora":
         options.update(lora_r=8, lora_alpha=16, lora_dropout=0.0, lora_targets=LORA_TARGETS)  # the peer's LoraConfig
     clf = llmhead.from_pretrained(model_path, **options)
-    clf._backbone()  # weights load outside the timing, as the peer's from_pretrained
+    _ = clf.model  # the weights load here, outside the timing, as the peer's from_pretrained
     fit = {"epochs": epochs, "batch_size": 16, "progress": False}
     if kind == "head":
         fit["patience"] = 0  # run every epoch, as the peer does
@@ -217,8 +221,8 @@ def ours_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
     start = time.perf_counter()
     predicted = clf.predict(texts, batch_size=16)
     predict_s = time.perf_counter() - start
-    head = sum(p.numel() for p in clf._model.head.parameters())
-    backbone = sum(p.numel() for p in clf._model.backbone.parameters() if p.requires_grad)
+    head = sum(p.numel() for p in clf.model.head.parameters())
+    backbone = sum(p.numel() for p in clf.model.backbone.parameters() if p.requires_grad)
     return {
         "train_seconds": train_s,
         "train_examples_per_s": epochs * len(train) / train_s,

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine  # noqa: E402
+from common import machine, make_tiny, rotten_tomatoes, sentiment_rows  # noqa: E402
 
 import llmhead  # noqa: E402
 
@@ -41,16 +41,11 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     if args.quick:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from conftest import make_tiny, sentiment_rows
-
-        model = make_tiny(Path(tempfile.mkdtemp()) / "tiny", "llama")
+        model = make_tiny(Path(tempfile.mkdtemp()) / "tiny")
         train, test = sentiment_rows(4), sentiment_rows(1)
         verbalizers = {"pos": "great", "neg": "awful"}
     else:
-        from llmhead.data import corpora
-
-        data = corpora.rotten_tomatoes()
+        data = rotten_tomatoes()
         model, verbalizers = "smollm2-135m", VERBALIZERS
         train, test = list(data["train"].shuffle(seed=0).select(range(args.n_train))), list(data["test"])
     truth = np.array([r["label"] for r in test])

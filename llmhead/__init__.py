@@ -19,10 +19,12 @@ _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 from llmhead.classifier import Classifier  # noqa: E402
 from llmhead.config import ModelConfig, TrainConfig, build  # noqa: E402
 from llmhead.data.read import DataError  # noqa: E402
+from llmhead.features.extractor import FeatureExtractor  # noqa: E402
 from llmhead.io.parity import check  # noqa: E402
 from llmhead.io.save import LoadError  # noqa: E402
+from llmhead.model.headmodel import HeadModel  # noqa: E402
 from llmhead.selection.cv import cross_validate  # noqa: E402
-from llmhead.selection.ladder import run_ladder  # noqa: E402
+from llmhead.selection.ladder import auto, run_ladder  # noqa: E402
 from llmhead.selection.sweep import layer_sweep  # noqa: E402
 
 
@@ -46,6 +48,9 @@ def load(folder, trust_remote_code: bool = False) -> Classifier:
 
 __all__ = [
     "Classifier",
+    "FeatureExtractor",
+    "HeadModel",
+    "auto",
     "DataError",
     "LoadError",
     "ModelConfig",

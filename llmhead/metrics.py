@@ -77,3 +77,13 @@ def load_hub_metric(name: str):
             "scripts from the Hugging Face hub, so it needs network access or a warm cache. The built-in metrics "
             "(accuracy, macro_f1, micro_f1, mse, mae, r2, pearson, spearman) always work; drop it from `metrics`."
         ) from exc
+
+
+def of_task(labels, out, targets, raw: list) -> dict:
+    """Metrics of head outputs ``out`` against encoded ``targets`` (and the raw values, for regression)."""
+    if labels.task == "classification":
+        return classification(targets.numpy(), out.argmax(-1).numpy(), labels.names)
+    if labels.task == "multilabel":
+        return multilabel(targets.numpy().astype(int), labels.multilabel_decisions(out), labels.names)
+    truth = np.asarray([[float(v) for v in (row if isinstance(row, (list, tuple)) else [row])] for row in raw])
+    return regression(truth, labels.values(out), labels.names)

@@ -91,12 +91,12 @@ def test_models_give_the_same_features_with_and_without_it(tiny_model):
     feats = []
     for short in (True, False):
         clf = llmhead.from_pretrained(tiny_model, dtype="float32", speedups=["short_attention"] if short else [])
-        backbone = clf._backbone()
+        backbone = clf.model.backbone
         assert backbone.config._attn_implementation == (attention.NAME if short else "sdpa")
         with torch.enable_grad():  # the path that training takes
-            feats.append(clf._model.features(*padded(clf, texts)).detach())
+            feats.append(clf.model.features(*padded(clf, texts)).detach())
         with torch.inference_mode():  # feature extraction and prediction
-            feats.append(clf._model.features(*padded(clf, texts)))
+            feats.append(clf.model.features(*padded(clf, texts)))
     for f in feats[1:]:
         torch.testing.assert_close(f, feats[0], atol=1e-5, rtol=1e-4)
 
@@ -117,5 +117,5 @@ def test_feature_cache_keeps_the_two_kernels_apart(tiny_llama, tmp_path):
     for short in (True, False, True):
         clf = llmhead.from_pretrained(tiny_llama, dtype="float32", speedups=["short_attention"] if short else [])
         clf.fit(rows, epochs=1, feature_cache=str(tmp_path), progress=False)
-        runs.append((clf._cache.computed, clf._cache.hits))
+        runs.append((clf.extractor.cache.computed, clf.extractor.cache.hits))
     assert runs[0][0] > 0 and runs[1][0] == runs[0][0] and runs[2] == (0, runs[0][0])

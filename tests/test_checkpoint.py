@@ -18,6 +18,7 @@ from conftest import sentiment_rows
 from safetensors.torch import load_file, save_file
 
 import llmhead
+from llmhead.io import folder as folder_module
 from llmhead.io import save as checkpoint
 from llmhead.io.save import LoadError
 
@@ -94,7 +95,7 @@ def test_failed_save_keeps_the_previous_model(tiny_llama, tmp_path, monkeypatch)
 def test_non_finite_weights_are_never_saved(tiny_llama, tmp_path):
     clf = head_clf(tiny_llama)
     with torch.no_grad():
-        clf._model.head.mlp[-1].weight[0, 0] = float("nan")
+        clf.model.head.mlp[-1].weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite"):
         clf.save(tmp_path / "m")
     assert not (tmp_path / "m").exists()
@@ -174,7 +175,7 @@ def test_a_save_is_in_place_of_the_old_one_in_one_exchange(tiny_llama, tmp_path,
     folder = clf.save(tmp_path / "m")
     old = clf.predict_proba(TEXTS)
     seen = []
-    real_seal, real_exchange = checkpoint.seal, checkpoint._exchange
+    real_seal, real_exchange = checkpoint.seal, folder_module._exchange
 
     def seal(tmp, manifest):  # while the new save is written, the old one is complete
         seen.append(llmhead.load(folder).predict_proba(TEXTS))
@@ -186,7 +187,7 @@ def test_a_save_is_in_place_of_the_old_one_in_one_exchange(tiny_llama, tmp_path,
         return done
 
     monkeypatch.setattr(checkpoint, "seal", seal)
-    monkeypatch.setattr(checkpoint, "_exchange", exchange)
+    monkeypatch.setattr(folder_module, "_exchange", exchange)
     clf.fit(sentiment_rows(1), epochs=3, lr=0.1, progress=False)
     clf.save(folder)
     assert (seen[0] == old).all()

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_qlora_on_cuda_saves_and_reloads_identically(tiny_llama, tmp_path):
     clf = llmhead.from_pretrained(tiny_llama, mode="qlora", head_hidden=[])
     clf.fit(sentiment_rows(4), epochs=2, batch_size=4, lr=3e-3, progress=False)
-    layer = clf._model.backbone.base_model.model.layers[0].self_attn.q_proj.base_layer
+    layer = clf.model.backbone.base_model.model.layers[0].self_attn.q_proj.base_layer
     assert type(layer).__name__ == "Linear4bit" and layer.weight.device.type == "cuda"
     texts = [r["text"] for r in sentiment_rows(1)]
     before = clf.predict_proba(texts)
@@ -38,7 +38,7 @@ def test_mixed_precision_training_on_cuda(tiny_llama, precision):
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", head_hidden=[], dtype="float32")
     clf.fit(sentiment_rows(4), epochs=3, batch_size=4, lr=3e-3, precision=precision, progress=False)
     assert all(np.isfinite(h["val_loss"]) for h in clf.history)
-    assert next(clf._model.backbone.parameters()).device.type == "cuda"
+    assert next(clf.model.backbone.parameters()).device.type == "cuda"
 
 
 def test_fsdp_lora_round_trip(tiny_llama, tmp_path):

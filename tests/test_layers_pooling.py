@@ -37,8 +37,8 @@ def test_pooling_ignores_padding_on_either_side(lengths, extra, left):
 @pytest.mark.parametrize("layer,blocks", [(1, 1), (-1, 2), (-2, 1)])
 def test_layer_k_keeps_exactly_k_blocks(tiny_llama, layer, blocks):
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32", layer=layer).fit(sentiment_rows(1), epochs=1)
-    assert len(clf._model.backbone.layers) == blocks
-    assert clf._model.backbone.config.num_hidden_layers == blocks
+    assert len(clf.model.backbone.layers) == blocks
+    assert clf.model.backbone.config.num_hidden_layers == blocks
 
 
 def test_layer_out_of_range_is_named(tiny_llama):
@@ -59,7 +59,7 @@ def test_truncated_model_matches_the_full_models_hidden_state(tmp_path):
         with torch.inference_mode():
             states = full(**batch, output_hidden_states=True).hidden_states
             expected = full.norm(states[k]) if k < 2 else states[k]
-            got = clf._model.features(batch["input_ids"], batch["attention_mask"])[:, 0]
+            got = clf.model.features(batch["input_ids"], batch["attention_mask"])[:, 0]
         torch.testing.assert_close(got, expected[:, -1], atol=1e-5, rtol=1e-5)
 
 
@@ -77,7 +77,7 @@ def test_multi_layer_features_train_and_reload(tiny_model, mix, pooling, tmp_pat
     clf.save(tmp_path / "m")
     torch.testing.assert_close(llmhead.load(tmp_path / "m").logits(texts), clf.logits(texts), atol=0, rtol=0)
     if mix == "weighted":
-        assert clf._model.head.mix.shape == (3,)
+        assert clf.model.head.mix.shape == (3,)
 
 
 @pytest.mark.parametrize("norm", ["standardize", "scale", "layernorm", "none"])
@@ -123,7 +123,7 @@ def test_long_inputs_chunked_instead_of_truncated(tiny_llama):
 def test_attention_pooling_trains_its_query_and_caches_token_states(tiny_llama, tmp_path):
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32", pooling="attention", dropout=0.0)
     clf.fit(sentiment_rows(2), epochs=40, patience=0, lr=3e-3, feature_cache=str(tmp_path / "cache"))
-    query = clf._model.head.attention.query
+    query = clf.model.head.attention.query
     assert query.abs().sum() > 0  # it started at zero (mean pooling) and learned
     assert clf.evaluate(sentiment_rows(1))["accuracy"] == 1.0
     cached = list((tmp_path / "cache").glob("*/*.safetensors"))
@@ -135,7 +135,9 @@ def test_attention_pooling_trains_its_query_and_caches_token_states(tiny_llama, 
     assert stored["values"].shape[0] == int(stored["lengths"].sum())
     again = llmhead.from_pretrained(tiny_llama, dtype="float32", pooling="attention", dropout=0.0)
     again.fit(sentiment_rows(2), epochs=40, patience=0, lr=3e-3, feature_cache=str(tmp_path / "cache"))
-    assert again._cache.misses == 0 and again._cache.hits == len(sentiment_rows(2))  # nothing recomputed
+    assert again.extractor.cache.misses == 0 and again.extractor.cache.hits == len(
+        sentiment_rows(2)
+    )  # nothing recomputed
     torch.testing.assert_close(again.logits(["a new text"]), clf.logits(["a new text"]))
 
 

@@ -18,9 +18,9 @@ def fitted(model_path: str, **options):
 
 def test_backbone_has_no_lm_head(tiny_model):
     clf = fitted(tiny_model)
-    names = [n for n, _ in clf._model.backbone.named_parameters()]
+    names = [n for n, _ in clf.model.backbone.named_parameters()]
     assert names and not any("lm_head" in n for n in names)
-    assert clf._model.backbone.__class__.__name__.endswith("Model")  # AutoModel, not *ForCausalLM
+    assert clf.model.backbone.__class__.__name__.endswith("Model")  # AutoModel, not *ForCausalLM
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
@@ -40,7 +40,7 @@ def test_padding_invariance_when_pad_is_eos(tmp_path):
     """A tokenizer without a pad token gets pad = eos; a real EOS inside the text must still be pooled."""
     path = make_tiny(tmp_path / "nopad", "llama", with_pad=False)
     clf = fitted(path)
-    assert clf._pad_note and "eos" in clf._pad_note
+    assert clf.extractor.pad_note and "eos" in clf.extractor.pad_note
     eos = clf.tokenizer.eos_token
     texts = [f"ends with eos {eos}", "no eos here at all but longer than the other one"]
     clf.tokenizer.padding_side = "left"
@@ -65,12 +65,11 @@ def test_save_load_is_exact(tiny_model, tmp_path):
 
 def test_head_training_leaves_backbone_unchanged(tiny_llama):
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
-    clf._backbone()
-    before = {k: v.clone() for k, v in clf._model.backbone.state_dict().items()}
+    before = {k: v.clone() for k, v in clf.model.backbone.state_dict().items()}
     clf.fit(sentiment_rows(), epochs=5, patience=0)
-    after = clf._model.backbone.state_dict()
+    after = clf.model.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert not any(p.requires_grad for p in clf._model.backbone.parameters())
+    assert not any(p.requires_grad for p in clf.model.backbone.parameters())
 
 
 @pytest.mark.parametrize(
@@ -122,8 +121,8 @@ def test_each_task_trains_and_loss_falls(tiny_llama, task, label, rows):
 
 def test_head_stays_float32_on_a_bf16_backbone(tiny_llama):
     clf = llmhead.from_pretrained(tiny_llama, dtype="bfloat16").fit(sentiment_rows(1), epochs=2)
-    assert next(clf._model.backbone.parameters()).dtype == torch.bfloat16
-    assert all(p.dtype == torch.float32 for p in clf._model.head.parameters())
+    assert next(clf.model.backbone.parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in clf.model.head.parameters())
     assert clf.logits(["some text"]).dtype == torch.float32
     report = llmhead.check(clf)
     assert report["tolerance"] == 5e-2 and report["passed"], report
@@ -137,9 +136,8 @@ def test_float32_trained_weights_are_cast_once_per_extraction(tiny_llama):
     from llmhead.features.extract import extract
 
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
-    clf._backbone()
-    weights = {p.data_ptr() for p in clf._model.backbone.parameters() if p.dim() == 2}
-    clf._model.backbone.requires_grad_(True)
+    weights = {p.data_ptr() for p in clf.model.backbone.parameters() if p.dim() == 2}
+    clf.model.backbone.requires_grad_(True)
     casts: list[int] = []
 
     class Casts(TorchDispatchMode):
@@ -151,6 +149,6 @@ def test_float32_trained_weights_are_cast_once_per_extraction(tiny_llama):
 
     ids = clf.tokenizer([f"text number {i} " * (i + 1) for i in range(6)])["input_ids"]
     with Casts():
-        extract(clf._model, clf.tokenizer, ids, batch_size=2, dtype=torch.bfloat16, progress=False)
+        extract(clf.model, clf.tokenizer, ids, batch_size=2, dtype=torch.bfloat16, progress=False)
     assert casts, "no weight was cast: the check would pass vacuously"
     assert len(casts) == len(set(casts)), f"{len(casts)} casts of {len(set(casts))} weights over 3 batches"

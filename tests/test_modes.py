@@ -18,11 +18,11 @@ def tiny64(tmp_path_factory) -> str:
 
 
 def snapshot(clf) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone().float() for k, v in clf._model.backbone.state_dict().items()}
+    return {k: v.detach().clone().float() for k, v in clf.model.backbone.state_dict().items()}
 
 
 def changed(before: dict, clf) -> set[str]:
-    after = clf._model.backbone.state_dict()
+    after = clf.model.backbone.state_dict()
     return {k for k in after if k in before and not torch.equal(before[k], after[k].float())}
 
 
@@ -35,32 +35,30 @@ FIT = dict(epochs=2, lr=1e-2, batch_size=4, warm_start=False, progress=False)
 
 def test_lora_changes_only_adapters_and_head(tiny_llama):
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
-    clf._backbone()
     base = snapshot(clf)
     clf.fit(sentiment_rows(2), **FIT)
-    head_before = clf._new_head().state_dict()  # the same seeded initialisation fit started from
-    state = clf._model.backbone.state_dict()
+    head_before = clf.new_head().state_dict()  # the same seeded initialisation fit started from
+    state = clf.model.backbone.state_dict()
     lora = {k for k in state if "lora_" in k}
-    assert lora and all("lora_" in n for n, p in clf._model.backbone.named_parameters() if p.requires_grad)
+    assert lora and all("lora_" in n for n, p in clf.model.backbone.named_parameters() if p.requires_grad)
     for name, tensor in state.items():
         if "lora_" not in name:
             plain = name.replace("base_model.model.", "").replace(".base_layer", "")
             assert torch.equal(tensor.float(), base[plain]), f"base weight {plain} changed"
     assert any(not torch.equal(state[k], torch.zeros_like(state[k])) for k in lora if "lora_B" in k)
-    head_after = clf._model.head.state_dict()
+    head_after = clf.model.head.state_dict()
     assert not torch.equal(head_after["mlp.4.weight"], head_before["mlp.4.weight"])
 
 
 def test_lora_respects_freeze_blocks(tiny_llama):
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", freeze_blocks=1)
     clf.fit(sentiment_rows(1), **FIT)
-    adapted = {n for n, p in clf._model.backbone.named_parameters() if p.requires_grad}
+    adapted = {n for n, p in clf.model.backbone.named_parameters() if p.requires_grad}
     assert adapted and all(".layers.1." in n for n in adapted)
 
 
 def test_full_changes_everything_but_frozen_blocks(tiny_llama):
     clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", freeze_blocks=1)
-    clf._backbone()
     before = snapshot(clf)
     clf.fit(sentiment_rows(2), **FIT)
     moved = changed(before, clf)
@@ -71,7 +69,6 @@ def test_full_changes_everything_but_frozen_blocks(tiny_llama):
 
 def test_full_without_freezing_changes_every_weight(tiny_llama):
     clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
-    clf._backbone()
     before = snapshot(clf)
     clf.fit(sentiment_rows(2), **FIT)
     assert changed(before, clf) == {k for k in before if "rotary" not in k}
@@ -82,10 +79,10 @@ def test_qlora_base_is_4bit_and_head_is_float32(tiny64, tmp_path):
 
     clf = llmhead.from_pretrained(tiny64, mode="qlora", lora_r=4)
     clf.fit(sentiment_rows(2), **FIT)
-    linears = [m for m in clf._model.backbone.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    linears = [m for m in clf.model.backbone.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linears and all(m.weight.dtype == torch.uint8 for m in linears)
-    assert all(p.dtype == torch.float32 for p in clf._model.head.parameters())
-    assert all(not isinstance(m, bnb.nn.Linear4bit) for m in clf._model.head.modules())
+    assert all(p.dtype == torch.float32 for p in clf.model.head.parameters())
+    assert all(not isinstance(m, bnb.nn.Linear4bit) for m in clf.model.head.modules())
     texts = [r["text"] for r in sentiment_rows(1)]
     clf.save(tmp_path / "q")
     torch.testing.assert_close(llmhead.load(tmp_path / "q").logits(texts), clf.logits(texts), atol=1e-4, rtol=1e-4)
@@ -131,18 +128,16 @@ def test_save_load_merge_and_export_after_finetuning(tiny_llama, tmp_path, mode)
 
 def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
     from llmhead.config import TrainConfig
-    from llmhead.finetuning.adapters import prepare
     from llmhead.finetuning.loop import param_groups
 
     clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
-    clf._backbone()
-    clf._model.backbone = prepare(clf._model.backbone, clf.config)
-    groups = param_groups(clf._model, TrainConfig(lr=1e-3, layer_decay=0.5))
+    clf.model.backbone = clf.strategy.adapt(clf.model.backbone)
+    groups = param_groups(clf.model, TrainConfig(lr=1e-3, layer_decay=0.5))
     by_name = {}
     for group in groups:
         for p in group["params"]:
             by_name[id(p)] = group["lr"]
-    named = dict(clf._model.named_parameters())
+    named = dict(clf.model.named_parameters())
     head_weight = next(p for n, p in named.items() if n.startswith("head.") and p.ndim == 2)
     assert by_name[id(head_weight)] == pytest.approx(1e-3)
     assert by_name[id(named["backbone.layers.1.mlp.up_proj.weight"])] == pytest.approx(1e-4)
@@ -190,13 +185,13 @@ def test_full_save_with_a_negative_layer_reloads_without_its_source(tmp_path):
     source = make_tiny(tmp_path / "src", "llama")
     clf = llmhead.from_pretrained(source, mode="full", dtype="float32", layer=-2)
     clf.fit(sentiment_rows(1), **FIT)
-    assert len(clf._model.backbone.layers) == 1
+    assert len(clf.model.backbone.layers) == 1
     texts = [r["text"] for r in sentiment_rows(1)]
     reference = clf.logits(texts)
     clf.save(tmp_path / "m")
     shutil.rmtree(source)  # a full save carries its weights and tokenizer
     again = llmhead.load(tmp_path / "m")
-    assert len(again._model.backbone.layers) == 1
+    assert len(again.model.backbone.layers) == 1
     torch.testing.assert_close(again.logits(texts), reference, atol=0, rtol=0)
 
 
@@ -225,26 +220,26 @@ def test_length_grouped_sampler_is_a_seeded_permutation_of_similar_length_batche
 def test_warm_start_fits_the_head_on_a_sample_of_frozen_features(tiny_llama, monkeypatch, examples):
     """LoRA's warm start: frozen features of ``warm_start_examples`` training texts only (its last fifth stops
     it), or of every training and validation text with None; the head moves before any adapter trains."""
-    import llmhead.classifier as classifier
+    import llmhead.strategies.finetune as strategy
 
     rows, val = sentiment_rows(4), sentiment_rows(1)
     computed, heads = [], []
-    real_features, real_finetune = classifier.Classifier._features, classifier.finetune
+    real_features, real_finetune = llmhead.Classifier.embed, strategy.finetune
 
-    def spy_features(self, texts, batch_size, cache):
+    def spy_features(self, texts, *args, **kwargs):
         computed.append(len(texts))
-        return real_features(self, texts, batch_size, cache)
+        return real_features(self, texts, *args, **kwargs)
 
     def spy_finetune(model, *args, **kwargs):  # the head as the warm start left it
         heads.append({k: v.clone() for k, v in model.head.state_dict().items()})
         return real_finetune(model, *args, **kwargs)
 
-    monkeypatch.setattr(classifier.Classifier, "_features", spy_features)
-    monkeypatch.setattr(classifier, "finetune", spy_finetune)
+    monkeypatch.setattr(llmhead.Classifier, "embed", spy_features)
+    monkeypatch.setattr(strategy, "finetune", spy_finetune)
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4, head_hidden=[])
     clf.fit(rows, val, **{**FIT, "warm_start": True, "warm_start_examples": examples, "epochs": 1})
     assert computed == ([10] if examples else [len(rows), len(val)])
-    fresh = clf._new_head().state_dict()
+    fresh = clf.new_head().state_dict()
     assert not torch.equal(heads[0]["mlp.1.weight"], fresh["mlp.1.weight"])
 
 
@@ -258,6 +253,7 @@ def test_finetuning_ends_on_the_best_validated_weights(tiny_llama, monkeypatch, 
     """The weights after fit are those of the best evaluation: an earlier one is restored from its copy; when the
     final one is best, they are already in place and no copy of them is made."""
     from llmhead.data.labels import LabelSpace
+    from llmhead.finetuning import evaluation
     from llmhead.finetuning import loop as ft
 
     scripted, real_loss = iter(losses), LabelSpace.loss
@@ -266,7 +262,7 @@ def test_finetuning_ends_on_the_best_validated_weights(tiny_llama, monkeypatch, 
         out = real_loss(self, logits, targets, *args, **kwargs)
         return out if torch.is_grad_enabled() else torch.tensor(next(scripted))
 
-    seen, copies, real_evaluate, real_state = [], [], ft._evaluate, ft.trainable_state
+    seen, copies, real_evaluate, real_state = [], [], ft.evaluate, evaluation.trainable_state
 
     def evaluate(accelerator, model, *args, **kwargs):
         out = real_evaluate(accelerator, model, *args, **kwargs)
@@ -274,12 +270,12 @@ def test_finetuning_ends_on_the_best_validated_weights(tiny_llama, monkeypatch, 
         return out
 
     monkeypatch.setattr(LabelSpace, "loss", loss)
-    monkeypatch.setattr(ft, "_evaluate", evaluate)
-    monkeypatch.setattr(ft, "trainable_state", lambda m: copies.append(1) or real_state(m))
+    monkeypatch.setattr(ft, "evaluate", evaluate)
+    monkeypatch.setattr(evaluation, "trainable_state", lambda m: copies.append(1) or real_state(m))
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
     clf.fit(sentiment_rows(2), sentiment_rows(1), **{**FIT, "epochs": 3})
     assert [r["best"] for r in clf.history] == [True, True, best == 2]
-    final = real_state(clf._model)
+    final = real_state(clf.model)
     assert all(torch.equal(final[k], seen[best][k]) for k in final)
     assert not all(torch.equal(final[k], seen[0][k]) for k in final)
     assert len(copies) == 2  # the copies of evaluations 1 and 2; never of the final one
@@ -289,6 +285,6 @@ def test_lora_has_no_dropout_by_default(tiny_llama):
     """peft's default: dropout masks made CPU LoRA fits ~1.4x as long (benchmarks/lora_dropout.py)."""
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
     clf.fit(sentiment_rows(1), **{**FIT, "epochs": 1})
-    dropouts = [m for name, m in clf._model.backbone.named_modules() if name.endswith("lora_dropout.default")]
+    dropouts = [m for name, m in clf.model.backbone.named_modules() if name.endswith("lora_dropout.default")]
     assert dropouts and all(isinstance(m, torch.nn.Identity) for m in dropouts)
     assert llmhead.from_pretrained(tiny_llama, mode="lora", lora_dropout=0.1).config.lora_dropout == 0.1

@@ -16,7 +16,7 @@ def norms(model):
 
 def test_llama_and_qwen_norms_are_fused_and_exact(tiny_model, monkeypatch):
     clf = llmhead.from_pretrained(tiny_model, dtype="float32")
-    backbone = clf._backbone()
+    backbone = clf.model.backbone
     fused = [m for m in norms(backbone) if "forward" in vars(m)]
     if "gemma" in type(backbone).__name__.lower():
         assert fused == []  # Gemma scales by (1 + weight): its own forward stays

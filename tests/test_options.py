@@ -157,7 +157,7 @@ def test_options_for_a_mode_are_refused_before_weights_load(tiny_llama, tmp_path
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
     with pytest.raises(ValueError, match=r"checkpoint_every is not used by mode='head'"):
         clf.fit(sentiment_rows(1), run_dir=str(tmp_path / "run"), checkpoint_every=2, epochs=1)
-    assert clf._model is None and not (tmp_path / "run").exists()  # nothing loaded, nothing written
+    assert clf.model is None and not (tmp_path / "run").exists()  # nothing loaded, nothing written
     with pytest.raises(ValueError, match=r"lora_r is not used by mode='head'"):
         llmhead.from_pretrained(tiny_llama, lora_r=4)
 
@@ -279,7 +279,7 @@ def test_accelerate_environment_does_not_change_head_training(tiny_llama, monkey
     def head_state() -> dict[str, torch.Tensor]:
         clf = llmhead.from_pretrained(tiny_llama, mode="head", dtype="float32")
         clf.fit(sentiment_rows(2), epochs=4, patience=0, lr=3e-3, progress=False)
-        return {k: v.clone() for k, v in clf._model.head.state_dict().items()}
+        return {k: v.clone() for k, v in clf.model.head.state_dict().items()}
 
     monkeypatch.delenv(variable, raising=False)
     plain = head_state()

@@ -141,7 +141,7 @@ def test_pooling_and_layer_choices_on_real_data(options):
     train, test = subset(data["train"], 400), subset(data["test"], 200)
     clf = llmhead.from_pretrained("smollm2-135m", template="Review: {text}\nSentiment:", **options)
     clf.fit(train, epochs=40)
-    assert len(clf._model.backbone.layers) == 18
+    assert len(clf.model.backbone.layers) == 18
     metrics = clf.evaluate(test)
     print(options, {k: v for k, v in metrics.items() if not isinstance(v, dict)})
     assert metrics["accuracy"] > 0.6, metrics  # chance is 0.5; 0.6 is ~3 standard errors above it at n=200

@@ -21,8 +21,13 @@ def three_class_rows(n_repeat: int = 4) -> list[dict]:
 
 
 def _sklearn_inputs(clf, rows):
-    head = clf._model.head
-    x = clf._features([r["text"] for r in rows], 8, cache=False).values.flatten(1).double().numpy()
+    head = clf.model.head
+    x = (
+        clf.embed([r["text"] for r in rows], batch_size=8, cache=False, templated=True)
+        .values.flatten(1)
+        .double()
+        .numpy()
+    )
     return (x - head.mean.numpy()) / head.std.numpy(), head.sklearn
 
 
@@ -70,13 +75,13 @@ def test_probe_configuration_errors_are_named():
 def test_disk_cache_is_hit_by_a_second_run(tiny_llama, tmp_path):
     first = llmhead.from_pretrained(tiny_llama, mode="probe", dtype="float32")
     first.fit(sentiment_rows(3), feature_cache=str(tmp_path / "cache"), progress=False)
-    assert first._cache.misses == len(sentiment_rows(3)) and first._cache.hits == 0
+    assert first.extractor.cache.misses == len(sentiment_rows(3)) and first.extractor.cache.hits == 0
     second = llmhead.from_pretrained(tiny_llama, mode="head", dtype="float32")  # another mode, same features
     second.fit(sentiment_rows(3), feature_cache=str(tmp_path / "cache"), epochs=2, progress=False)
-    assert second._cache.misses == 0 and second._cache.hits == len(sentiment_rows(3))
+    assert second.extractor.cache.misses == 0 and second.extractor.cache.hits == len(sentiment_rows(3))
     other = llmhead.from_pretrained(tiny_llama, mode="probe", dtype="float32", pooling="mean")  # other settings
     other.fit(sentiment_rows(3), feature_cache=str(tmp_path / "cache"), progress=False)
-    assert other._cache.hits == 0
+    assert other.extractor.cache.hits == 0
 
 
 def test_fold_indices_are_disjoint_complete_and_stratified():
@@ -105,20 +110,20 @@ def test_cross_validate_costs_one_feature_pass_and_writes_out_of_fold_prediction
     assert [r["row"] for r in oof] == list(range(1, len(rows) + 1))
     assert {r["fold"] for r in oof} == {1, 2, 3, 4}
     assert json.loads((tmp_path / "cv.json").read_text())["metric"] == "accuracy"
-    cache = result.models[0]._cache
+    cache = result.models[0].extractor.cache
     assert cache.computed == len(rows)  # four folds, each example's features computed once
     assert result.predict(["a joyful bright funny story"])[0] in ("pos", "neg")
 
 
 def test_augmentation_touches_training_texts_only(tiny_llama, monkeypatch):
     seen = []
-    original = llmhead.Classifier._features
+    original = llmhead.Classifier.embed
 
-    def spy(self, texts, batch_size, cache):
+    def spy(self, texts, *args, **kwargs):
         seen.append(list(texts))
-        return original(self, texts, batch_size, cache)
+        return original(self, texts, *args, **kwargs)
 
-    monkeypatch.setattr(llmhead.Classifier, "_features", spy)
+    monkeypatch.setattr(llmhead.Classifier, "embed", spy)
     train, evaluation = sentiment_rows(2), sentiment_rows(1)
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32", template="Review: {text}")
     clf.fit(train, evaluation, augment=2, augment_p=0.5, epochs=1, progress=False)
@@ -156,7 +161,7 @@ def test_lmhead_starts_from_the_lm_heads_label_scores(tmp_path):
     clf.fit(sentiment_rows(2), epochs=0, progress=False)  # no training step: the zero-shot classifier
     assert clf.history == [{"epoch": 0, "val_loss": clf.history[0]["val_loss"], "best": True}]
     texts = [f"{t} it was" for t in CORPUS[:4]]
-    word_ids = clf._label_token_ids(["awful", "wonderful"])  # label order is sorted: neg, pos
+    word_ids = clf.label_token_ids(["awful", "wonderful"])  # label order is sorted: neg, pos
     expected = _causal_lm_scores(path, texts, word_ids)
     torch.testing.assert_close(clf.logits(CORPUS[:4]), expected, atol=1e-4, rtol=1e-4)
 
@@ -167,7 +172,7 @@ def test_verbalizer_init_folds_the_input_standardization(tmp_path):
         path, dtype="float32", head_hidden=[], head_init="verbalizer", verbalizers={"pos": "great", "neg": "dull"}
     )
     clf.fit(sentiment_rows(2), epochs=0, progress=False)
-    expected = _causal_lm_scores(path, CORPUS[:3], clf._label_token_ids(["dull", "great"]))
+    expected = _causal_lm_scores(path, CORPUS[:3], clf.label_token_ids(["dull", "great"]))
     torch.testing.assert_close(clf.logits(CORPUS[:3]), expected, atol=1e-4, rtol=1e-4)
 
 
@@ -183,7 +188,7 @@ def test_icl_prefix_cache_scores_equal_full_forward(tmp_path, family):
         path, mode="icl", dtype="float32", icl_shots=2, verbalizers=verbalizers, icl_calibrate=False
     )
     clf.fit(sentiment_rows(2), progress=False)
-    scorer = clf._scorer()
+    scorer = clf.strategy.scorer(clf)
     assert len(scorer.prefix_ids) > 16  # longer than the tiny Gemma3's sliding window
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(path)
@@ -205,9 +210,9 @@ def test_icl_calibration_save_and_load(tiny_llama, tmp_path):
         tiny_llama, mode="icl", dtype="float32", icl_shots=1, verbalizers={"pos": "great", "neg": "awful"}
     )
     clf.fit(sentiment_rows(2), progress=False)
-    log_cf = clf._model.head.log_cf
+    log_cf = clf.model.head.log_cf
     assert torch.isclose(log_cf.exp().sum(), torch.tensor(1.0)) and not torch.allclose(log_cf, log_cf.mean())
-    assert len(clf._icl_demos) == 2 and {y for _, y in clf._icl_demos} == {0, 1}  # one per class
+    assert len(clf.strategy.demos) == 2 and {y for _, y in clf.strategy.demos} == {0, 1}  # one per class
     clf.save(tmp_path / "icl")
     again = llmhead.load(tmp_path / "icl")
     torch.testing.assert_close(again.logits(CORPUS[:3]), clf.logits(CORPUS[:3]), atol=0, rtol=0)
@@ -220,7 +225,7 @@ def test_layer_sweep_builds_the_best_layer_with_blocks_dropped(tiny_llama):
     assert [r["layer"] for r in result.table] == [1, 2]
     assert result.best_layer == max(result.table, key=lambda r: r["mean"])["layer"]
     clf = result.classifier
-    assert clf.config.layer == result.best_layer and len(clf._model.backbone.layers) == result.best_layer
+    assert clf.config.layer == result.best_layer and len(clf.model.backbone.layers) == result.best_layer
     assert "| layer |" in result.format()
 
 
@@ -253,7 +258,7 @@ def test_ladder_skips_rungs_over_budget(tiny_llama):
 def test_neftune_noise_only_while_training(tiny_llama):
     clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", head_hidden=[])
     clf.fit(sentiment_rows(2), epochs=1, neftune_alpha=5.0, warm_start=False, progress=False, batch_size=4)
-    embeddings = clf._model.backbone.get_input_embeddings()
+    embeddings = clf.model.backbone.get_input_embeddings()
     assert not embeddings._forward_hooks  # removed after training
     torch.testing.assert_close(clf.logits(CORPUS[:2]), clf.logits(CORPUS[:2]), atol=0, rtol=0)
     with pytest.raises(ValueError, match="neftune_alpha perturbs embeddings"):

@@ -1,11 +1,5 @@
-"""What trains in each mode: which backbone parameters are frozen, where LoRA adapters go, and how
-QLoRA quantizes the base.
-
-    head   backbone frozen (features are cached, only the head trains)
-    lora   peft adapters on the blocks' linear projections (blocks >= freeze_blocks) + the head
-    qlora  the same on a 4-bit NF4 base (bitsandbytes); the head is never quantized and stays float32
-    full   every backbone weight, except the embeddings and the first freeze_blocks blocks when set
-"""
+"""What trains when the backbone does: where LoRA adapters go (peft), how QLoRA quantizes the base (bitsandbytes),
+which weights full fine-tuning unfreezes, and the names and copies of what trains (for checkpoints)."""
 
 from __future__ import annotations
 
@@ -27,8 +21,6 @@ def block_index(name: str) -> int | None:
 
 def quantization_config(config: ModelConfig):
     """bitsandbytes 4-bit NF4 for qlora (runs on CUDA and, with bitsandbytes >= 0.49, on the CPU)."""
-    if config.mode != "qlora":
-        return None
     from transformers import BitsAndBytesConfig
 
     from llmhead.model.precision import torch_dtype
@@ -85,25 +77,17 @@ def with_adapters(backbone: nn.Module, peft_config) -> nn.Module:
         return get_peft_model(backbone, peft_config)
 
 
-def prepare(backbone: nn.Module, config: ModelConfig, gradient_checkpointing: bool = False) -> nn.Module:
-    """The backbone ready for training in ``config.mode``: frozen, wrapped with adapters, or unfrozen."""
+def unfreeze(backbone: nn.Module, freeze_blocks: int) -> nn.Module:
+    """Full fine-tuning: every weight trains except the embeddings and the first ``freeze_blocks`` blocks."""
     num_blocks = backbone.config.num_hidden_layers
-    if config.mode == "head":
-        return backbone.requires_grad_(False)
-    if gradient_checkpointing:
-        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if config.mode in ("lora", "qlora"):
-        backbone.requires_grad_(False)
-        return with_adapters(backbone, lora_config(config, num_blocks, backbone))
-    # full
-    if config.freeze_blocks > num_blocks:
-        raise ValueError(f"freeze_blocks={config.freeze_blocks} exceeds the model's {num_blocks} blocks")
+    if freeze_blocks > num_blocks:
+        raise ValueError(f"freeze_blocks={freeze_blocks} exceeds the model's {num_blocks} blocks")
     for name, param in backbone.named_parameters():
         index = block_index(name)
         if index is not None:
-            frozen = index < config.freeze_blocks
+            frozen = index < freeze_blocks
         else:  # embeddings (frozen with the first blocks) or the final norm (trains)
-            frozen = config.freeze_blocks > 0 and "norm" not in name and "ln_f" not in name
+            frozen = freeze_blocks > 0 and "norm" not in name and "ln_f" not in name
         param.requires_grad_(not frozen)
     return backbone
 

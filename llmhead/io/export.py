@@ -53,9 +53,9 @@ def export_transformers(clf, folder: str | Path) -> Path:
     reason = why_not_exportable(clf)
     if reason:
         raise ValueError(reason)
-    backbone = clf._backbone()
+    backbone = clf.model.backbone
     if hasattr(backbone, "merge_and_unload"):  # LoRA adapters: fold them into a copy of the weights
-        if clf.config.mode == "qlora":
+        if any(type(p).__name__ == "Params4bit" for p in backbone.parameters()):  # bitsandbytes 4-bit
             raise ValueError(
                 "a QLoRA model cannot be exported exactly: its base weights are 4-bit; train with "
                 "mode='lora' to export, or keep clf.save()"
@@ -63,7 +63,7 @@ def export_transformers(clf, folder: str | Path) -> Path:
         import copy
 
         backbone = copy.deepcopy(backbone).merge_and_unload()
-    head = clf._model.head
+    head = clf.model.head
     linear = head.mlp[-1]
     weight = (linear.weight / head.scale[0]).detach().float()  # fold x / scale into score: (C, H)
 

@@ -15,38 +15,25 @@ What a save guarantees:
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import re
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from llmhead.io.folder import WRITER, remove_stale, sync_tree, write_atomically  # noqa: F401  (re-exported)
+from llmhead.io.layout import ADAPTER, BACKBONE, HEAD, MANIFEST, TOKENIZER  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
-MANIFEST = "llmhead.json"
-HEAD = "head.safetensors"
-ADAPTER = "adapter.safetensors"
-BACKBONE = "backbone"  # a transformers folder of fine-tuned (or merged) weights
-TOKENIZER = "tokenizer"
 FORMAT = 2  # 2: files and manifest digests. 1 (unsealed) still loads, with a warning.
-WRITER = ".llmhead-writer"  # in a temporary folder while its save runs, locked (flock) by the saving process
 OWNED = (HEAD, ADAPTER, BACKBONE, TOKENIZER)  # what a save owns: nothing in them may be unlisted
-GRACE_S = 600  # a temporary folder without a writer file is left alone this long (its save may be starting)
 REQUIRED = ("model", "labels", "backbone", "tokenizer")  # objects every manifest has
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]{8}")  # as write_atomically makes them
 
 
 class LoadError(ValueError):
@@ -89,182 +76,7 @@ def write_save(target: str | os.PathLike, write_files: Callable[[Path], None], m
         write_files(tmp)
         seal(tmp, manifest)
 
-    return write_atomically(target, write)
-
-
-def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], marker: str = MANIFEST) -> Path:
-    """Call ``write(tmp_dir)``, then put ``tmp_dir`` in place of ``target``. An existing non-empty ``target`` is
-    replaced only when it holds ``marker`` (it is a previous save of the same kind); the files of it that the
-    previous save did not write are kept."""
-    target = Path(target).expanduser().absolute()
-    if target.is_symlink():
-        raise FileExistsError(f"{target} is a symbolic link; save to the folder it points to, {target.resolve()}")
-    if target.exists():
-        if not target.is_dir():
-            raise FileExistsError(f"{target} exists and is not a folder; choose another path")
-        if any(target.iterdir()) and not (target / marker).is_file():
-            raise FileExistsError(
-                f"{target} is a non-empty folder that is not a saved llmhead model (no {marker}); refusing to "
-                "replace it. Choose a new or empty folder."
-            )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    with open(tmp / WRITER, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # held until the save is in place: remove_stale leaves this folder alone
-        try:
-            lock.write(str(os.getpid()))
-            lock.flush()
-            write(tmp)
-            if target.exists():
-                _keep_foreign(target, tmp, marker)
-            sync_tree(tmp)
-            if target.exists():
-                _swap_in(tmp, target)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    (target / WRITER).unlink(missing_ok=True)
-    _sync_dir(target.parent)
-    return target
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    if _exchange(tmp, target):  # tmp now holds the previous save
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    # No atomic exchange on this file system: two renames. A kill between them leaves the previous save in
-    # .<name>.old-*/x with no <name>: remove_stale puts it back.
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / "x")
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _sync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def sync_tree(folder: Path) -> None:
-    """Flush every file and folder of ``folder`` to disk before it is renamed in: after a power loss the new
-    save is complete or absent, never a folder of empty files."""
-    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
-        if path.is_file() and not path.is_symlink():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        elif path.is_dir() and not path.is_symlink():
-            _sync_dir(path)
-    _sync_dir(folder)
-
-
-def _ours(target: Path, marker: str) -> set[str]:
-    """Top-level names the previous save in ``target`` wrote."""
-    if marker != MANIFEST:
-        return set()
-    try:
-        listed = json.loads((target / MANIFEST).read_text()).get("files")
-    except (OSError, ValueError, AttributeError):
-        listed = None
-    if not isinstance(listed, dict):  # format 1, or unreadable: the names llmhead saves have always had
-        return {MANIFEST, HEAD, ADAPTER, BACKBONE, TOKENIZER}
-    return {MANIFEST} | {name.split("/")[0] for name in listed}
-
-
-def _keep_foreign(target: Path, tmp: Path, marker: str) -> None:
-    """Hard-link into ``tmp`` every entry of ``target`` that neither the previous save nor this one wrote: the
-    originals stay in place until the exchange, so a crash at any moment loses none of them. (An export, marked
-    by its config.json, replaces the files of the names it writes and keeps the others.)"""
-    ours = _ours(target, marker)
-    foreign = [p for p in target.iterdir() if p.name not in ours and p.name != WRITER]
-    if marker != MANIFEST:
-        foreign = [p for p in foreign if not (tmp / p.name).exists()]
-    clash = [p.name for p in foreign if (tmp / p.name).exists()]
-    if clash:
-        raise FileExistsError(
-            f"{target} holds {', '.join(map(repr, clash))}, which llmhead did not write and this save would replace; "
-            "move it, or save to another folder (nothing was changed)"
-        )
-    for entry in foreign:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=_link_or_copy)
-        elif entry.is_symlink():
-            os.symlink(os.readlink(entry), tmp / entry.name)
-        else:
-            _link_or_copy(entry, tmp / entry.name)
-
-
-def _link_or_copy(source, destination) -> None:
-    """A hard link (instant, no space), or a copy where links are not allowed (another user's file under
-    fs.protected_hardlinks, a file system without them)."""
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2). False where the kernel, libc or file system cannot."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError, TypeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, f"could not put the new save in place of {b}: {os.strerror(code)}")
-
-
-def remove_stale(parent: Path) -> None:
-    """Clean up after saves into ``parent`` that were killed: a previous save left aside by the two-rename
-    fallback goes back in place if nothing replaced it; temporary folders whose writer no longer holds its lock
-    are removed (and those without a writer file once they are older than ``GRACE_S``)."""
-    for entry in parent.iterdir() if parent.is_dir() else []:
-        match = _TEMPORARY.fullmatch(entry.name)
-        if not (match and entry.is_dir() and not entry.is_symlink()):
-            continue
-        target = parent / match.group("name")
-        if match.group("kind") == "old":
-            if (entry / "x").is_dir() and not target.exists():
-                log.warning("putting back %s, left aside by a save that did not finish", target)
-                os.replace(entry / "x", target)
-        elif _writer_alive(entry):
-            continue
-        log.info("removing %s, left by a save that did not finish", entry)
-        shutil.rmtree(entry, ignore_errors=True)
-
-
-def _writer_alive(folder: Path) -> bool:
-    writer = folder / WRITER
-    try:
-        with open(writer) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True  # its save still runs
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
-    except FileNotFoundError:  # a save that is just starting, or one from before writer files
-        with contextlib.suppress(OSError):
-            return time.time() - folder.stat().st_mtime < GRACE_S
-        return False
-    except OSError:
-        return True  # cannot tell: leave it
+    return write_atomically(target, write, MANIFEST)
 
 
 def check_finite(state: dict[str, torch.Tensor]) -> None:
@@ -359,3 +171,96 @@ def _check_sealed(folder: Path, manifest: dict) -> None:
                 f"{extra[0]}: not written by the save ({len(extra)} such file(s) under {name}/); it could change "
                 "what loads, so the model is not loaded. Remove it, or save again."
             )
+
+
+def load_into(path: Path, load) -> None:
+    """Run ``load``; a mismatch of names or shapes is reported with the file it came from."""
+    try:
+        result = load()
+    except RuntimeError as exc:
+        raise LoadError(f"{path}: does not fit the model its manifest describes: {exc}") from exc
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise LoadError(f"{path}: holds tensors the model does not have: {unexpected[:5]}")
+    missing = [k for k in getattr(result, "missing_keys", None) or [] if "lora_" in k]  # the base's keys are expected
+    if missing:
+        raise LoadError(f"{path}: lacks adapter tensors the model has: {missing[:5]}")
+
+
+def jsonable(value):
+    """peft and dataclass dicts hold sets and enums; JSON holds lists and strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        items = [jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set) else items
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return getattr(value, "value", str(value))
+
+
+def versions() -> dict:
+    import accelerate
+    import transformers
+
+    from llmhead import __version__
+
+    return {
+        "llmhead": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+    }
+
+
+@dataclass
+class SavedClassifier:
+    """What ``read_classifier`` found in a save: the settings as saved, the head's tensors, where the rest is."""
+
+    model: dict  # ModelConfig fields (``model`` is the source's name)
+    labels: object  # a LabelSpace
+    head_state: dict[str, torch.Tensor]
+    tokenizer_dir: Path
+    backbone: dict  # the manifest's backbone section
+    history: list
+    strategy: dict | None
+    pad_note: str | None  # the pad token llmhead added to the tokenizer, if any
+
+    source = property(lambda self: self.backbone["source"])
+    source_kind = property(lambda self: self.backbone["kind"])
+    saved_as = property(lambda self: self.backbone.get("saved_as", "reference"))
+    fingerprint = property(lambda self: self.backbone.get("fingerprint"))
+    source_blocks = property(lambda self: self.backbone.get("source_blocks"))
+
+
+def read_classifier(folder: Path, trust_remote_code: bool) -> SavedClassifier:
+    """A save's parts, after checking every file; refused when it would need code the caller did not trust."""
+    from llmhead.data.labels import LabelSpace
+
+    manifest, head_state, tokenizer_dir = read(folder)
+    where = folder / MANIFEST
+    try:
+        backbone, model = manifest["backbone"], dict(manifest["model"])
+        if model.get("trust_remote_code") and not trust_remote_code:
+            raise LoadError(
+                f"{where}: this model was trained with trust_remote_code=True, so loading it runs Python code "
+                f"that ships with {backbone['source']!r}. Nothing was loaded. If you trust that code, call "
+                "llmhead.load(folder, trust_remote_code=True)."
+            )
+        model.update(trust_remote_code=trust_remote_code, model=backbone["source"])
+        saved = SavedClassifier(
+            model,
+            LabelSpace.from_json(manifest["labels"]),
+            head_state,
+            tokenizer_dir,
+            backbone,
+            manifest.get("history") or [],
+            manifest.get("strategy") or manifest.get("icl"),  # format 2 before strategies kept it under "icl"
+            manifest["tokenizer"]["pad_token_added"],
+        )
+        _ = (saved.source, saved.source_kind)
+    except LoadError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LoadError(f"{where}: not a manifest this version can load ({exc!r})") from exc
+    return saved

@@ -1,25 +1,52 @@
-"""The head-swapping model: decoder backbone (no LM head) -> pooling -> head on pooled vectors only."""
+"""The head-swapping model: a decoder backbone without its LM head -> pooling -> a new head on pooled vectors only.
+
+It is a plain ``nn.Module`` with the contract of transformers' ``*ForSequenceClassification``:
+``forward(input_ids, attention_mask, labels=None)`` returns an output with ``loss`` and ``logits``, so it trains in
+HF ``Trainer``, in an Accelerate loop, under FSDP, or with its backbone wrapped by peft::
+
+    model = HeadModel.from_backbone("smollm2-135m", task="classification", num_labels=2)
+    out = model(input_ids, attention_mask, labels=labels)   # out.loss, out.logits (B, 2)
+    model.save_pretrained("out")                            # safetensors + JSON
+    clf = llmhead.Classifier.from_model(HeadModel.from_pretrained("out"), tokenizer, labels=["neg", "pos"])
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.utils import ModelOutput
 
+from llmhead.model.backbone import block_plan, load_backbone, model_config, resolve
 from llmhead.model.heads import MLPHead
 from llmhead.model.pooling import FIXED, Pooling, pool
 from llmhead.speedups.lastblock import LastTokenMLP
+
+CONFIG = "headmodel.json"
+HEAD = "head.safetensors"
+BACKBONE = "backbone"
+
+
+@dataclasses.dataclass
+class HeadOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 class HeadModel(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        head: MLPHead,
+        head: nn.Module,
         pooling: Pooling = "last",
         layers: list[int] | None = None,
         last_mlp: LastTokenMLP | None = None,
+        task: str = "classification",
     ):
         super().__init__()
         self.backbone = backbone
@@ -27,6 +54,7 @@ class HeadModel(nn.Module):
         self.pooling = pooling
         self.layers = layers  # indices into hidden_states (0 = embeddings); None = the final output
         self.last_mlp = last_mlp  # hooks that run the top block's MLP on chosen positions only
+        self.task = task  # what `labels` mean in forward: classification | multilabel | regression
 
     @property
     def trims_top_mlp(self) -> bool:
@@ -52,7 +80,90 @@ class HeadModel(nn.Module):
             return torch.stack(states, 2).float()  # (B, T, L, H)
         return torch.stack([pool(h, attention_mask, self.pooling) for h in states], 1).float()  # (B, L, H)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, num_outputs) logits."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> HeadOutput:
+        """(B, T) -> logits (B, num_outputs); with ``labels`` also the loss: cross-entropy on class indices,
+        BCE on 0/1 rows (multilabel), MSE on targets (regression)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
         mask = None if self.pooling in FIXED else attention_mask
-        return self.head(self.features(input_ids, attention_mask), mask)
+        logits = self.head(self.features(input_ids, attention_mask), mask)
+        return HeadOutput(loss=None if labels is None else task_loss(self.task, logits, labels), logits=logits)
+
+    # ---- the module for users with their own training loop ---------------------------------------------------
+    @classmethod
+    def from_backbone(
+        cls,
+        model: str | nn.Module,
+        *,
+        task: str = "classification",
+        num_labels: int,
+        pooling: Pooling = "last",
+        head_hidden: list[int] | tuple[int, ...] = (),
+        layer: int | None = None,
+        dropout: float = 0.0,
+        input_norm: str = "layernorm",
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ) -> HeadModel:
+        """A backbone with a new head. ``model``: an alias, a .gguf file, a transformers folder, a hub id, or an
+        already loaded transformers model (a ``*ForCausalLM`` gives up its LM head). ``layer``: pool block k's
+        output (negative: from the top) instead of the last one's. ``input_norm`` defaults to a learned LayerNorm,
+        which needs no statistics pass over the data."""
+        if isinstance(model, nn.Module):  # a *ForCausalLM's base_model is its body; a base model's is itself
+            backbone = model.base_model
+            total = backbone.config.num_hidden_layers
+            layers = None if layer is None else [block_plan(total, layer, None)[0]]  # read, not cut: not ours
+        else:
+            source = resolve(model)
+            total = model_config(source, trust_remote_code).num_hidden_layers
+            keep, _ = block_plan(total, layer, None)
+            backbone, layers = load_backbone(source, dtype, trust_remote_code, keep_blocks=keep), None
+        width = backbone.get_input_embeddings().embedding_dim
+        outputs = 1 if task == "regression" and num_labels == 1 else num_labels
+        head = MLPHead(width, outputs, list(head_hidden), dropout=dropout, input_norm=input_norm)
+        return cls(backbone, head, pooling, layers, task=task)
+
+    def head_config(self) -> dict:
+        return {"task": self.task, "pooling": self.pooling, "layers": self.layers, "head": self.head.config()}
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """``folder``/headmodel.json (task, pooling, layers, the head's shape), head.safetensors and backbone/ (a
+        transformers folder, safetensors; LoRA adapters are merged into a copy first). Nothing pickled."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        backbone = self.backbone
+        if hasattr(backbone, "merge_and_unload"):  # peft-wrapped: the merged weights, the user's model untouched
+            import copy
+
+            backbone = copy.deepcopy(backbone).merge_and_unload()
+        backbone.save_pretrained(folder / BACKBONE, safe_serialization=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD)
+        (folder / CONFIG).write_text(json.dumps(self.head_config(), indent=2))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, trust_remote_code: bool = False) -> HeadModel:
+        """A model written by ``save_pretrained``: JSON and safetensors only."""
+        from transformers import AutoModel
+
+        folder = Path(folder)
+        config = json.loads((folder / CONFIG).read_text())
+        backbone = AutoModel.from_pretrained(
+            folder / BACKBONE, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code
+        ).eval()
+        head = MLPHead(**config["head"])
+        head.load_state_dict(load_file(folder / HEAD), strict=True)
+        return cls(backbone, head.eval(), config["pooling"], config["layers"], task=config["task"])
+
+
+def task_loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The loss a ``*ForSequenceClassification`` model computes for ``task``."""
+    F = nn.functional
+    logits = logits.float()
+    if task == "classification":
+        return F.cross_entropy(logits, labels.long())
+    if task == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    return F.mse_loss(logits, labels.float().reshape(logits.shape))

@@ -39,6 +39,19 @@ class MLPHead(nn.Module):
         attention_pool: bool = False,
     ):
         super().__init__()
+        self._config = dict(
+            in_dim=in_dim,
+            out_dim=out_dim,
+            hidden=list(hidden),
+            activation=activation,
+            dropout=dropout,
+            num_layers=num_layers,
+            layer_mix=layer_mix,
+            input_norm=input_norm,
+            bias=bias,
+            init=init,
+            attention_pool=attention_pool,
+        )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.input_norm, self.layer_mix = input_norm, layer_mix
@@ -63,6 +76,10 @@ class MLPHead(nn.Module):
                     nn.init.normal_(module.weight, std=0.02)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
+
+    def config(self) -> dict:
+        """The constructor's arguments: ``MLPHead(**head.config())`` builds the same shape (JSON values)."""
+        return dict(self._config)
 
     @torch.no_grad()
     def fit_scaler(self, features: torch.Tensor) -> None:

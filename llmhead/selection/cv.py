@@ -2,8 +2,9 @@
 given), the metric's mean and standard deviation over folds, out-of-fold predictions, and optionally the
 fold models as an ensemble.
 
-The folds share one tokenizer, one frozen backbone and one feature cache, so cross-validating the probe,
-head and lmhead modes costs a single feature pass over the data.
+The folds share one ``FeatureExtractor`` (tokenizer, frozen backbone, feature cache), so cross-validating the
+probe, head and lmhead modes costs a single feature pass over the data. Each fold is a new ``Classifier`` built
+from the configuration and used through its public methods only (scikit-learn's ``clone`` / ``fit`` / ``predict``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from typing import Any
 import numpy as np
 
 from llmhead.classifier import Classifier
-from llmhead.config import FROZEN_MODES, ModelConfig, build
+from llmhead.config import ModelConfig, build
+from llmhead.data.examples import Examples
 from llmhead.data.labels import LabelSpace
-from llmhead.data.read import DataError, read_raw_labels, read_table, read_texts, require_columns
+from llmhead.data.read import DataError
+from llmhead.features.extractor import FeatureExtractor
+from llmhead.model import backbone as bb
 
 MAIN_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regression": "pearson"}
 
@@ -118,51 +122,38 @@ def cross_validate(
     ensemble: bool = False,
     out_dir: str | None = None,
     fit: dict | None = None,
-    share: Classifier | None = None,
+    extractor: FeatureExtractor | None = None,
     **model_options,
 ) -> CVResult:
     """Cross-validate a classifier built from ``model`` and ``model_options`` (ModelConfig fields);
     ``fit`` holds TrainConfig fields for each fold's ``fit``. Returns per-fold metrics, their mean and
     std, and out-of-fold predictions (written to ``out_dir/oof.jsonl`` and ``out_dir/cv.json`` when set).
-    ``share``: a classifier whose loaded backbone and feature cache the folds reuse (the ladder's)."""
+    ``extractor``: the tokenizer, frozen weights and feature cache the folds share (the ladder passes its own)."""
     if model is not None:
         model_options["model"] = model
     config = build(ModelConfig, model_options)
     if config.mode == "auto":
-        raise ValueError("cross_validate runs one mode; mode='auto' (the ladder) cross-validates each rung itself")
-    table = read_table(data, "train")
-    # Every check on the data happens here, once, before any weights load.
-    read_texts(table, text, config.template, config.pair_separator)
-    raw = read_raw_labels(table, label, config.task)
-    labels = LabelSpace.learn(config.task, raw, config.labels, label)
-    targets = labels.encode(raw, table.origin).numpy()
-    groups = None
-    if group is not None:
-        require_columns(table, [group], "group")
-        groups = table.columns[group]
-        missing = [i + 1 for i, g in enumerate(groups) if g is None or (isinstance(g, float) and np.isnan(g))]
-        if missing:
-            raise DataError(f"{table.origin}: column {group!r} has no group in row(s) {missing[:10]}")
-    held_out = fold_indices(config.task, targets, groups, folds, config.seed)
-    fit = dict(fit or {})
-    fit.setdefault("progress", False)
-    base = share
+        raise ValueError("cross_validate runs one mode; llmhead.auto (the ladder) cross-validates each rung itself")
+    # Every check on the data happens here, once, before any weights load; the folds index into these examples.
+    examples = Examples.read(data, text, label, config.task, config.pair_separator, "train", group)
+    labels = LabelSpace.learn(config.task, examples.raw, config.labels, label, origin=examples.origin)
+    targets = labels.encode(examples.raw, examples.origin).numpy()
+    held_out = fold_indices(config.task, targets, examples.groups, folds, config.seed)
+    fit = {"progress": False, **(fit or {})}
+    extractor = extractor or FeatureExtractor(bb.resolve(config.model), config.trust_remote_code)
     result = CVResult(MAIN_METRIC[config.task], [], [])
     oof: dict[int, dict] = {}
     for k, test_idx in enumerate(held_out):
-        train_idx = np.setdiff1d(np.arange(len(table)), test_idx)
-        clf = Classifier(config, base.source if base is not None else None)
-        if base is not None:
-            clf.share_frozen(base)
+        train_idx = np.setdiff1d(np.arange(len(examples)), test_idx)
+        clf = Classifier(config, extractor=extractor)  # a frozen backbone and its features are shared
         start = time.perf_counter()
-        clf.fit(table.rows(train_idx, f"fold {k + 1} training rows"), text=text, label=label, **fit)
+        clf.fit(examples.subset(train_idx, f"fold {k + 1} training rows"), text=text, label=label, **fit)
         fit_seconds = time.perf_counter() - start
-        heldout = table.rows(test_idx, f"fold {k + 1} held-out rows")
+        heldout = examples.subset(test_idx, f"fold {k + 1} held-out rows")
         start = time.perf_counter()
-        logits = clf.logits(heldout, text, cache=True)
+        logits = clf.logits([config.template.replace("{text}", t) for t in heldout.texts], templated=True, cache=True)
         predict_seconds = time.perf_counter() - start
-        fold_raw = [raw[i] for i in test_idx]
-        scores = clf.score_logits(logits, labels.encode(fold_raw), fold_raw)
+        scores = clf.score_logits(logits, labels.encode(heldout.raw), heldout.raw)
         result.folds.append(
             {
                 "fold": k + 1,
@@ -171,28 +162,36 @@ def cross_validate(
                 **{m: v for m, v in scores.items() if isinstance(v, (int, float))},
                 "fit_seconds": fit_seconds,
                 "predict_seconds": predict_seconds,
+                "trainable": clf.trainable_parameters(),
             }
         )
-        predictions = clf.labels.decode(logits)
-        proba = clf.labels.probabilities(logits) if config.task != "regression" else None
-        for j, i in enumerate(test_idx):
-            row = {"row": int(i) + 1, "fold": k + 1, "label": _plain(raw[i]), "prediction": _plain(predictions[j])}
-            if proba is not None:
-                row["probabilities"] = dict(zip(map(str, clf.labels.names), map(float, proba[j])))
-            oof[int(i)] = row
+        oof.update(_oof_rows(clf, logits, test_idx, heldout.raw, k))
         if ensemble:
             result.models.append(clf)
-        if config.mode in FROZEN_MODES + ("icl",):
-            base = clf  # later folds reuse its loaded (frozen) model and the feature cache
     result.oof = [oof[i] for i in sorted(oof)]
     if out_dir is not None:
-        folder = Path(out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "cv.json").write_text(json.dumps(result.summary(), indent=2))
-        with open(folder / "oof.jsonl", "w") as f:
-            for row in result.oof:
-                f.write(json.dumps(row) + "\n")
+        _write(result, Path(out_dir))
     return result
+
+
+def _oof_rows(clf, logits, test_idx, raw: list, k: int) -> dict[int, dict]:
+    predictions = clf.labels.decode(logits)
+    proba = clf.labels.probabilities(logits) if clf.config.task != "regression" else None
+    rows = {}
+    for j, i in enumerate(test_idx):
+        row = {"row": int(i) + 1, "fold": k + 1, "label": _plain(raw[j]), "prediction": _plain(predictions[j])}
+        if proba is not None:
+            row["probabilities"] = dict(zip(map(str, clf.labels.names), map(float, proba[j])))
+        rows[int(i)] = row
+    return rows
+
+
+def _write(result: CVResult, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cv.json").write_text(json.dumps(result.summary(), indent=2))
+    with open(folder / "oof.jsonl", "w") as f:
+        for row in result.oof:
+            f.write(json.dumps(row) + "\n")
 
 
 def _plain(value):

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from llmhead.classifier import Classifier
-from llmhead.config import FROZEN_MODES, ModelConfig, TrainConfig, build, for_mode, used_options
-from llmhead.data.read import read_raw_labels, read_table, read_texts
+from llmhead.config import ModelConfig, TrainConfig, build, for_mode, used_options
+from llmhead.data.examples import Examples
+from llmhead.features.extractor import FeatureExtractor
+from llmhead.model import backbone as bb
 from llmhead.selection.cv import cross_validate
 
 log = logging.getLogger(__name__)
@@ -115,81 +117,95 @@ def run_ladder(
         model_options["model"] = model
     model_options.pop("mode", None)
     # Options shared by every rung: refused when no rung reads them; each rung then gets the ones it reads.
-    auto_config = build(ModelConfig, {**model_options, "mode": "auto"})
+    build(ModelConfig, {**model_options, "mode": "auto"})
     base_config = build(ModelConfig, {**used_options(ModelConfig, model_options, "head"), "mode": "head"})
     if base_config.task != "classification":
         raise ValueError("the ladder's rungs include prompting, which scores label words: task='classification'")
-    table = read_table(data, "train")
-    read_texts(table, text, base_config.template, base_config.pair_separator)
-    raw = read_raw_labels(table, label, base_config.task)
-    n = len(table)
+    examples = Examples.read(data, text, label, base_config.task, base_config.pair_separator, "train")
+    n = len(examples)
     tried, pick, why = playbook(n)
     if rungs is not None:
         unknown = [r for r in rungs if r not in RUNGS]
         if unknown:
             raise ValueError(f"unknown rungs {unknown}; choose from {RUNGS}")
         tried = tuple(r for r in RUNGS if r in rungs)
-    counts = np.unique(np.asarray([repr(v) for v in raw]), return_counts=True)[1]
+    counts = np.unique(np.asarray([repr(v) for v in examples.raw]), return_counts=True)[1]
     folds = max(2, min(folds, int(counts.min())))
     fit = dict(fit or {})
     for_mode(build(TrainConfig, fit), "auto")  # unknown keys, wrong types, options no rung reads (run_dir...)
     if feature_cache:
         fit.setdefault("feature_cache", feature_cache)
     if test is not None:
-        test_table = read_table(test, "test")
-        read_texts(test_table, text, base_config.template, base_config.pair_separator)
-        read_raw_labels(test_table, label, base_config.task)
-
+        test = Examples.read(test, text, label, base_config.task, base_config.pair_separator, "test")
     # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
-    shared = Classifier(base_config)
-    shared._progress = False
-    if feature_cache:
-        shared._cache.folder = Path(feature_cache)
-    texts = shared._texts(table, text, "train")
-    sample = texts[: min(n, 64)]
-    shared._features(sample[:2], 32, cache=False)  # loads the weights, outside the timing
-    t0 = time.perf_counter()
-    shared._features(sample, 32, cache=False)  # the forward cost per example, measured even when cached
-    per_example = (time.perf_counter() - t0) / len(sample)
-    shared._features(texts, 32, cache=True)
-
+    extractor = FeatureExtractor(bb.resolve(base_config.model), base_config.trust_remote_code, feature_cache)
+    per_example = _forward_cost(Classifier(base_config, extractor=extractor), examples)
     rows = []
     for rung in RUNGS:
-        row: dict = {"rung": rung}
-        rows.append(row)
+        rows.append({"rung": rung})
         if rung not in tried:
-            row["status"] = f"skipped: playbook ({why})"
+            rows[-1]["status"] = f"skipped: playbook ({why})"
             continue
-        left = budget_s - (time.perf_counter() - start)
         estimate = _estimate(rung, n, folds, per_example, fit)
-        refit_reserve = estimate / folds  # the winner's refit on all the data: about one more fold
-        if estimate + refit_reserve > left:
-            row["status"] = f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"
+        left = budget_s - (time.perf_counter() - start)
+        if estimate + estimate / folds > left:  # + the winner's refit on all the data: about one more fold
+            rows[-1]["status"] = f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"
             continue
         options = _rung_options(rung, base_config, model_options)
-        rung_fit = _rung_fit(rung, fit)
-        try:
-            cv = cross_validate(
-                table, text=text, label=label, folds=folds, fit=rung_fit, share=shared, out_dir=None, **options
-            )
-        except Exception as exc:  # one failing rung must not sink the others; the table says why
-            log.exception("rung %s failed", rung)
-            row["status"] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
-            continue
-        probe = Classifier(build(ModelConfig, options), shared.source)
-        probe.share_frozen(shared)
-        per_1000 = np.mean([f["predict_seconds"] / f["n_heldout"] for f in cv.folds]) * 1000
-        if rung in FROZEN_MODES:  # held-out features came from the cache: add the forward pass they need
-            per_1000 += per_example * 1000
-        row.update(
-            mean=cv.mean,
-            std=cv.std,
-            folds=[f[cv.metric] for f in cv.folds],
-            fit_seconds=float(np.mean([f["fit_seconds"] for f in cv.folds])),
-            predict_per_1000=float(per_1000),
-            trainable=_trainable(rung, shared, auto_config, len(set(map(repr, raw)))),
-            status="ran",
-        )
+        rows[-1].update(_cross_validate(rung, examples, options, _rung_fit(rung, fit), folds, extractor, per_example))
+    winner, reason = _choose(rows, folds)
+    final = Classifier(
+        build(ModelConfig, _rung_options(winner["rung"], base_config, model_options)), extractor=extractor
+    )
+    final.fit(examples, text=text, label=label, **_rung_fit(winner["rung"], {**fit, "progress": False}))
+    result = LadderResult(n, folds, "accuracy", rows, winner["rung"], reason, pick, winner["rung"] in pick, 0.0)
+    result.classifier = final
+    if test is not None:
+        result.test = final.evaluate(test, text=text, label=label)
+    result.seconds = time.perf_counter() - start
+    if out_dir is not None:
+        _save(result, Path(out_dir))
+    return result
+
+
+def _forward_cost(clf: Classifier, examples: Examples) -> float:
+    """Seconds of forward pass per example, measured on up to 64 of them (the weights load outside the timing);
+    then every example's features, cached for the frozen rungs."""
+    texts = [clf.config.template.replace("{text}", t) for t in examples.texts]
+    sample = texts[: min(len(texts), 64)]
+    clf.extractor.progress = False
+    clf.embed(sample[:2], cache=False, templated=True)  # loads the weights
+    t0 = time.perf_counter()
+    clf.embed(sample, cache=False, templated=True)  # measured even when the features are cached
+    per_example = (time.perf_counter() - t0) / len(sample)
+    clf.embed(texts, cache=True, templated=True)
+    return per_example
+
+
+def _cross_validate(rung, examples, options, rung_fit, folds, extractor, per_example) -> dict:
+    """The rung's row of the table: its cross-validated score and costs, or why it failed."""
+    try:
+        cv = cross_validate(examples, folds=folds, fit=rung_fit, extractor=extractor, **options)
+    except Exception as exc:  # one failing rung must not sink the others; the table says why
+        log.exception("rung %s failed", rung)
+        return {"status": f"failed: {type(exc).__name__}: {str(exc)[:120]}"}
+    per_1000 = np.mean([f["predict_seconds"] / f["n_heldout"] for f in cv.folds]) * 1000
+    if Classifier(build(ModelConfig, options), extractor=extractor).strategy.shares_weights():
+        per_1000 += per_example * 1000  # held-out features came from the cache: add the forward pass they need
+    return {
+        "mean": cv.mean,
+        "std": cv.std,
+        "folds": [f[cv.metric] for f in cv.folds],
+        "fit_seconds": float(np.mean([f["fit_seconds"] for f in cv.folds])),
+        "predict_per_1000": float(per_1000),
+        "trainable": int(np.mean([f["trainable"] for f in cv.folds])),
+        "status": "ran",
+    }
+
+
+def _choose(rows: list[dict], folds: int) -> tuple[dict, str]:
+    """Among rungs within one standard error of the best: the cheapest to run (costs within 20% count as equal),
+    then the one with the fewest trained parameters (the least room to overfit)."""
     ran = [r for r in rows if r["status"] == "ran"]
     if not ran:
         raise RuntimeError(
@@ -198,47 +214,26 @@ def run_ladder(
     best = max(ran, key=lambda r: r["mean"])
     se = best["std"] / math.sqrt(folds)
     close = [r for r in ran if r["mean"] >= best["mean"] - se]
-    # Among rungs within one standard error of the best: the cheapest to run (costs within 20% count as
-    # equal), then the one with the fewest trained parameters (the least room to overfit).
     cheapest = min(r["predict_per_1000"] for r in close)
     affordable = [r for r in close if r["predict_per_1000"] <= 1.2 * cheapest]
     winner = min(affordable, key=lambda r: (r["trainable"], RUNGS.index(r["rung"])))
     if winner is best:
-        reason = f"highest mean CV accuracy ({best['mean']:.4f} +/- {best['std']:.4f})"
-    else:
-        reason = (
-            f"{winner['mean']:.4f} is within one standard error ({se:.4f}) of the best, {best['rung']} "
-            f"({best['mean']:.4f}); among those it costs {winner['predict_per_1000']:.1f} s per 1,000 predictions "
-            f"(vs {best['predict_per_1000']:.1f})"
-        )
-        if winner["trainable"] < best["trainable"]:
-            reason += f" and trains fewer parameters ({winner['trainable']:,} vs {best['trainable']:,})"
-    options = _rung_options(winner["rung"], base_config, model_options)
-    final = Classifier(build(ModelConfig, options), shared.source)
-    final.share_frozen(shared)
-    final.fit(table, text=text, label=label, **_rung_fit(winner["rung"], {**fit, "progress": False}))
-    result = LadderResult(
-        n=n,
-        folds=folds,
-        metric="accuracy",
-        rows=rows,
-        winner=winner["rung"],
-        reason=reason,
-        playbook_pick=pick,
-        agreed=winner["rung"] in pick,
-        seconds=0.0,
-        classifier=final,
+        return winner, f"highest mean CV accuracy ({best['mean']:.4f} +/- {best['std']:.4f})"
+    reason = (
+        f"{winner['mean']:.4f} is within one standard error ({se:.4f}) of the best, {best['rung']} "
+        f"({best['mean']:.4f}); among those it costs {winner['predict_per_1000']:.1f} s per 1,000 predictions "
+        f"(vs {best['predict_per_1000']:.1f})"
     )
-    if test is not None:
-        result.test = final.evaluate(test, text=text, label=label)
-    result.seconds = time.perf_counter() - start
-    if out_dir is not None:
-        folder = Path(out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        final.save(folder / "model")
-        (folder / "ladder.md").write_text(result.format() + "\n")
-        (folder / "ladder.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
-    return result
+    if winner["trainable"] < best["trainable"]:
+        reason += f" and trains fewer parameters ({winner['trainable']:,} vs {best['trainable']:,})"
+    return winner, reason
+
+
+def _save(result: LadderResult, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    result.classifier.save(folder / "model")
+    (folder / "ladder.md").write_text(result.format() + "\n")
+    (folder / "ladder.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
 
 
 def _estimate(rung: str, n: int, folds: int, per_example: float, fit: dict) -> float:
@@ -272,42 +267,15 @@ def _rung_fit(rung: str, fit: dict) -> dict:
     return options
 
 
-def _trainable(rung: str, shared: Classifier, config: ModelConfig, classes: int) -> int:
-    width = shared.hidden_size(shared._backbone())
-    if rung == "icl":
-        return 0
-    if rung == "lmhead":
-        return classes * width + classes
-    if rung == "probe":
-        return (1 if classes == 2 else classes) * (width + 1)
-    dims = [width, *config.head_hidden, classes]
-    head = sum(a * b + b for a, b in zip(dims, dims[1:]))
-    if rung == "head":
-        return head
-    backbone = shared._model.backbone
-    if rung == "full":
-        return head + sum(p.numel() for n, p in backbone.named_parameters() if "embed" not in n)
-    # lora: r * (in + out) per adapted linear layer of the blocks
-    r = config.lora_r
-    import torch
-
-    linears = [m for n, m in backbone.named_modules() if isinstance(m, torch.nn.Linear) and "layers" in n]
-    return head + sum(r * (m.in_features + m.out_features) for m in linears)
-
-
 def _short(metrics: dict) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
-def fit_auto(clf: Classifier, train: Any, eval: Any, text, label, options: dict) -> Classifier:
-    """``mode='auto'``: run the ladder on ``train`` and become its winner (``clf.ladder`` keeps the table)."""
-    options = dict(options)
-    budget = options.pop("budget_s", 900)
-    folds = options.pop("folds", 5)
-    model_options = {k: v for k, v in dataclasses.asdict(clf.config).items() if k != "mode"}
-    result = run_ladder(train, text=text, label=label, budget_s=budget, folds=folds, fit=options, **model_options)
-    winner = result.classifier
-    clf.__dict__.update(winner.__dict__)
-    clf.ladder = result
-    log.info("mode='auto' chose %s: %s", result.winner, result.reason)
-    return clf
+def auto(data: Any, model: str | None = None, **options) -> Classifier:
+    """The ladder's winner, refit on all of ``data`` and ready to predict; ``clf.ladder`` holds the table and the
+    reason. ``options`` are those of ``run_ladder`` (text, label, test, budget_s, folds, rungs, out_dir, fit,
+    feature_cache) and ModelConfig fields shared by every rung."""
+    result = run_ladder(data, model, **options)
+    log.info("llmhead.auto chose %s: %s", result.winner, result.reason)
+    result.classifier.ladder = result
+    return result.classifier

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from llmhead.classifier import Classifier
 from llmhead.config import ModelConfig, build, used_options
+from llmhead.data.examples import Examples
 from llmhead.data.labels import LabelSpace
-from llmhead.data.read import read_raw_labels, read_table
+from llmhead.features.extractor import FeatureExtractor
+from llmhead.model import backbone as bb
 
 
 @dataclass
@@ -64,20 +65,17 @@ def layer_sweep(
     config = build(ModelConfig, model_options)
     if config.task == "multilabel":
         raise ValueError("layer_sweep scores single-label classification (accuracy) or regression (R^2)")
-    table = read_table(data, "train")
-    raw = read_raw_labels(table, label, config.task)
-    labels = LabelSpace.learn(config.task, raw, config.labels, label)
-    y = labels.encode(raw, table.origin).numpy()
+    examples = Examples.read(data, text, label, config.task, config.pair_separator, "train")
+    labels = LabelSpace.learn(config.task, examples.raw, config.labels, label, origin=examples.origin)
+    y = labels.encode(examples.raw, examples.origin).numpy()
     start = time.perf_counter()
-    probe = Classifier(config)
-    total = probe._source_blocks_count()
+    extractor = FeatureExtractor(bb.resolve(config.model), config.trust_remote_code, feature_cache)
+    total = extractor.blocks()
     layers = sorted({*range(every, total + 1, every), total})
-    head_options = used_options(ModelConfig, model_options, "head")  # not probe / probe_c, which the probe reads
-    sweeper = Classifier(build(ModelConfig, {**head_options, "mode": "head", "layers": layers}), probe.source)
-    texts = sweeper._texts(table, text, "train")
-    if feature_cache:
-        sweeper._cache.folder = Path(feature_cache)
-    features = sweeper._features(texts, batch_size, cache=True).values.double().numpy()  # (N, L, H)
+    head_options = used_options(ModelConfig, model_options, "head")  # not the probe's own options
+    sweeper = Classifier(build(ModelConfig, {**head_options, "mode": "head", "layers": layers}), extractor=extractor)
+    texts = [config.template.replace("{text}", t) for t in examples.texts]
+    features = sweeper.embed(texts, batch_size, cache=True, templated=True).values.double().numpy()  # (N, L, H)
     if config.task == "classification":
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
         c = config.probe_c or 0.01  # a fixed, fairly strong penalty: comparable across layers, fast
@@ -93,9 +91,8 @@ def layer_sweep(
     best = max(rows, key=lambda r: r["mean"])["layer"]
     result = SweepResult(rows, metric, best, time.perf_counter() - start)
     if build_best:
-        clf = Classifier(build(ModelConfig, {**model_options, "layer": best}), probe.source)
-        clf._tokenizer, clf._cache = sweeper.tokenizer, sweeper._cache
-        clf.fit(table, text=text, label=label, feature_cache=feature_cache, progress=False)
+        clf = Classifier(build(ModelConfig, {**model_options, "layer": best}), extractor=extractor)
+        clf.fit(examples, text=text, label=label, progress=False)
         clf.sweep = result
         result.classifier = clf
     return result

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from llmhead.config import SPEEDUPS
-
 from . import mapped
 from .attention import use_short_attention
 from .lastblock import LastTokenMLP
 from .norms import fuse_rms_norms
 
-NAMES = SPEEDUPS  # the values of the `speedups` option
+# the values of the `speedups` option (config.SPEEDUPS, which imports no torch, lists the same names)
+NAMES = ("short_attention", "fused_norms", "last_token_mlp", "mapped_load")
 
 
 def install(backbone: torch.nn.Module, enabled: list[str]) -> None:

@@ -1,7 +1,7 @@
 """The training loop for head mode: the head learns from cached pooled features.
 
-Built on ``Accelerator`` so the same loop runs on one CPU or several processes; early stopping on
-the validation loss restores the best epoch's weights.
+A plain PyTorch loop (the features are already computed, so there is nothing for Accelerate to distribute); early
+stopping on the validation loss restores the best epoch's weights.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from transformers import get_cosine_schedule_with_warmup
 from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
 from llmhead.features.extract import FeatureSet
-from llmhead.finetuning.accel import make_accelerator
 
 log = logging.getLogger(__name__)
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no process group): where progress bars show."""
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
 def train_head(
@@ -37,9 +41,9 @@ def train_head(
 
     ``start_is_candidate``: the initial head is meaningful (e.g. the zero-shot verbalizer head), so it is
     evaluated as epoch 0 and kept if no epoch beats it."""
-    # Always float32, whatever ACCELERATE_MIXED_PRECISION or ACCELERATE_DYNAMO_BACKEND say: the features are cached
-    # float32 and the head is small, so mixed precision would only round; the same data gives the same head bits.
-    accelerator = make_accelerator(mixed_precision="no", dynamo_backend="no")
+    # A plain float32 loop on the CPU: the features are cached float32 and the head is small, so mixed precision
+    # would only round and several devices would only communicate. Under several processes each rank trains the
+    # same head on the same features and seed, so the ranks agree without any exchange.
     generator = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     features, targets = train
     loader = DataLoader(range(len(features)), batch_size=cfg.batch_size, shuffle=True, generator=generator)
@@ -50,43 +54,44 @@ def train_head(
     )
     total = max(1, cfg.epochs * math.ceil(len(features) / cfg.batch_size))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    head, optimizer, loader, scheduler = accelerator.prepare(head, optimizer, loader, scheduler)
+    device = torch.device("cpu")
+    head.to(device)
     weights = None
     if cfg.class_weights is not None:
         weights = (
             labels.class_weights(targets)
             if cfg.class_weights == "auto"
             else torch.tensor(cfg.class_weights, dtype=torch.float32)
-        ).to(accelerator.device)
+        ).to(device)
 
     best_loss, best_state, stale, history = math.inf, None, 0, []
     if start_is_candidate or cfg.epochs == 0:
-        best_loss = evaluate_loss(accelerator.unwrap_model(head), labels, val, cfg.batch_size)
-        best_state = copy.deepcopy(accelerator.unwrap_model(head).state_dict())
+        best_loss = evaluate_loss(head, labels, val, cfg.batch_size)
+        best_state = copy.deepcopy(head.state_dict())
         history.append({"epoch": 0, "val_loss": best_loss, "best": True})
-    bar = tqdm(range(cfg.epochs), desc="head", unit="epoch", disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(range(cfg.epochs), desc="head", unit="epoch", disable=not (progress and is_main_process()))
     for epoch in bar:
         head.train()
         running, seen = 0.0, 0
         for index in loader:
             index = index.cpu()
             x, mask = features.take(index)
-            mask = mask.to(accelerator.device) if mask is not None else None
-            logits = head(x.to(accelerator.device), mask)
-            loss = labels.loss(logits, targets[index].to(accelerator.device), weights, cfg.focal_gamma)
+            mask = mask.to(device) if mask is not None else None
+            logits = head(x.to(device), mask)
+            loss = labels.loss(logits, targets[index].to(device), weights, cfg.focal_gamma)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}; lower lr")
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
+            loss.backward()
             optimizer.step()
             scheduler.step()
             running += loss.item() * len(index)
             seen += len(index)
-        val_loss = evaluate_loss(accelerator.unwrap_model(head), labels, val, cfg.batch_size)
+        val_loss = evaluate_loss(head, labels, val, cfg.batch_size)
         improved = val_loss < best_loss - 1e-6
         if improved:
             best_loss, stale = val_loss, 0
-            best_state = copy.deepcopy(accelerator.unwrap_model(head).state_dict())
+            best_state = copy.deepcopy(head.state_dict())
         else:
             stale += 1
         history.append({"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss, "best": improved})
@@ -96,7 +101,7 @@ def train_head(
             break
     bar.close()
     if best_state is not None:
-        accelerator.unwrap_model(head).load_state_dict(best_state)
+        head.load_state_dict(best_state)
     return history
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from llmhead.config import PROBES  # noqa: F401 (the choices live with the schema)
+from llmhead.strategies.base import Split, Strategy, tune_thresholds, validation_record
 
 C_GRID = np.logspace(-4, 1, 11)  # inverse regularisation tried for logreg / svm on standardized features
 ALPHA_GRID = np.logspace(-2, 5, 15)  # ridge penalties
@@ -157,3 +158,28 @@ def _ridge(x: np.ndarray, y: np.ndarray, alpha: float | None, folds: int):
     head.intercept.copy_(torch.from_numpy(np.atleast_1d(model.intercept_).astype(np.float64)))
     head.sklearn = model
     return head, {"C": alpha, "cv_score": score}
+
+
+class Probe(Strategy):
+    """mode='probe': frozen features + a scikit-learn linear model, its regularisation chosen by cross-validation."""
+
+    validates = False  # every example trains; the probe cross-validates its regularisation instead
+
+    def new_head(self, width: int, n_layers: int, labels) -> nn.Module:
+        c = self.config
+        binary = c.task == "classification" and labels.num_outputs == 2
+        return ProbeHead(n_layers * width, labels.num_outputs, c.probe, c.task, 1 if binary else None)
+
+    def fit(self, clf, train: Split, val: Split, cfg, extra_metrics: dict) -> list[dict]:
+        c = self.config
+        x_train = clf.embed(train.texts, cfg.batch_size, cache=True, templated=True)
+        x_val = clf.embed(val.texts, cfg.batch_size, cache=True, templated=True) if val.texts else None
+        strength = getattr(c, "probe_alpha", None) if c.probe == "ridge" else c.probe_c  # TEMP
+        strength = c.probe_c if strength is None and c.probe == "ridge" else strength  # TEMP
+        head, info = fit_probe(x_train.values, train.targets, c.probe, c.task, strength, c.seed)
+        clf.model.head = head.eval()
+        tune_thresholds(clf, x_val, val.targets, cfg)
+        return [{"probe": c.probe, **info, **validation_record(clf, x_val, val.targets, cfg.batch_size)}]
+
+    def trainable_parameters(self, model) -> int:
+        return model.head.coef.numel() + model.head.intercept.numel()

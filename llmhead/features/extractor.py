@@ -1,0 +1,107 @@
+"""What classifiers on one base model share: its tokenizer, its loaded frozen weights and the feature cache.
+
+Cross-validation folds, ladder rungs and the layer sweep build their classifiers on one ``FeatureExtractor``, so the
+model loads once and each example's features are computed once, whatever strategy reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from llmhead.features.cache import FeatureCache
+from llmhead.features.extract import FeatureSet, aggregate, chunk, extract, tokenize
+from llmhead.model import backbone as bb
+from llmhead.model.loading import Loaded
+from llmhead.model.pooling import FIXED
+from llmhead.model.precision import resolve_dtype, torch_dtype
+
+
+class FeatureExtractor:
+    def __init__(
+        self,
+        source: bb.Source,
+        trust_remote_code: bool = False,
+        cache_folder: str | Path | None = None,
+        tokenizer_dir: Path | None = None,
+        pad_note: str | None = None,
+    ):
+        self.source, self.trust_remote_code = source, trust_remote_code
+        self.cache = FeatureCache(cache_folder)
+        self.tokenizer_dir = tokenizer_dir  # a saved model: the exact tokenizer it was trained with
+        self.pad_note = pad_note  # the pad token llmhead had to add, if any
+        self.progress = True
+        self.source_blocks: int | None = None  # of the original model: `layer=-2` keeps its meaning after a save
+        self._tokenizer = None
+        self._frozen: dict[tuple, Loaded] = {}
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self.tokenizer_dir is not None:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    self.tokenizer_dir, trust_remote_code=self.trust_remote_code, local_files_only=True
+                )
+            else:
+                self._tokenizer, self.pad_note = bb.load_tokenizer(self.source, self.trust_remote_code)
+        return self._tokenizer
+
+    def blocks(self) -> int:
+        """How many blocks the source model has (before any cut)."""
+        if self.source_blocks is None:
+            self.source_blocks = bb.model_config(self.source, self.trust_remote_code).num_hidden_layers
+        return self.source_blocks
+
+    def frozen(self, key: tuple, causal_lm: bool, load: Callable[[], Loaded]) -> Loaded:
+        """The frozen backbone for ``key`` (block cut, dtype, speed-ups), loaded once. A causal LM loaded for
+        in-context learning also serves as the plain backbone of the same cut."""
+        if key not in self._frozen and not causal_lm and ("causal", *key) in self._frozen:
+            return self._frozen[("causal", *key)].body()
+        full_key = ("causal", *key) if causal_lm else key
+        if full_key not in self._frozen:
+            self._frozen[full_key] = load()
+        return self._frozen[full_key]
+
+    def features(self, model, fingerprint: str, texts: list[str], config, batch_size: int, cache: bool):
+        """Pooled features (N, L, H) of ``texts`` through ``model`` (a HeadModel), or token states for attention
+        pooling, and how many texts were truncated. Examples the cache holds (same weights, settings and token ids)
+        are not computed again; ``cache=False`` (trained weights, whose fingerprint would lie) bypasses it."""
+        c = config
+        truncated = 0
+        if c.long_inputs == "chunk":
+            windows, owner = chunk(self.tokenizer, texts, c.max_length, c.chunk_overlap)
+            rows: list[list[list[int]]] = [[] for _ in texts]
+            for w, o in zip(windows, owner):
+                rows[o].append(w)
+        else:
+            ids, truncated = tokenize(self.tokenizer, texts, c.max_length)
+            rows = [[x] for x in ids]
+        attn = getattr(model.backbone.config, "_attn_implementation", None)  # kernels round differently
+        settings = (
+            f"{c.pooling}|{model.layers}|{resolve_dtype(c.dtype)}|{c.long_inputs}|{c.chunk_overlap}|"
+            f"{c.chunk_aggregate}|{attn}"
+        )
+        skey = FeatureCache.settings_key(fingerprint, settings)
+        keys = FeatureCache.row_keys(rows)
+        found = self.cache.lookup(skey, keys) if cache else [None] * len(rows)
+        todo: dict[bytes, int] = {}  # each distinct missing example once
+        for i, f in enumerate(found):
+            if f is None:
+                todo.setdefault(keys[i], i)
+        if todo:
+            computed = self._extract(model, [rows[i] for i in todo.values()], batch_size, c)
+            new = dict(zip(todo, computed.rows()))
+            if cache:
+                self.cache.put(skey, list(todo), computed)
+            found = [f if f is not None else new[k] for f, k in zip(found, keys)]
+        return FeatureSet.from_rows(found, tokens=c.pooling not in FIXED), truncated
+
+    def _extract(self, model, rows: list[list[list[int]]], batch_size: int, config) -> FeatureSet:
+        windows = [w for r in rows for w in r]
+        computed = extract(model, self.tokenizer, windows, batch_size, torch_dtype(config.dtype), self.progress)
+        if len(windows) == len(rows):
+            return computed
+        owner = [i for i, r in enumerate(rows) for _ in r]
+        return FeatureSet(aggregate(computed.values, owner, len(rows), config.chunk_aggregate))

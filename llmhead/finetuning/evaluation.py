@@ -1,0 +1,82 @@
+"""Validation during fine-tuning: the loss and metrics over every example exactly once (across processes), the
+selection score, early stopping, and the best weights so far."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from llmhead import metrics as metric_fns
+from llmhead.config import TrainConfig
+from llmhead.data.labels import LabelSpace
+from llmhead.finetuning.adapters import trainable_state
+
+
+@torch.no_grad()
+def evaluate(
+    accelerator,
+    model,
+    labels: LabelSpace,
+    val_loader,
+    cfg: TrainConfig,
+    state: dict,
+    best_weights,
+    jsonl,
+    extra_metrics: dict | None = None,
+    final: bool = False,
+) -> tuple[dict | None, bool]:
+    """Validation loss and metrics over every example exactly once; early stopping bookkeeping.
+
+    The best weights are copied when they improve, except at the ``final`` evaluation: nothing trains after it,
+    so the weights in place are the best and no copy is kept (for full fine-tuning, a copy is the whole model)."""
+    model.eval()
+    logits, targets = [], []
+    for batch in val_loader:
+        out = model(batch["input_ids"], batch["attention_mask"]).logits
+        out, tgt = accelerator.gather_for_metrics((out.float(), batch["targets"]))
+        logits.append(out.cpu())
+        targets.append(tgt.cpu())
+    model.train()
+    logits, targets = torch.cat(logits), torch.cat(targets)
+    record = {
+        "step": state["step"],
+        "epoch": state["epoch"] + (0 if state["batch_in_epoch"] == 0 else 1),
+        "val_loss": labels.loss(logits, targets).item(),
+        **validation_metrics(labels, logits, targets),
+    }
+    for name, metric in (extra_metrics or {}).items():
+        predictions = logits.argmax(-1) if labels.task == "classification" else labels.values(logits)[:, 0]
+        references = targets if labels.task == "classification" else labels.values(targets[:, None])[:, 0]
+        computed = metric.compute(predictions=np.asarray(predictions), references=np.asarray(references))
+        record.update({f"{name}/{k}": float(v) for k, v in computed.items() if np.isscalar(v)})
+    score = record["val_loss"] if cfg.select_by == "loss" else record.get(cfg.select_by)
+    if score is None:
+        raise ValueError(f"select_by={cfg.select_by!r} is not a validation metric; have {sorted(record)}")
+    lower_is_better = cfg.select_by in ("loss", "mse", "mae", "hamming_loss")
+    value = score if lower_is_better else -score
+    improved = value < state["best"] - 1e-6
+    if improved:
+        state["best"], state["stale"] = value, 0
+        best_weights = None if final else trainable_state(accelerator.unwrap_model(model))
+    else:
+        state["stale"] += 1
+    record["best"] = improved
+    state["history"].append(record)
+    if jsonl:
+        jsonl.write(json.dumps({"eval": record}) + "\n")
+        jsonl.flush()
+    accelerator.log({f"val/{k}": v for k, v in record.items() if isinstance(v, float)}, step=state["step"])
+    return best_weights, bool(cfg.patience) and state["stale"] >= cfg.patience
+
+
+def validation_metrics(labels: LabelSpace, logits: torch.Tensor, targets: torch.Tensor) -> dict:
+    if labels.task == "classification":
+        m = metric_fns.classification(targets.numpy(), logits.argmax(-1).numpy(), labels.names)
+    elif labels.task == "multilabel":
+        m = metric_fns.multilabel(targets.numpy().astype(int), labels.multilabel_decisions(logits), labels.names)
+    else:
+        truth = targets.double().numpy() * np.asarray(labels.scale) + np.asarray(labels.shift)
+        m = metric_fns.regression(truth, labels.values(logits), labels.names)
+    return {k: v for k, v in m.items() if isinstance(v, float)}
