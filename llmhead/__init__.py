@@ -20,6 +20,7 @@ from llmhead.classifier import Classifier  # noqa: E402
 from llmhead.config import ModelConfig, TrainConfig, build  # noqa: E402
 from llmhead.data.read import DataError  # noqa: E402
 from llmhead.features.extractor import FeatureExtractor  # noqa: E402
+from llmhead.io.load import from_model, load  # noqa: E402
 from llmhead.io.parity import check  # noqa: E402
 from llmhead.io.save import LoadError  # noqa: E402
 from llmhead.model.headmodel import HeadModel  # noqa: E402
@@ -39,13 +40,6 @@ def from_pretrained(model: str | None = None, **options) -> Classifier:
     return Classifier(build(ModelConfig, options))
 
 
-def load(folder, trust_remote_code: bool = False) -> Classifier:
-    """A classifier saved with ``clf.save(folder)``; predictions are identical to the saved one's. Every file is
-    checked against the digest the save recorded. ``trust_remote_code`` comes only from this argument, never from
-    the saved files."""
-    return Classifier.load(folder, trust_remote_code=trust_remote_code)
-
-
 __all__ = [
     "Classifier",
     "FeatureExtractor",
@@ -59,6 +53,7 @@ __all__ = [
     "cross_validate",
     "layer_sweep",
     "run_ladder",
+    "from_model",
     "from_pretrained",
     "load",
     "__version__",

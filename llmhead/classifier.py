@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from llmhead import metrics, strategies
-from llmhead.config import ModelConfig, TrainConfig, build, for_mode, used_options
+from llmhead.config import ModelConfig, TrainConfig, build, for_mode
 from llmhead.data.augment import augment
 from llmhead.data.examples import Examples
 from llmhead.data.labels import LabelSpace
@@ -33,7 +33,13 @@ from llmhead.strategies.splits import validation_split
 
 
 class Classifier:
-    def __init__(self, config: ModelConfig, source: bb.Source | None = None, extractor: FeatureExtractor | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        source: bb.Source | None = None,
+        extractor: FeatureExtractor | None = None,
+        model: HeadModel | None = None,
+    ):
         self.config = config
         self.strategy = strategies.for_config(config)  # the one place a mode becomes behaviour
         self.source = extractor.source if extractor else source or bb.resolve(config.model)  # fails now if missing
@@ -44,8 +50,8 @@ class Classifier:
         self.truncated = 0  # training/eval texts cut at max_length in the last fit
         self.expected_fingerprint: str | None = None  # a loaded save: the base weights it was trained on
         self.ladder = self.sweep = None  # the table that chose this classifier (llmhead.auto, layer_sweep)
-        self._model: HeadModel | None = None
-        self._loaded: Loaded | None = None
+        self._model: HeadModel | None = model  # given: a model trained elsewhere (llmhead.from_model)
+        self._loaded = Loaded(model.backbone, bb.fingerprint(model.backbone), None) if model is not None else None
 
     # ---- the model -------------------------------------------------------------------------------------------
     @property
@@ -241,23 +247,3 @@ class Classifier:
         self._require_fitted()
         self.strategy.merge(self.model)
         return self
-
-    @classmethod
-    def load(cls, folder, trust_remote_code: bool = False) -> Classifier:
-        """A saved classifier, after checking every file of the save against its digest. ``trust_remote_code`` is
-        the caller's to give: a saved manifest never turns it on."""
-        folder = Path(folder).expanduser()
-        saved = saving.read_classifier(folder, trust_remote_code)
-        config = ModelConfig(**used_options(ModelConfig, saved.model, saved.model.get("mode")))
-        source = bb.Source(saved.source, saved.source_kind) if saved.saved_as == "weights" else None
-        extractor = FeatureExtractor(source or bb.resolve(config.model), trust_remote_code, None, saved.tokenizer_dir)
-        extractor.pad_note, extractor.source_blocks = saved.pad_note, saved.source_blocks
-        clf = cls(config, extractor=extractor)
-        clf.labels, clf.history, clf.expected_fingerprint = saved.labels, saved.history, saved.fingerprint
-        clf.strategy.restore({**(saved.strategy or {}), "saved_as": saved.saved_as}, folder)
-        _ = clf.tokenizer  # now, while the checked files are the ones on disk (it would otherwise load on first use)
-        clf.strategy.load_backbone_parts(clf, folder, saved.backbone)
-        head = clf.new_head()
-        saving.load_into(folder / saving.HEAD, lambda: head.load_state_dict(saved.head_state, strict=True))
-        clf.model.head = head.eval()
-        return clf

@@ -25,6 +25,7 @@ class FeatureExtractor:
         cache_folder: str | Path | None = None,
         tokenizer_dir: Path | None = None,
         pad_note: str | None = None,
+        tokenizer=None,
     ):
         self.source, self.trust_remote_code = source, trust_remote_code
         self.cache = FeatureCache(cache_folder)
@@ -32,7 +33,7 @@ class FeatureExtractor:
         self.pad_note = pad_note  # the pad token llmhead had to add, if any
         self.progress = True
         self.source_blocks: int | None = None  # of the original model: `layer=-2` keeps its meaning after a save
-        self._tokenizer = None
+        self._tokenizer = tokenizer  # given (a model trained elsewhere), or loaded on first use
         self._frozen: dict[tuple, Loaded] = {}
 
     @property

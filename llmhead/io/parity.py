@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from llmhead.io.export import why_not_exportable
+from llmhead.io.load import load
 from llmhead.model.precision import resolve_dtype
 
 SAMPLE = [
@@ -48,7 +49,7 @@ def check(clf, texts: list[str] | None = None, tolerance: float | None = None) -
     results["one_at_a_time_vs_batched"] = _diff(torch.cat([clf.logits([t]) for t in texts]), reference)
     with tempfile.TemporaryDirectory() as tmp:
         clf.save(Path(tmp) / "saved")
-        copy = type(clf).load(Path(tmp) / "saved")  # merge and export act on a copy: clf stays as it was
+        copy = load(Path(tmp) / "saved")  # merge and export act on a copy: clf stays as it was
         results["save_load"] = _diff(copy.logits(texts), reference)
         try:
             results["merge"] = _diff(copy.merge().logits(texts), reference)

@@ -7,7 +7,7 @@ HF ``Trainer``, in an Accelerate loop, under FSDP, or with its backbone wrapped 
     model = HeadModel.from_backbone("smollm2-135m", task="classification", num_labels=2)
     out = model(input_ids, attention_mask, labels=labels)   # out.loss, out.logits (B, 2)
     model.save_pretrained("out")                            # safetensors + JSON
-    clf = llmhead.Classifier.from_model(HeadModel.from_pretrained("out"), tokenizer, labels=["neg", "pos"])
+    clf = llmhead.from_model(HeadModel.from_pretrained("out"), tokenizer, labels=["neg", "pos"])  # a Classifier
 """
 
 from __future__ import annotations
