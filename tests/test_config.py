@@ -78,6 +78,51 @@ def test_a_renamed_key_names_the_key_that_replaced_it():
     assert build(ModelConfig, {"speedups": []}).speedups == []
     with pytest.raises(ValueError, match=r"speedups must be a list from"):
         build(ModelConfig, {"speedups": ["turbo"]})
+    with pytest.raises(ValueError, match=r"'train.precision' was renamed: use mixed_precision \(the training autocast"):
+        build(TrainConfig, {"precision": "bf16"}, where="train.")
+    assert build(TrainConfig, {"mixed_precision": "bf16"}).mixed_precision == "bf16"
+    with pytest.raises(ValueError, match=r"unknown key 'precision'"):  # a renamed key belongs to its own section
+        build(ModelConfig, {"precision": "bf16"})
+
+
+def test_a_renamed_value_names_the_value_that_replaced_it():
+    with pytest.raises(
+        ValueError, match=r"^invalid configuration: head_init='verbalizer' was renamed: use head_init='lmhead'$"
+    ):
+        ModelConfig(head_init="verbalizer", head_hidden=[])
+    ModelConfig(head_init="lmhead", head_hidden=[], verbalizers={"pos": "good"})
+    with pytest.raises(ValueError, match=r"head_init='lmhead' needs a linear head: head_hidden=\[\]"):
+        ModelConfig(head_init="lmhead")
+
+
+def test_probe_c_is_c_and_probe_alpha_is_ridges_penalty():
+    assert ModelConfig(mode="probe", probe="svm", probe_c=0.5).probe_c == 0.5
+    assert ModelConfig(mode="probe", probe="ridge", task="regression", probe_alpha=10).probe_alpha == 10
+    with pytest.raises(ValueError, match=r"probe='ridge' takes probe_alpha \(its penalty\): use probe_alpha=10"):
+        ModelConfig(mode="probe", probe="ridge", task="regression", probe_c=10)
+    with pytest.raises(ValueError, match=r"probe_alpha is the penalty of probe='ridge'; probe='logreg' takes probe_c"):
+        ModelConfig(mode="probe", probe_alpha=10)
+    with pytest.raises(ValueError, match=r"probe_alpha is not used by mode='lora'"):
+        ModelConfig(mode="lora", probe="ridge", task="regression", probe_alpha=10)
+
+
+def test_options_written_under_old_names_upgrade():
+    from llmhead.config import upgrade
+
+    old = {"head_init": "verbalizer", "probe": "ridge", "probe_c": 3.0, "short_attention": False, "mode": "probe"}
+    new = upgrade(ModelConfig, old)
+    assert new == {
+        "head_init": "lmhead",
+        "probe": "ridge",
+        "probe_c": None,
+        "probe_alpha": 3.0,
+        "mode": "probe",
+        "speedups": ["fused_norms", "last_token_mlp", "mapped_load"],
+    }
+    assert upgrade(ModelConfig, {"short_attention": True}) == {}
+    assert upgrade(ModelConfig, {"probe": "svm", "probe_c": 3.0}) == {"probe": "svm", "probe_c": 3.0}
+    assert upgrade(TrainConfig, {"precision": "no", "lr": 0.1}) == {"mixed_precision": "no", "lr": 0.1}
+    assert upgrade(ModelConfig, new) == new  # today's names are left as they are
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
@@ -91,7 +136,7 @@ def test_the_schema_imports_neither_torch_nor_peft():
         "import sys, types\n"
         "pkg = types.ModuleType('llmhead'); pkg.__path__ = ['llmhead']; sys.modules['llmhead'] = pkg\n"
         "from llmhead.config import ModelConfig, TrainConfig, build, for_mode\n"
-        "for_mode(build(TrainConfig, {'precision': 'bf16'}), 'lora'); ModelConfig(mode='lora')\n"
+        "for_mode(build(TrainConfig, {'mixed_precision': 'bf16'}), 'lora'); ModelConfig(mode='lora')\n"
         "assert 'torch' not in sys.modules and 'peft' not in sys.modules, sorted(sys.modules)"
     )
     result = _run(code)

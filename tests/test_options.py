@@ -31,10 +31,11 @@ MODEL_UNUSED = [
     ("full", {"lora_dropout": 0.1}, r"lora_dropout is not used by mode='full' \(only by lora, qlora, auto\)"),
     ("head", {"probe": "svm"}, r"probe is not used by mode='head' \(only by probe, auto\)"),
     ("lora", {"probe_c": 1.0}, r"probe_c is not used by mode='lora'"),
+    ("head", {"probe_alpha": 1.0}, r"probe_alpha is not used by mode='head' \(only by probe, auto\)"),
     ("head", {"icl_shots": 4}, r"icl_shots is not used by mode='head' \(only by icl, auto\)"),
     ("lmhead", {"icl_calibrate": False}, r"icl_calibrate is not used by mode='lmhead'"),
     ("probe", {"chat_template": "on"}, r"chat_template is not used by mode='probe'"),
-    ("head", {"verbalizers": {"pos": "good"}}, r"verbalizers is not used by mode='head' .*head_init='verbalizer'"),
+    ("head", {"verbalizers": {"pos": "good"}}, r"verbalizers is not used by mode='head' .*head_init='lmhead'"),
     ("probe", {"verbalizers": {"pos": "good"}}, r"verbalizers is not used by mode='probe'"),
     ("head", {"freeze_blocks": 1}, r"freeze_blocks is not used by mode='head' \(only by lora, qlora, full, auto\)"),
     ("icl", {"pooling": "mean"}, r"pooling is not used by mode='icl'"),
@@ -65,7 +66,9 @@ TRAIN_UNUSED = [
     ("head", {"group_by_length": False}, r"group_by_length is not used by mode='head'"),
     ("head", {"warm_start": False}, r"warm_start is not used by mode='head'"),
     ("probe", {"warm_start_examples": 64}, r"warm_start_examples is not used by mode='probe'"),
-    ("head", {"precision": "bf16"}, r"precision is not used by mode='head'.*always runs float32"),
+    ("head", {"mixed_precision": "bf16"}, r"mixed_precision is not used by mode='head'.*always runs float32"),
+    ("head", {"handle_sigterm": True}, r"handle_sigterm is not used by mode='head' \(only by lora, qlora, full\)"),
+    ("auto", {"handle_sigterm": True}, r"handle_sigterm is not used by mode='auto'.*folds would share one run_dir"),
     ("head", {"schedule": "linear"}, r"schedule is not used by mode='head'"),
     ("head", {"select_by": "accuracy"}, r"select_by is not used by mode='head'"),
     ("head", {"eval_every": 10}, r"eval_every is not used by mode='head'"),
@@ -101,11 +104,13 @@ def test_the_same_options_pass_in_modes_that_read_them():
     ModelConfig(mode="lora", lora_r=8, lora_targets=["q_proj"], freeze_blocks=1)
     ModelConfig(mode="probe", probe="svm", probe_c=1.0)
     ModelConfig(mode="icl", icl_shots=4, chat_template="on", verbalizers={"pos": "good"})
-    ModelConfig(mode="head", head_init="verbalizer", head_hidden=[], verbalizers={"pos": "good"})
+    ModelConfig(mode="probe", probe="ridge", task="regression", probe_alpha=10.0)
+    ModelConfig(mode="head", head_init="lmhead", head_hidden=[], verbalizers={"pos": "good"})
     ModelConfig(mode="head", layers=[1, 2], layer_mix="weighted", long_inputs="chunk", chunk_overlap=16)
     ModelConfig(mode="auto", lora_r=8, probe_c=1.0, icl_shots=2, verbalizers={"pos": "good"})
     ModelConfig(mode="lmhead", lora_alpha=32.0)  # equal to the default 32: not set
     for_mode(TrainConfig(run_dir="r", checkpoint_every=2, grad_accum=2, neftune_alpha=5.0), "lora")
+    for_mode(TrainConfig(mixed_precision="bf16", handle_sigterm=True), "full")
     for_mode(TrainConfig(grad_accum=2, neftune_alpha=5.0, select_by="accuracy"), "auto")
     for_mode(TrainConfig(epochs=0), "lmhead")
     for_mode(TrainConfig(augment=2, augment_p=0.3), "probe")
@@ -143,10 +148,10 @@ def test_used_options_keeps_what_each_rung_reads():
     options = {"lora_r": 8, "verbalizers": {"pos": "good"}, "probe_c": 1.0, "template": "Review: {text}"}
     assert used_options(ModelConfig, options, "probe") == {"probe_c": 1.0, "template": "Review: {text}"}
     assert used_options(ModelConfig, options, "icl") == {"verbalizers": {"pos": "good"}, "template": "Review: {text}"}
-    assert used_options(ModelConfig, {**options, "head_init": "verbalizer"}, "head") == {
+    assert used_options(ModelConfig, {**options, "head_init": "lmhead"}, "head") == {
         "verbalizers": {"pos": "good"},
         "template": "Review: {text}",
-        "head_init": "verbalizer",
+        "head_init": "lmhead",
     }
     fit = {"run_dir": "r", "grad_accum": 2, "lr": 0.1, "batch_size": 8, "progress": False}
     assert used_options(TrainConfig, fit, "icl") == {"progress": False}
@@ -180,6 +185,7 @@ MODEL_TYPES = [
     ({"pair_separator": 1}, r"pair_separator must be a string, got 1"),
     ({"mode": "probe", "probe_c": "0.1"}, r"probe_c must be a number > 0 or None, got '0.1'"),
     ({"mode": "probe", "probe_c": True}, r"probe_c must be a number > 0 or None, got True"),
+    ({"mode": "probe", "probe": "ridge", "task": "regression", "probe_alpha": 0}, r"probe_alpha must be a number > 0"),
     ({"layer": True}, r"layer must be a non-zero int"),
     ({"layers": [True, 2]}, r"layers must be a non-empty list of ints"),
     ({"activation": ["gelu"]}, r"activation must be one of \['gelu', 'relu', 'silu', 'tanh'\], got \['gelu'\]"),
@@ -213,7 +219,8 @@ TRAIN_TYPES = [
     ({"warmup_ratio": "0.1"}, r"warmup_ratio must be a number in \[0, 1\), got '0.1'"),
     ({"max_grad_norm": "1"}, r"max_grad_norm must be a number > 0 or None, got '1'"),
     ({"schedule": ["cosine"]}, r"schedule must be one of"),
-    ({"precision": 16}, r"precision must be one of"),
+    ({"mixed_precision": 16}, r"mixed_precision must be one of"),
+    ({"handle_sigterm": "yes"}, r"handle_sigterm must be true or false, got 'yes'"),
     ({"keep_checkpoints": 3}, r"keep_checkpoints needs run_dir"),
 ]
 

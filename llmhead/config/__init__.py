@@ -7,9 +7,10 @@ An option the chosen mode never reads is refused, never ignored: ``MODEL_FIELD_M
     choices.py  the values of each choice option      usage.py  which modes read which option
     checks.py   shared checks, ``invalid``             model.py  ModelConfig
     train.py    TrainConfig, for_mode                  build.py  build (unknown and renamed keys)
+    renamed.py  names of earlier versions: RENAMED, upgrade
 """
 
-from llmhead.config.build import RENAMED, build
+from llmhead.config.build import build
 from llmhead.config.checks import invalid
 from llmhead.config.choices import (
     ACTIVATIONS,
@@ -22,15 +23,16 @@ from llmhead.config.choices import (
     INPUT_NORMS,
     LAYER_MIXES,
     LONG_INPUTS,
+    MIXED_PRECISIONS,
     MODES,
     POOLINGS,
-    PRECISIONS,
     PROBES,
     SCHEDULES,
     SPEEDUPS,
     TASKS,
 )
 from llmhead.config.model import ModelConfig
+from llmhead.config.renamed import RENAMED, RENAMED_VALUES, upgrade
 from llmhead.config.train import FineTuneConfig, TrainConfig, for_mode, warm_start_config
 from llmhead.config.usage import (
     CONCRETE_MODES,
@@ -64,14 +66,15 @@ __all__ = [
     "LAYER_MIXES",
     "LONG_INPUTS",
     "LORA",
+    "MIXED_PRECISIONS",
     "MLP_HEAD",
     "MODEL_FIELD_MODES",
     "MODES",
     "NOT_FOR_AUTO",
     "POOLINGS",
-    "PRECISIONS",
     "PROBES",
     "RENAMED",
+    "RENAMED_VALUES",
     "SCHEDULES",
     "SPEEDUPS",
     "TASKS",
@@ -85,6 +88,7 @@ __all__ = [
     "for_mode",
     "invalid",
     "modes_using",
+    "upgrade",
     "used_options",
     "warm_start_config",
 ]

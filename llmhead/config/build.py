@@ -8,17 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmhead.config.checks import invalid
-
-# keys of earlier versions: a config that still uses one gets an error naming the key that replaced it
-RENAMED = {
-    "short_attention": "speedups (a list of the CPU speed-ups in use; short_attention=false is "
-    "speedups=['fused_norms', 'last_token_mlp', 'mapped_load'])",
-}
+from llmhead.config.renamed import renamed_key
 
 
-def _unknown_key(key, where: str, section: str, names: list[str]) -> str:
-    if key in RENAMED:
-        return f"'{where}{key}' was renamed: use {RENAMED[key]}"
+def _unknown_key(cls, key, where: str, section: str, names: list[str]) -> str:
+    new = renamed_key(cls, key)  # a key of an earlier version: the error names the one that replaced it
+    if new is not None:
+        return f"'{where}{key}' was renamed: use {new}"
     if not isinstance(key, str):
         return f"key {where}{key!r} in {section} is not a name: valid keys: {', '.join(names)}"
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
@@ -27,8 +23,8 @@ def _unknown_key(key, where: str, section: str, names: list[str]) -> str:
 
 
 def build(cls, values: Mapping[str, Any], where: str = ""):
-    """``cls(**values)``, but a section that is not a mapping is refused and unknown keys fail with the nearest
-    valid names."""
+    """``cls(**values)``, but a section that is not a mapping is refused, a renamed key fails naming the key that
+    replaced it (RENAMED) and other unknown keys fail with the nearest valid names."""
     section = f"the {where.rstrip('.')} section" if where else "the configuration"
     if values is None:
         values = {}
@@ -37,7 +33,7 @@ def build(cls, values: Mapping[str, Any], where: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in values if k not in names]
     if unknown:
-        raise invalid([_unknown_key(key, where, section, names) for key in unknown])
+        raise invalid([_unknown_key(cls, key, where, section, names) for key in unknown])
     try:
         return cls(**values)
     except ValueError as exc:

@@ -9,7 +9,7 @@ MODES = ("head", "lora", "qlora", "full", "probe", "icl", "lmhead", "auto")
 FROZEN_MODES = ("head", "probe", "lmhead")  # the backbone is never trained: features are computed once, cached
 CHAT = ("auto", "on", "off")
 SCHEDULES = ("linear", "cosine", "constant")
-PRECISIONS = ("auto", "no", "bf16", "fp16")
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")  # the training autocast (accelerate's name)
 LONG_INPUTS = ("truncate", "chunk")
 CHUNK_AGGREGATES = ("mean", "max")
 
@@ -17,7 +17,7 @@ CHUNK_AGGREGATES = ("mean", "max")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")  # model/heads.py maps each name to its torch module
 INPUT_NORMS = ("standardize", "scale", "layernorm", "none")  # model/heads.py
 LAYER_MIXES = ("concat", "weighted")  # model/heads.py
-INITS = ("default", "normal", "verbalizer")  # verbalizer: set from LM-head rows by the classifier
+INITS = ("default", "normal", "lmhead")  # lmhead: set from the LM head's rows of the label words
 POOLINGS = ("last", "mean", "max", "attention")  # model/pooling.py
 FIXED = ("last", "mean", "max")  # no parameters: computed once from a frozen backbone and cached
 DTYPES = ("auto", "float32", "bfloat16")  # model/precision.py

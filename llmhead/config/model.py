@@ -22,6 +22,7 @@ from llmhead.config.choices import (
     SPEEDUPS,
     TASKS,
 )
+from llmhead.config.renamed import renamed_value
 from llmhead.config.usage import LORA, MODEL_FIELD_MODES, check, modes_using
 from llmhead.model.assets import DEFAULT_MODEL
 
@@ -56,12 +57,13 @@ class ModelConfig:
     dropout: float = 0.1
     input_norm: str = "standardize"  # standardize | scale | layernorm | none, on the pooled input
     head_bias: bool = True
-    head_init: str = "default"  # default (PyTorch) | normal (std 0.02, as transformers' score) | verbalizer
-    # (verbalizer: a linear head on the last token starts from the LM head's rows for the label words, i.e. from
-    # the zero-shot classifier; give a `template` that ends where the label word would come)
+    head_init: str = "default"  # default (PyTorch) | normal (std 0.02, as transformers' score) | lmhead
+    # (lmhead: a linear head on the last token starts from the LM head's rows for the label words, i.e. from
+    # the zero-shot classifier, as mode='lmhead' does; give a `template` that ends where the label word would come)
     probe: str = "logreg"  # mode='probe': logreg | svm (calibrated probabilities) | ridge (regression)
-    probe_c: float | None = None  # probe regularisation (C, or ridge alpha); None: chosen by cross-validation
-    verbalizers: dict | None = None  # label -> the word(s) naming it, for icl / lmhead / verbalizer init
+    probe_c: float | None = None  # C of probe logreg / svm (inverse regularisation); None: chosen by CV
+    probe_alpha: float | None = None  # alpha of probe='ridge' (its penalty); None: chosen by cross-validation
+    verbalizers: dict | None = None  # label -> the word(s) naming it, for icl / lmhead / head_init='lmhead'
     icl_shots: int = 8  # mode='icl': demonstrations per class, drawn from the training data with `seed`
     icl_template: str = "Text: {text}\nLabel: {label}"  # one demonstration; the query ends before {label}
     icl_instruction: str | None = None  # None: "Classify each text as one of: <verbalizers>."
@@ -98,6 +100,7 @@ class ModelConfig:
         self._check_choices(p)
         self._check_mode_rules(p)
         self._check_icl(p)
+        self._check_probe(p)
         self._check_features(p)
         self._check_head(p)
         self._check_inputs(p)
@@ -148,14 +151,18 @@ class ModelConfig:
             ("layer_mix", LAYER_MIXES),
             ("activation", sorted(ACTIVATIONS)),
             ("input_norm", INPUT_NORMS),
-            ("head_init", INITS),
+            ("head_init", INITS),  # (an old value is named by renamed_value)
             ("long_inputs", LONG_INPUTS),
             ("chunk_aggregate", CHUNK_AGGREGATES),
             ("probe", PROBES),
             ("chat_template", CHAT),
             ("dtype", DTYPES),
         ):
-            choice(p, self, name, allowed)
+            old = renamed_value(name, getattr(self, name))
+            if old is not None:
+                p.append(old)
+            else:
+                choice(p, self, name, allowed)
 
     def _check_mode_rules(self, p: list[str]) -> None:
         """What a mode needs of the other options."""
@@ -165,15 +172,15 @@ class ModelConfig:
             p.append("mode='probe' fits a linear model on fixed pooled vectors: use pooling last, mean or max")
         if self.mode == "probe" and (self.task == "regression") != (self.probe == "ridge"):
             p.append(f"probe={self.probe!r} does not fit task={self.task!r}: ridge is for regression, logreg/svm not")
-        if self.head_init == "verbalizer" or self.mode == "lmhead":
+        if self.head_init == "lmhead" or self.mode == "lmhead":
             if self.pooling != "last" or self.layer is not None or self.layers is not None:
-                p.append("verbalizer heads read the LM head's input: pooling='last', no layer / layers")
+                p.append("heads that start from the LM head read its input: pooling='last', no layer / layers")
             if self.mode != "lmhead" and self.head_hidden:
-                p.append("head_init='verbalizer' needs a linear head: head_hidden=[]")
+                p.append("head_init='lmhead' needs a linear head: head_hidden=[]")
             if self.mode != "lmhead" and self.input_norm == "standardize" and not self.head_bias:
-                p.append("head_init='verbalizer' with input_norm='standardize' needs head_bias=True")
+                p.append("head_init='lmhead' with input_norm='standardize' needs head_bias=True")
             if self.mode != "lmhead" and self.input_norm == "layernorm":
-                p.append("head_init='verbalizer' works with input_norm standardize, scale or none, not layernorm")
+                p.append("head_init='lmhead' works with input_norm standardize, scale or none, not layernorm")
 
     def _check_icl(self, p: list[str]) -> None:
         """The label words, the prompt of mode='icl' and the text-pair separator."""
@@ -195,10 +202,25 @@ class ModelConfig:
         if not isinstance(self.pair_separator, str):
             p.append(f"pair_separator must be a string, got {self.pair_separator!r}")
 
+    def _check_probe(self, p: list[str]) -> None:
+        """The probe's penalty: C for logreg and svm, alpha for ridge."""
+        for name in ("probe_c", "probe_alpha"):
+            value = getattr(self, name)
+            if value is not None and not (is_number(value) and value > 0):
+                p.append(f"{name} must be a number > 0 or None, got {value!r}")
+        if self.probe == "ridge" and self.probe_c is not None and self._uses("probe_c"):
+            p.append(
+                "probe_c is the C of probe logreg and svm; probe='ridge' takes probe_alpha (its penalty): "
+                f"use probe_alpha={self.probe_c!r}"
+            )
+        if self.probe != "ridge" and self.probe_alpha is not None and self._uses("probe_alpha"):
+            p.append(
+                f"probe_alpha is the penalty of probe='ridge'; probe={self.probe!r} takes probe_c (its C): "
+                "use probe_c, or set probe='ridge'"
+            )
+
     def _check_features(self, p: list[str]) -> None:
-        """The probe's penalty, which blocks feed the head, and long inputs."""
-        if self.probe_c is not None and not (is_number(self.probe_c) and self.probe_c > 0):
-            p.append(f"probe_c must be a number > 0 or None, got {self.probe_c!r}")
+        """Which blocks feed the head, and long inputs."""
         if self.pooling == "attention" and self.long_inputs == "chunk":
             p.append("long_inputs='chunk' works with pooling last, mean or max, not attention")
         if self.layer is not None and self.layers is not None:

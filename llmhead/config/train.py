@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from llmhead.config.checks import changed, choice, invalid, is_int, is_number, is_path, is_str_list
-from llmhead.config.choices import FROZEN_MODES, MODES, PRECISIONS, SCHEDULES
+from llmhead.config.choices import FROZEN_MODES, MIXED_PRECISIONS, MODES, SCHEDULES
 from llmhead.config.usage import FINE_TUNING, TRAIN_FIELD_MODES, check, unused_by_mode
 
 
@@ -28,7 +28,9 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
-    precision: str = "auto"  # no | bf16 | fp16 mixed precision for training; auto: bf16 where fast, else no
+    # the training autocast (accelerate's mixed_precision): no | bf16 | fp16; auto: bf16 where fast, else no.
+    # (ModelConfig.dtype is the weights' dtype.)
+    mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
     group_by_length: bool = True  # lora/qlora/full: batches of similar lengths (shuffled), so little padding
     class_weights: str | list[float] | None = None  # "auto": inverse label frequency (classification, multilabel)
@@ -48,6 +50,9 @@ class TrainConfig:
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (needs run_dir)
     keep_checkpoints: int = 2
     resume: bool = False  # continue from the latest complete checkpoint in run_dir
+    # on SIGTERM (cluster preemption) stop every rank at the next step, writing a checkpoint when run_dir is set;
+    # the previous handler is back when fit returns. Off: fit leaves signal handling alone
+    handle_sigterm: bool = False
     trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow
     progress: bool = True
     # Small-data options. Augmentation perturbs the training split only (never validation, eval or test).
@@ -104,7 +109,7 @@ class TrainConfig:
     def _check_optimizer(self, p: list[str]) -> None:
         """The schedule, mixed precision, the backbone's rates, clipping and the loss."""
         choice(p, self, "schedule", SCHEDULES)
-        choice(p, self, "precision", PRECISIONS)
+        choice(p, self, "mixed_precision", MIXED_PRECISIONS)
         if not (is_number(self.backbone_lr_ratio) and self.backbone_lr_ratio > 0):
             p.append(f"backbone_lr_ratio must be a number > 0, got {self.backbone_lr_ratio!r}")
         if not (is_number(self.layer_decay) and 0 < self.layer_decay <= 1):

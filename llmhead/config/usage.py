@@ -21,7 +21,7 @@ LADDER_RUNGS = ("icl", "lmhead", "probe", "head", "lora", "full")  # what mode='
 CONCRETE_MODES = tuple(m for m in MODES if m != "auto")
 
 MODEL_FIELD_MODES: dict[str, tuple[str, ...]] = {
-    "pooling": FEATURES,  # (lmhead and head_init='verbalizer' need 'last')
+    "pooling": FEATURES,  # (lmhead and head_init='lmhead' need 'last')
     "layer": ("head", "probe", *FINE_TUNING),  # icl loads the whole causal LM; lmhead reads the LM head's input
     "layers": ("head", "probe", *FINE_TUNING),
     "layer_mix": MLP_HEAD,  # (and only with layers)
@@ -32,8 +32,9 @@ MODEL_FIELD_MODES: dict[str, tuple[str, ...]] = {
     "head_bias": MLP_HEAD,
     "head_init": MLP_HEAD,
     "probe": ("probe",),
-    "probe_c": ("probe",),
-    "verbalizers": ("icl", "lmhead"),  # and the MLP_HEAD modes with head_init='verbalizer'
+    "probe_c": ("probe",),  # (and only with probe logreg or svm)
+    "probe_alpha": ("probe",),  # (and only with probe='ridge')
+    "verbalizers": ("icl", "lmhead"),  # and the MLP_HEAD modes with head_init='lmhead'
     "icl_shots": ("icl",),
     "icl_template": ("icl",),
     "icl_instruction": ("icl",),
@@ -63,7 +64,7 @@ TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {
     "warmup_ratio": TRAINED,
     "grad_accum": FINE_TUNING,
     "max_grad_norm": FINE_TUNING,  # head training does not clip
-    "precision": FINE_TUNING,  # head training runs float32 on cached features (training.py)
+    "mixed_precision": FINE_TUNING,  # head training runs float32 on cached features (training.py)
     "gradient_checkpointing": FINE_TUNING,
     "group_by_length": FINE_TUNING,
     "class_weights": TRAINED,
@@ -81,6 +82,7 @@ TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {
     "checkpoint_every": FINE_TUNING,
     "keep_checkpoints": FINE_TUNING,
     "resume": FINE_TUNING,
+    "handle_sigterm": FINE_TUNING,  # head training is one process on cached features
     "trackers": FINE_TUNING,
     "augment": FEATURES,  # icl trains nothing: it only picks demonstrations
     "augment_ops": FEATURES,
@@ -94,6 +96,7 @@ NOT_FOR_AUTO = {
     "checkpoint_every": "mode='auto' cross-validates, and its folds would share one run_dir",
     "keep_checkpoints": "mode='auto' cross-validates, and its folds would share one run_dir",
     "resume": "mode='auto' cross-validates, and its folds would share one run_dir",
+    "handle_sigterm": "mode='auto' cross-validates, and its folds would share one run_dir",
     "long_inputs": "mode='auto' also runs rungs that truncate",
     "chunk_overlap": "mode='auto' also runs rungs that truncate",
     "chunk_aggregate": "mode='auto' also runs rungs that truncate",
@@ -101,7 +104,7 @@ NOT_FOR_AUTO = {
 WHY = {  # said after the list of modes, where the reason is not obvious
     "neftune_alpha": "neftune_alpha perturbs embeddings while fine-tuning",
     "augment": "icl trains nothing, it only picks demonstrations",
-    "precision": "head training always runs float32 on cached float32 features",
+    "mixed_precision": "head training always runs float32 on cached float32 features",
 }
 
 
@@ -126,12 +129,12 @@ def _unused_by_mode(cls, values: Mapping[str, Any], mode: str) -> dict[str, str]
         if mode in modes:
             continue
         head_init = values.get("head_init", base.get("head_init"))
-        if name == "verbalizers" and head_init == "verbalizer":
+        if name == "verbalizers" and head_init == "lmhead":
             if mode in MLP_HEAD:
                 continue
-            only = f"only by {', '.join(modes)}, and by {', '.join(MLP_HEAD)} with head_init='verbalizer'"
+            only = f"only by {', '.join(modes)}, and by {', '.join(MLP_HEAD)} with head_init='lmhead'"
         elif name == "verbalizers":
-            only = f"only by {', '.join(modes)}, and with head_init='verbalizer'"
+            only = f"only by {', '.join(modes)}, and with head_init='lmhead'"
         else:
             only = f"only by {', '.join(modes)}"
         why = f"; {WHY[name]}" if name in WHY else ""

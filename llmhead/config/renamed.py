@@ -1,0 +1,55 @@
+"""Names of earlier versions. A config that still uses one is refused with an error naming what replaced it;
+``upgrade`` reads options written under the old names (a saved model's manifest, a run's recorded settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# class name -> {old key: what to use instead}
+RENAMED: dict[str, dict[str, str]] = {
+    "ModelConfig": {
+        "short_attention": "speedups (a list of the CPU speed-ups in use; short_attention=false is "
+        "speedups=['fused_norms', 'last_token_mlp', 'mapped_load'])",
+    },
+    "TrainConfig": {
+        "precision": "mixed_precision (the training autocast: auto, no, bf16 or fp16; dtype is the weights' dtype)",
+    },
+}
+# option -> {old value: new value}
+RENAMED_VALUES: dict[str, dict[str, str]] = {
+    "head_init": {"verbalizer": "lmhead"},  # the same idea as mode='lmhead': the LM head's rows of the label words
+}
+
+
+def renamed_key(cls, key) -> str | None:
+    """What replaced ``key`` of ``cls`` (or of a class it derives from), or None."""
+    for klass in cls.__mro__:
+        if isinstance(key, str) and key in RENAMED.get(klass.__name__, {}):
+            return RENAMED[klass.__name__][key]
+    return None
+
+
+def renamed_value(name: str, value) -> str | None:
+    """The problem with an old value of option ``name``, or None."""
+    new = RENAMED_VALUES.get(name, {}).get(value) if isinstance(value, str) else None
+    return None if new is None else f"{name}={value!r} was renamed: use {name}={new!r}"
+
+
+def upgrade(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (fields of ``cls``, written by an earlier version) under today's names, meaning the same."""
+    out, names = dict(values), {klass.__name__ for klass in cls.__mro__}
+    if "TrainConfig" in names and "precision" in out:
+        out.setdefault("mixed_precision", out.pop("precision"))
+    if "ModelConfig" not in names:
+        return out
+    if "short_attention" in out:
+        on = out.pop("short_attention")
+        if not on and "speedups" not in out:
+            out["speedups"] = ["fused_norms", "last_token_mlp", "mapped_load"]
+    for name, renames in RENAMED_VALUES.items():
+        if isinstance(out.get(name), str) and out[name] in renames:
+            out[name] = renames[out[name]]
+    if out.get("probe") == "ridge" and out.get("probe_c") is not None and out.get("probe_alpha") is None:
+        out["probe_alpha"], out["probe_c"] = out["probe_c"], None  # probe_c was ridge's alpha too
+    return out
