@@ -5,6 +5,7 @@ except in the head-training tests at the end)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from llmhead.config import (
     TrainConfig,
     build,
     for_mode,
+    options_table,
     used_options,
 )
 from llmhead.model import backbone as bb
@@ -133,6 +135,14 @@ def test_the_table_names_real_fields_and_modes():
         assert all(set(modes) <= set(MODES) - {"auto"} for modes in table.values())
 
 
+def test_the_tables_follow_the_fields_order_and_the_readme_shows_them():
+    """Fields are grouped by the modes that read them; README.md's tables are options_table's output."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for cls, table in ((ModelConfig, MODEL_FIELD_MODES), (TrainConfig, TRAIN_FIELD_MODES)):
+        assert list(table) == [f.name for f in dataclasses.fields(cls) if f.name in table]
+        assert options_table(cls) in readme, f"README.md: paste llmhead.config.options_table({cls.__name__})"
+
+
 def test_head_warm_start_of_a_fine_tuning_run_keeps_its_options():
     """Classifier.fit derives the warm start as for_mode(replace(cfg, epochs=None, patience=None), 'head')."""
     lora = for_mode(TrainConfig(run_dir="r", checkpoint_every=2, grad_accum=2, gradient_checkpointing=True), "lora")
@@ -162,7 +172,7 @@ def test_options_for_a_mode_are_refused_before_weights_load(tiny_llama, tmp_path
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
     with pytest.raises(ValueError, match=r"checkpoint_every is not used by mode='head'"):
         clf.fit(sentiment_rows(1), run_dir=str(tmp_path / "run"), checkpoint_every=2, epochs=1)
-    assert clf.model is None and not (tmp_path / "run").exists()  # nothing loaded, nothing written
+    assert not clf.loaded and not (tmp_path / "run").exists()  # nothing loaded, nothing written
     with pytest.raises(ValueError, match=r"lora_r is not used by mode='head'"):
         llmhead.from_pretrained(tiny_llama, lora_r=4)
 
@@ -297,13 +307,12 @@ def test_accelerate_environment_does_not_change_head_training(tiny_llama, monkey
         assert torch.equal(plain[name], with_env[name]), name
 
 
-def test_make_accelerator_ignores_the_environment(monkeypatch):
-    from llmhead.finetuning.accel import make_accelerator
+def test_the_accelerator_ignores_the_environment(monkeypatch):
+    from llmhead.finetuning.accel import accelerator_scope
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
-    accelerator = make_accelerator()
-    assert accelerator.mixed_precision == "no" and accelerator.gradient_accumulation_steps == 1
-    accelerator = make_accelerator(gradient_accumulation_steps=2)  # fine-tuning's grad_accum, not the variable's 4
-    assert accelerator.gradient_accumulation_steps == 2
-    make_accelerator()  # leave the process-wide state as a plain run would
+    with accelerator_scope() as accelerator:
+        assert accelerator.mixed_precision == "no" and accelerator.gradient_accumulation_steps == 1
+    with accelerator_scope(gradient_accumulation_steps=2) as accelerator:  # grad_accum, not the variable's 4
+        assert accelerator.gradient_accumulation_steps == 2

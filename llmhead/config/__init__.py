@@ -47,6 +47,7 @@ from llmhead.config.usage import (
     TRAINED,
     WHY,
     modes_using,
+    options_table,
     used_options,
 )
 
@@ -88,6 +89,7 @@ __all__ = [
     "for_mode",
     "invalid",
     "modes_using",
+    "options_table",
     "upgrade",
     "used_options",
     "warm_start_config",

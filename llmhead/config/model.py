@@ -41,6 +41,7 @@ class ModelConfig:
 
     FIELD_MODES: ClassVar[dict[str, tuple[str, ...]]] = MODEL_FIELD_MODES  # which modes read which field
 
+    # ---- every mode --------------------------------------------------------------------------------------------------
     model: str = DEFAULT_MODEL  # alias, .gguf file, transformers directory or hub id
     task: str = "classification"  # classification | multilabel | regression
     labels: list | None = None  # fixed label order; learnt from training data when None
@@ -48,40 +49,46 @@ class ModelConfig:
     # probe: frozen features + a scikit-learn linear model | icl: in-context learning with the LM head
     # lmhead: train only the label words' LM-head rows | auto: the ladder picks one by cross-validation
     mode: str = "head"
+    template: str = "{text}"  # text fed to the model; e.g. "Review: {text}\nSentiment:"
+    pair_separator: str = "\n"  # between the two texts of a text pair
+    dtype: str = "auto"  # auto: bfloat16 where the hardware runs it fast, else float32
+    # CPU speed-ups in use (llmhead/speedups/): short_attention, fused_norms, last_token_mlp, mapped_load; [] = none
+    speedups: list[str] = field(default_factory=lambda: list(SPEEDUPS))
+    seed: int = 0
+    trust_remote_code: bool = False
+    # ---- features: what the backbone hands on (head, probe, lmhead, lora, qlora, full) -------------------------------
     pooling: str = "last"  # last | mean | max | attention (a learned query), all masked by attention_mask
     layer: int | None = None  # feed the head from block k (negative: from the top); blocks above k are dropped
     layers: list[int] | None = None  # several blocks' pooled states (0 = embeddings); blocks above the top one dropped
-    layer_mix: str = "concat"  # how `layers` combine: concat | weighted (learned softmax weights)
+    max_length: int = 512  # tokens per forward pass
+    # ---- long inputs (head, probe) -----------------------------------------------------------------------------------
+    long_inputs: str = "truncate"  # truncate (counted and reported) | chunk (overlapping windows, aggregated)
+    chunk_overlap: int = 64  # tokens shared by consecutive chunks
+    chunk_aggregate: str = "mean"  # mean | max over a text's chunk features
+    # ---- MLP head (head, lora, qlora, full) --------------------------------------------------------------------------
     head_hidden: list[int] = field(default_factory=lambda: [256])  # [] = a linear head
     activation: str = "gelu"
     dropout: float = 0.1
     input_norm: str = "standardize"  # standardize | scale | layernorm | none, on the pooled input
     head_bias: bool = True
+    layer_mix: str = "concat"  # how `layers` combine: concat | weighted (learned softmax weights)
     head_init: str = "default"  # default (PyTorch) | normal (std 0.02, as transformers' score) | lmhead
     # (lmhead: a linear head on the last token starts from the LM head's rows for the label words, i.e. from
     # the zero-shot classifier, as mode='lmhead' does; give a `template` that ends where the label word would come)
-    probe: str = "logreg"  # mode='probe': logreg | svm (calibrated probabilities) | ridge (regression)
+    # ---- label words (icl, lmhead; MLP heads with head_init='lmhead') ------------------------------------------------
+    verbalizers: dict | None = None  # label -> the word(s) naming it
+    # ---- probe -------------------------------------------------------------------------------------------------------
+    probe: str = "logreg"  # logreg | svm (calibrated probabilities) | ridge (regression)
     probe_c: float | None = None  # C of probe logreg / svm (inverse regularisation); None: chosen by CV
     probe_alpha: float | None = None  # alpha of probe='ridge' (its penalty); None: chosen by cross-validation
-    verbalizers: dict | None = None  # label -> the word(s) naming it, for icl / lmhead / head_init='lmhead'
-    icl_shots: int = 8  # mode='icl': demonstrations per class, drawn from the training data with `seed`
+    # ---- icl ---------------------------------------------------------------------------------------------------------
+    icl_shots: int = 8  # demonstrations per class, drawn from the training data with `seed`
     icl_template: str = "Text: {text}\nLabel: {label}"  # one demonstration; the query ends before {label}
     icl_instruction: str | None = None  # None: "Classify each text as one of: <verbalizers>."
     icl_separator: str = "\n\n"  # between demonstrations
     icl_calibrate: bool = True  # contextual calibration (Zhao et al. 2021) with content-free inputs
-    chat_template: str = "auto"  # icl: auto (use the tokenizer's chat template when it has one) | on | off
-    max_length: int = 512  # tokens per forward pass
-    long_inputs: str = "truncate"  # truncate (counted and reported) | chunk (overlapping windows, aggregated)
-    chunk_overlap: int = 64  # tokens shared by consecutive chunks
-    chunk_aggregate: str = "mean"  # mean | max over a text's chunk features
-    dtype: str = "auto"  # auto: bfloat16 where the hardware runs it fast, else float32
-    # CPU speed-ups in use (llmhead/speedups/): short_attention, fused_norms, last_token_mlp, mapped_load; [] = none
-    speedups: list[str] = field(default_factory=lambda: list(SPEEDUPS))
-    template: str = "{text}"  # text fed to the model; e.g. "Review: {text}\nSentiment:"
-    pair_separator: str = "\n"  # between the two texts of a text pair
-    seed: int = 0
-    trust_remote_code: bool = False
-    # LoRA / QLoRA (peft). Other peft methods: pass a peft config object as `peft_config`.
+    chat_template: str = "auto"  # auto (use the tokenizer's chat template when it has one) | on | off
+    # ---- LoRA (lora, qlora; peft). Other peft methods: pass a peft config object as `peft_config` --------------------
     lora_r: int = 16
     lora_alpha: int = 32
     # peft's default. 0.05 made CPU LoRA fits ~1.4x as long and ~15% larger in memory, for no accuracy over 3 seeds
@@ -90,6 +97,7 @@ class ModelConfig:
     lora_targets: list[str] | str = "all-linear"  # every linear projection of the blocks
     lora_dora: bool = False  # weight-decomposed LoRA
     peft_config: Any = None  # a peft.PeftConfig; overrides the lora_* fields
+    # ---- fine-tuning (lora, qlora, full) -----------------------------------------------------------------------------
     freeze_blocks: int = 0  # full: embeddings + the first k blocks stay frozen; LoRA: adapters on blocks >= k only
 
     def __post_init__(self):

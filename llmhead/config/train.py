@@ -18,34 +18,47 @@ class TrainConfig:
 
     FIELD_MODES: ClassVar[dict[str, tuple[str, ...]]] = TRAIN_FIELD_MODES  # which modes read which field
 
-    epochs: int | None = None  # upper bound; None: 100 for head/lmhead (epochs are cheap), 1 otherwise; 0: no step
+    # ---- every mode --------------------------------------------------------------------------------------------------
+    progress: bool = True  # progress bars (feature extraction, training)
+    # ---- every mode that computes features (head, probe, lmhead, lora, qlora, full) ----------------------------------
     batch_size: int = 32  # per process; the global batch is batch_size * processes * grad_accum
+    feature_cache: str | None = None  # a directory to keep pooled features on disk; memory only when None
+    # ---- augmentation: the training split only, never validation, eval or test (not icl) -----------------------------
+    augment: int = 0  # perturbed copies added per training example (0 = off)
+    augment_ops: list[str] = field(default_factory=lambda: ["dropout", "mask", "swap"])  # word-level, no network
+    augment_p: float = 0.1  # per-word probability of each op
+    # ---- trained heads (head, lmhead, lora, qlora, full) -------------------------------------------------------------
+    epochs: int | None = None  # upper bound; None: 100 for head/lmhead (epochs are cheap), 1 otherwise; 0: no step
     lr: float = 1e-3  # learning rate of the new head
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    class_weights: str | list[float] | None = None  # "auto": inverse label frequency (classification, multilabel)
+    focal_gamma: float = 0.0  # > 0: focal loss (classification, multilabel)
+    patience: int | None = None  # evaluations without a better selection score; None: 10 (head) or 3; 0: never
+    val_fraction: float = 0.1  # carved from training (stratified, seeded) when no eval set is given
+    # ---- multilabel thresholds (head, probe, lora, qlora, full) ------------------------------------------------------
+    tune_thresholds: bool = True  # per-label decision thresholds chosen on validation F1
+    # ---- fine-tuning (lora, qlora, full) -----------------------------------------------------------------------------
     backbone_lr_ratio: float = 0.1  # backbone (LoRA or full) learning rate = lr * this
     layer_decay: float = 1.0  # < 1: block i's rate is multiplied by layer_decay ** (blocks - 1 - i)
-    weight_decay: float = 0.01
     schedule: str = "cosine"  # linear | cosine | constant, after warmup
-    warmup_ratio: float = 0.05
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     # the training autocast (accelerate's mixed_precision): no | bf16 | fp16; auto: bf16 where fast, else no.
     # (ModelConfig.dtype is the weights' dtype.)
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
-    group_by_length: bool = True  # lora/qlora/full: batches of similar lengths (shuffled), so little padding
-    class_weights: str | list[float] | None = None  # "auto": inverse label frequency (classification, multilabel)
-    focal_gamma: float = 0.0  # > 0: focal loss (classification, multilabel)
-    tune_thresholds: bool = True  # multilabel: per-label decision thresholds chosen on validation F1
-    warm_start: bool = True  # lora/qlora/full: fit the head on frozen features first, then fine-tune
+    group_by_length: bool = True  # batches of similar lengths (shuffled), so little padding
+    warm_start: bool = True  # fit the head on frozen features first, then fine-tune
     # frozen features for the warm start (and the head's input statistics) on at most this many training examples,
     # 20% of them held out for its early stopping; None: every training example, stopping on the validation set
     warm_start_examples: int | None = 256
-    patience: int | None = None  # evaluations without a better selection score; None: 10 (head) or 3; 0: never
     select_by: str = "loss"  # validation loss, or a metric name (accuracy, macro_f1, micro_f1, mse, pearson...)
     metrics: list[str] = field(default_factory=list)  # extra `evaluate` metrics by name (need the hub or cache)
     eval_every: int | None = None  # optimizer steps between evaluations; None: once per epoch
-    val_fraction: float = 0.1  # carved from training (stratified, seeded) when no eval set is given
-    feature_cache: str | None = None  # a directory to keep pooled features on disk; memory only when None
+    neftune_alpha: float = 0.0  # NEFTune noise on the input embeddings while training (e.g. 5)
+    trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow
+    # ---- checkpoints (lora, qlora, full; not auto) -------------------------------------------------------------------
     run_dir: str | None = None  # checkpoints + train_log.jsonl; None: no checkpoints, no log file
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (needs run_dir)
     keep_checkpoints: int = 2
@@ -53,13 +66,6 @@ class TrainConfig:
     # on SIGTERM (cluster preemption) stop every rank at the next step, writing a checkpoint when run_dir is set;
     # the previous handler is back when fit returns. Off: fit leaves signal handling alone
     handle_sigterm: bool = False
-    trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow
-    progress: bool = True
-    # Small-data options. Augmentation perturbs the training split only (never validation, eval or test).
-    augment: int = 0  # perturbed copies added per training example (0 = off)
-    augment_ops: list[str] = field(default_factory=lambda: ["dropout", "mask", "swap"])  # word-level, no network
-    augment_p: float = 0.1  # per-word probability of each op
-    neftune_alpha: float = 0.0  # lora/qlora/full: NEFTune noise on the input embeddings while training (e.g. 5)
 
     def __post_init__(self):
         p = []

@@ -20,74 +20,88 @@ FEATURES = ("head", "probe", "lmhead", *FINE_TUNING)  # pooled backbone states; 
 LADDER_RUNGS = ("icl", "lmhead", "probe", "head", "lora", "full")  # what mode='auto' runs (llmhead.ladder.RUNGS)
 CONCRETE_MODES = tuple(m for m in MODES if m != "auto")
 
-MODEL_FIELD_MODES: dict[str, tuple[str, ...]] = {
+MODEL_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in ModelConfig's order, by section
+    # features
     "pooling": FEATURES,  # (lmhead and head_init='lmhead' need 'last')
     "layer": ("head", "probe", *FINE_TUNING),  # icl loads the whole causal LM; lmhead reads the LM head's input
     "layers": ("head", "probe", *FINE_TUNING),
-    "layer_mix": MLP_HEAD,  # (and only with layers)
+    "max_length": FEATURES,  # icl scores whole prompts, never truncated
+    # long inputs
+    "long_inputs": ("head", "probe"),
+    "chunk_overlap": ("head", "probe"),  # (and only with long_inputs='chunk')
+    "chunk_aggregate": ("head", "probe"),
+    # MLP head
     "head_hidden": MLP_HEAD,
     "activation": MLP_HEAD,  # (and only with a hidden layer)
     "dropout": MLP_HEAD,
     "input_norm": MLP_HEAD,
     "head_bias": MLP_HEAD,
+    "layer_mix": MLP_HEAD,  # (and only with layers)
     "head_init": MLP_HEAD,
+    # label words
+    "verbalizers": ("icl", "lmhead"),  # and the MLP_HEAD modes with head_init='lmhead'
+    # probe
     "probe": ("probe",),
     "probe_c": ("probe",),  # (and only with probe logreg or svm)
     "probe_alpha": ("probe",),  # (and only with probe='ridge')
-    "verbalizers": ("icl", "lmhead"),  # and the MLP_HEAD modes with head_init='lmhead'
+    # icl
     "icl_shots": ("icl",),
     "icl_template": ("icl",),
     "icl_instruction": ("icl",),
     "icl_separator": ("icl",),
     "icl_calibrate": ("icl",),
     "chat_template": ("icl",),
-    "max_length": FEATURES,  # icl scores whole prompts, never truncated
-    "long_inputs": ("head", "probe"),
-    "chunk_overlap": ("head", "probe"),  # (and only with long_inputs='chunk')
-    "chunk_aggregate": ("head", "probe"),
+    # LoRA
     "lora_r": LORA,  # (none of the lora_* fields is read when peft_config is given)
     "lora_alpha": LORA,
     "lora_dropout": LORA,
     "lora_targets": LORA,
     "lora_dora": LORA,
     "peft_config": LORA,
+    # fine-tuning
     "freeze_blocks": FINE_TUNING,
 }
-TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {
-    "epochs": TRAINED,
+TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in TrainConfig's order, by section
+    # features
     "batch_size": FEATURES,  # icl scores with its own batches
+    "feature_cache": FEATURES,
+    # augmentation
+    "augment": FEATURES,  # icl trains nothing: it only picks demonstrations
+    "augment_ops": FEATURES,
+    "augment_p": FEATURES,
+    # trained heads
+    "epochs": TRAINED,
     "lr": TRAINED,
+    "weight_decay": TRAINED,
+    "warmup_ratio": TRAINED,
+    "class_weights": TRAINED,
+    "focal_gamma": TRAINED,
+    "patience": TRAINED,
+    "val_fraction": TRAINED,  # probe and icl carve no validation split
+    # multilabel thresholds
+    "tune_thresholds": ("head", "probe", *FINE_TUNING),  # multilabel only; lmhead and icl are for classification
+    # fine-tuning
     "backbone_lr_ratio": FINE_TUNING,
     "layer_decay": FINE_TUNING,
-    "weight_decay": TRAINED,
     "schedule": FINE_TUNING,  # head training (training.py) is always cosine after warmup
-    "warmup_ratio": TRAINED,
     "grad_accum": FINE_TUNING,
     "max_grad_norm": FINE_TUNING,  # head training does not clip
     "mixed_precision": FINE_TUNING,  # head training runs float32 on cached features (training.py)
     "gradient_checkpointing": FINE_TUNING,
     "group_by_length": FINE_TUNING,
-    "class_weights": TRAINED,
-    "focal_gamma": TRAINED,
-    "tune_thresholds": ("head", "probe", *FINE_TUNING),  # multilabel only; lmhead and icl are for classification
     "warm_start": FINE_TUNING,
     "warm_start_examples": FINE_TUNING,
-    "patience": TRAINED,
     "select_by": FINE_TUNING,  # head training stops on the validation loss
     "metrics": FINE_TUNING,  # extra hub metrics are computed by finetune.py's evaluations only
     "eval_every": FINE_TUNING,  # head training evaluates once per epoch
-    "val_fraction": TRAINED,  # probe and icl carve no validation split
-    "feature_cache": FEATURES,
+    "neftune_alpha": FINE_TUNING,
+    "trackers": FINE_TUNING,
+    # checkpoints
     "run_dir": FINE_TUNING,
     "checkpoint_every": FINE_TUNING,
     "keep_checkpoints": FINE_TUNING,
     "resume": FINE_TUNING,
     "handle_sigterm": FINE_TUNING,  # head training is one process on cached features
-    "trackers": FINE_TUNING,
-    "augment": FEATURES,  # icl trains nothing: it only picks demonstrations
-    "augment_ops": FEATURES,
-    "augment_p": FEATURES,
-    "neftune_alpha": FINE_TUNING,
 }
 # mode='auto' reads what any of its rungs reads, except: checkpointing (every fold of every rung would share run_dir)
 # and chunked inputs (its other rungs truncate, and all of them share one feature pass).
@@ -168,3 +182,16 @@ def check(problems: list[str], config, mode: str | None = None) -> None:
         problems += unused_by_mode(config, mode)
     if problems:
         raise invalid(problems)
+
+
+def options_table(cls) -> str:
+    """A markdown table of which modes read the fields of ``cls`` (ModelConfig or TrainConfig): one row per set of
+    modes, the fields in their order. README.md holds it (tests/test_options.py checks that it matches)."""
+    rows: dict[tuple[str, ...], list[str]] = {}
+    for f in dataclasses.fields(cls):
+        if f.name != "mode":
+            rows.setdefault(modes_using(cls.FIELD_MODES, f.name), []).append(f"`{f.name}`")
+    lines = [f"| {cls.__name__} | {' | '.join(MODES)} |", "|---" * (len(MODES) + 1) + "|"]
+    for modes, names in rows.items():
+        lines.append(f"| {', '.join(names)} | " + " | ".join("✓" if m in modes else "" for m in MODES) + " |")
+    return "\n".join(lines)
