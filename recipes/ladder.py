@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import CONFIG_ERRORS, check_test_labels, fail, load_config, read_raw, splits  # noqa: E402
 
 from llmhead.config import build, invalid  # noqa: E402
-from llmhead.data.read import DataError, read_raw_labels, read_table, read_texts  # noqa: E402
+from llmhead.data import DataError, read_raw_labels, read_table, read_texts  # noqa: E402
 from llmhead.model.backbone import resolve  # noqa: E402
 from llmhead.selection.ladder import RUNGS, run_ladder  # noqa: E402
 

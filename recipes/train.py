@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import llmhead  # noqa: E402
 from llmhead.config import ModelConfig, TrainConfig, build, for_mode, invalid  # noqa: E402
-from llmhead.data import corpora  # noqa: E402
+from llmhead.data import corpora, read_raw_labels, read_table, read_texts  # noqa: E402
 from llmhead.data.labels import LabelSpace  # noqa: E402
-from llmhead.data.read import read_raw_labels, read_table, read_texts  # noqa: E402
 from llmhead.finetuning.loop import TrainingInterrupted  # noqa: E402
 
 CORPORA = {

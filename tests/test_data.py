@@ -10,7 +10,7 @@ import pytest
 from conftest import sentiment_rows
 
 import llmhead
-from llmhead.data.read import DataError
+from llmhead.data import DataError
 
 
 def clf_for(tiny_llama, **options):

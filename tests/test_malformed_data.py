@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import llmhead
-from llmhead.data import read as data
+from llmhead import data
+from llmhead.data import DataError, Table, read_raw_labels, read_table, read_texts
 from llmhead.data.labels import LabelSpace
-from llmhead.data.read import DataError, Table, read_raw_labels, read_table, read_texts
 
 FUZZ = settings(
     max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
