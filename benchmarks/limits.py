@@ -92,8 +92,8 @@ def forward_and_step(
 
     import llmhead
     from llmhead.features.extract import autocast
-    from llmhead.finetuning import adapters as modes
     from llmhead.model.precision import resolve_dtype, torch_dtype
+    from llmhead.strategies import for_config
 
     dtype = torch_dtype(resolve_dtype("auto"))
     clf = llmhead.from_pretrained(_model_path(quick), layer=layer, head_hidden=[])
@@ -126,7 +126,7 @@ def forward_and_step(
 
         lora = ModelConfig(mode="lora", lora_r=8, lora_alpha=16, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj"])
         # as mode="lora" trains: the base in the compute dtype (bf16 here), float32 adapters, autocast
-        backbone = modes.prepare(backbone, lora, False)
+        backbone = for_config(lora).adapt(backbone)
         model.backbone = backbone
         model.head = torch.nn.Linear(config.hidden_size, 2)
         params = [p for p in model.parameters() if p.requires_grad]

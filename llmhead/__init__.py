@@ -16,25 +16,49 @@ import logging as _logging
 # kernel package is absent; its pure-PyTorch CPU path works without it.
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 
-from llmhead.classifier import Classifier  # noqa: E402
-from llmhead.config import ModelConfig, TrainConfig, build  # noqa: E402
-from llmhead.data.read import DataError  # noqa: E402
-from llmhead.features.extractor import FeatureExtractor  # noqa: E402
-from llmhead.io.load import from_model, load  # noqa: E402
-from llmhead.io.parity import check  # noqa: E402
-from llmhead.io.save import LoadError  # noqa: E402
-from llmhead.model.headmodel import HeadModel  # noqa: E402
-from llmhead.selection.cv import cross_validate  # noqa: E402
-from llmhead.selection.ladder import auto, run_ladder  # noqa: E402
-from llmhead.selection.sweep import layer_sweep  # noqa: E402
+# The public names load on first use (PEP 562), so `import llmhead.config` (the schema) imports no torch.
+_EXPORTS = {
+    "Classifier": "llmhead.classifier",
+    "ModelConfig": "llmhead.config",
+    "TrainConfig": "llmhead.config",
+    "build": "llmhead.config",
+    "DataError": "llmhead.data",
+    "FeatureExtractor": "llmhead.features.extractor",
+    "from_model": "llmhead.io.load",
+    "load": "llmhead.io.load",
+    "check": "llmhead.io.parity",
+    "LoadError": "llmhead.io.save",
+    "HeadModel": "llmhead.model.headmodel",
+    "cross_validate": "llmhead.selection.cv",
+    "auto": "llmhead.selection.ladder",
+    "run_ladder": "llmhead.selection.ladder",
+    "layer_sweep": "llmhead.selection.sweep",
+}
 
 
-def from_pretrained(model: str | None = None, **options) -> Classifier:
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'llmhead' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+def from_pretrained(model: str | None = None, **options):
     """A classifier on ``model`` (alias, .gguf file, transformers directory or hub id).
 
     ``options`` are ``ModelConfig`` fields: task, labels, mode, pooling, head_hidden, dropout,
     max_length, dtype, template, seed, ... Weights load on first use.
     """
+    from llmhead.classifier import Classifier
+    from llmhead.config import ModelConfig, build
+
     if model is not None:
         options["model"] = model
     return Classifier(build(ModelConfig, options))

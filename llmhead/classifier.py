@@ -17,10 +17,10 @@ import torch
 
 from llmhead import metrics, strategies
 from llmhead.config import ModelConfig, TrainConfig, build, for_mode
+from llmhead.data import read_inputs
 from llmhead.data.augment import augment
 from llmhead.data.examples import Examples
 from llmhead.data.labels import LabelSpace
-from llmhead.data.read import read_inputs
 from llmhead.features.extract import FeatureSet
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.io import save as saving

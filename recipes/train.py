@@ -29,7 +29,7 @@ from accelerate import PartialState
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import llmhead  # noqa: E402
-from llmhead.config import ModelConfig, TrainConfig, build, for_mode, invalid  # noqa: E402
+from llmhead.config import TRAIN_FIELD_MODES, ModelConfig, TrainConfig, build, for_mode, invalid, modes_using  # noqa: E402
 from llmhead.data import corpora, read_raw_labels, read_table, read_texts  # noqa: E402
 from llmhead.data.labels import LabelSpace  # noqa: E402
 from llmhead.finetuning.loop import TrainingInterrupted  # noqa: E402
@@ -244,8 +244,11 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     text, label = cfg.data.text, cfg.data.label
     text = tuple(text) if isinstance(text, list) else text
+    options = dataclasses.asdict(cfg.train)
+    if cfg.model.mode in modes_using(TRAIN_FIELD_MODES, "handle_sigterm"):
+        options["handle_sigterm"] = True  # a cluster's preemption is this script's business: checkpoint and exit 0
     try:
-        clf.fit(train, eval_, text=text, label=label, **dataclasses.asdict(cfg.train))
+        clf.fit(train, eval_, text=text, label=label, **options)
     except CONFIG_ERRORS as exc:
         # fit checks the data (columns, labels, verbalizers) before any weights load; a problem found after they
         # loaded is not a configuration problem and keeps its traceback

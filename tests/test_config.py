@@ -143,9 +143,6 @@ def test_the_schema_imports_neither_torch_nor_peft():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True, reason="llmhead/__init__.py imports the Classifier (and torch) eagerly; once it is lazy, remove this"
-)
 def test_importing_llmhead_config_imports_no_torch():
     result = _run("import llmhead.config, sys; assert 'torch' not in sys.modules")
     assert result.returncode == 0, result.stderr

@@ -36,7 +36,7 @@ def test_qlora_on_cuda_saves_and_reloads_identically(tiny_llama, tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_training_on_cuda(tiny_llama, precision):
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", head_hidden=[], dtype="float32")
-    clf.fit(sentiment_rows(4), epochs=3, batch_size=4, lr=3e-3, precision=precision, progress=False)
+    clf.fit(sentiment_rows(4), epochs=3, batch_size=4, lr=3e-3, mixed_precision=precision, progress=False)
     assert all(np.isfinite(h["val_loss"]) for h in clf.history)
     assert next(clf.model.backbone.parameters()).device.type == "cuda"
 

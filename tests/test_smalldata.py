@@ -67,7 +67,7 @@ def test_probe_configuration_errors_are_named():
     with pytest.raises(ValueError, match="task='classification' only"):
         llmhead.ModelConfig(mode="icl", task="regression")
     with pytest.raises(ValueError, match="needs a linear head"):
-        llmhead.ModelConfig(head_init="verbalizer", head_hidden=[8])
+        llmhead.ModelConfig(head_init="lmhead", head_hidden=[8])
     with pytest.raises(ValueError, match="must end with \\{label\\}"):
         llmhead.ModelConfig(mode="icl", icl_template="{label}: {text}")
 
@@ -169,7 +169,7 @@ def test_lmhead_starts_from_the_lm_heads_label_scores(tmp_path):
 def test_verbalizer_init_folds_the_input_standardization(tmp_path):
     path = make_tiny(tmp_path / "m", "qwen2")  # untied LM head: rows are read from the checkpoint
     clf = llmhead.from_pretrained(
-        path, dtype="float32", head_hidden=[], head_init="verbalizer", verbalizers={"pos": "great", "neg": "dull"}
+        path, dtype="float32", head_hidden=[], head_init="lmhead", verbalizers={"pos": "great", "neg": "dull"}
     )
     clf.fit(sentiment_rows(2), epochs=0, progress=False)
     expected = _causal_lm_scores(path, CORPUS[:3], clf.label_token_ids(["dull", "great"]))
@@ -243,8 +243,7 @@ def test_ladder_runs_end_to_end_and_auto_becomes_the_winner(tiny_llama, tmp_path
     assert f"winner: {result.winner}" in table and "| probe |" in table or "| **probe** |" in table
     saved = llmhead.load(tmp_path / "ladder" / "model")
     assert saved.config.mode == result.winner and saved.predict(["a fine film"])[0] in ("pos", "neg")
-    clf = llmhead.from_pretrained(tiny_llama, mode="auto", **options)
-    clf.fit(rows, budget_s=600, folds=3, progress=False)
+    clf = llmhead.auto(rows, tiny_llama, budget_s=600, folds=3, fit={"progress": False}, **options)
     assert clf.config.mode == clf.ladder.winner and clf.predict(["a fine film"])[0] in ("pos", "neg")
 
 

@@ -72,7 +72,7 @@ def main() -> None:
         seed=0,
         speedups=speedups,
     )
-    settings = dict(epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None)
+    settings = dict(epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None, handle_sigterm=True)
     settings.update(options)
     try:
         clf.fit(rows(n_train, invert), rows(val_n), **settings)
@@ -82,12 +82,12 @@ def main() -> None:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    backbone = clf._model.backbone
+    backbone = clf.model.backbone
     if mode == "lora":
         state = {f"backbone.{k}": v for k, v in get_peft_model_state_dict(backbone).items()}
     else:
         state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    state.update({f"head.{k}": v for k, v in clf._model.head.state_dict().items()})
+    state.update({f"head.{k}": v for k, v in clf.model.head.state_dict().items()})
     Path(out).mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, Path(out) / f"weights.rank{rank}.safetensors")
 

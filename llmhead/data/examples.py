@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from llmhead.data.read import DataError, read_raw_labels, read_table, read_texts, require_columns
+from llmhead.data import DataError, read_raw_labels, read_table, read_texts, require_columns
 
 
 @dataclass

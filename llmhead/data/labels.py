@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from llmhead.data.read import MAX_REPORTED, DataError, fold_label, suspicious_labels
+from llmhead.data import MAX_REPORTED, DataError, fold_label, suspicious_labels
 
 
 @dataclass

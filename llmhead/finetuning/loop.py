@@ -99,14 +99,14 @@ def finetune(
     evaluation records. ``run_config``: what determines the training besides the data (the model's and training's
     settings, the base weights' fingerprint), as JSON values; a resume must match it."""
     accelerator_options = dict(
-        mixed_precision=resolve_precision(getattr(cfg, "mixed_precision", None) or cfg.precision),  # TEMP
+        mixed_precision=resolve_precision(cfg.mixed_precision),
         gradient_accumulation_steps=cfg.grad_accum,
         log_with=cfg.trackers or None,
         project_dir=cfg.run_dir,
     )
     with accelerator_scope(**accelerator_options) as accelerator:
         lock = checkpoints.run_dir_lock(cfg.run_dir, accelerator.is_main_process)
-        with lock, seeded(seed), sigterm_flag(getattr(cfg, "handle_sigterm", False)) as stop:  # TEMP
+        with lock, seeded(seed), sigterm_flag(cfg.handle_sigterm) as stop:
             run = Run(accelerator, model, labels, tokenizer, (train, val), cfg, seed, extra_metrics or {}, stop)
             return run.train(run_config or {})
 

@@ -39,7 +39,16 @@ TRAINER_STATE = "trainer_state.json"
 BEST = "best.safetensors"
 
 # TrainConfig fields that do not change what is trained: they may differ between a run and its resume.
-NOT_IDENTITY = ("resume", "progress", "trackers", "keep_checkpoints", "checkpoint_every", "run_dir", "feature_cache")
+NOT_IDENTITY = (
+    "resume",
+    "progress",
+    "trackers",
+    "keep_checkpoints",
+    "checkpoint_every",
+    "run_dir",
+    "feature_cache",
+    "handle_sigterm",  # how a run may be stopped, not what it trains
+)
 
 
 class ResumeError(ValueError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmhead.classifier import Classifier
-from llmhead.config import ModelConfig, used_options
+from llmhead.config import ModelConfig, upgrade, used_options
 from llmhead.data.labels import LabelSpace
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.io import save as saving
@@ -21,7 +21,11 @@ def load(folder, trust_remote_code: bool = False) -> Classifier:
     the saved files."""
     folder = Path(folder).expanduser()
     saved = saving.read_classifier(folder, trust_remote_code)
-    config = ModelConfig(**used_options(ModelConfig, saved.model, saved.model.get("mode")))
+    try:  # options a mode never reads are refused now; saves from before that may carry them
+        options = upgrade(ModelConfig, saved.model)  # saved under earlier names
+        config = ModelConfig(**used_options(ModelConfig, options, options.get("mode")))
+    except (TypeError, ValueError) as exc:
+        raise saving.LoadError(f"{folder / saving.MANIFEST}: not a manifest this version can load ({exc!r})") from exc
     source = bb.Source(saved.source, saved.source_kind) if saved.saved_as == "weights" else bb.resolve(config.model)
     extractor = FeatureExtractor(source, trust_remote_code, None, saved.tokenizer_dir)
     extractor.pad_note, extractor.source_blocks = saved.pad_note, saved.source_blocks
@@ -64,6 +68,7 @@ def from_model(model: HeadModel, tokenizer, labels: list | None = None, template
         head_bias=head["bias"],
         template=template,
         dtype="float32",
+        speedups=[],  # the model as it was trained: plain transformers modules, so a reload predicts the same bits
     )
     if hasattr(model.backbone, "merge_and_unload"):  # peft: save and predict with the merged weights
         import copy

@@ -112,9 +112,12 @@ class HeadModel(nn.Module):
         output (negative: from the top) instead of the last one's. ``input_norm`` defaults to a learned LayerNorm,
         which needs no statistics pass over the data."""
         if isinstance(model, nn.Module):  # a *ForCausalLM's base_model is its body; a base model's is itself
-            backbone = model.base_model
-            total = backbone.config.num_hidden_layers
-            layers = None if layer is None else [block_plan(total, layer, None)[0]]  # read, not cut: not ours
+            if layer is not None:  # llmhead's layer=k cuts the blocks above k (the final norm then reads block k)
+                raise ValueError(
+                    "layer= cuts the blocks above it, which a model you loaded yourself cannot be: pass the model's "
+                    "alias, path or hub id, or load it with config.num_hidden_layers = k"
+                )
+            backbone, layers = model.base_model, None
         else:
             source = resolve(model)
             total = model_config(source, trust_remote_code).num_hidden_layers

@@ -19,9 +19,9 @@ import numpy as np
 
 from llmhead.classifier import Classifier
 from llmhead.config import ModelConfig, build
+from llmhead.data import DataError
 from llmhead.data.examples import Examples
 from llmhead.data.labels import LabelSpace
-from llmhead.data.read import DataError
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.model import backbone as bb
 

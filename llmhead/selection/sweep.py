@@ -83,7 +83,7 @@ def layer_sweep(
         scoring, metric = "accuracy", "cv_accuracy"
     else:
         cv = KFold(n_splits=folds, shuffle=True, random_state=config.seed)
-        estimator, scoring, metric = Ridge(alpha=config.probe_c or 100.0), "r2", "cv_r2"
+        estimator, scoring, metric = Ridge(alpha=config.probe_alpha or 100.0), "r2", "cv_r2"
     rows = []
     for j, layer in enumerate(layers):
         scores = cross_val_score(make_pipeline(StandardScaler(), estimator), features[:, j], y, cv=cv, scoring=scoring)

@@ -17,7 +17,7 @@ class FrozenHead(Strategy):
 
     @property
     def verbalized(self) -> bool:
-        return self.config.head_init in ("lmhead", "verbalizer")
+        return self.config.head_init == "lmhead"
 
     def new_head(self, width: int, n_layers: int, labels) -> torch.nn.Module:
         c = self.config

@@ -27,7 +27,15 @@ def is_main_process() -> bool:
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
-def train_head(
+def train_head(head, labels, train, val, cfg: TrainConfig, seed: int, progress=True, start_is_candidate=False):
+    """``fit_head`` with the global torch generator seeded inside (the head's dropout masks follow ``seed``) and put
+    back after: the caller's random stream is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fit_head(head, labels, train, val, cfg, seed, progress, start_is_candidate)
+
+
+def fit_head(
     head: torch.nn.Module,
     labels: LabelSpace,
     train: tuple[FeatureSet, torch.Tensor],  # features, targets

@@ -174,8 +174,7 @@ class Probe(Strategy):
         c = self.config
         x_train = clf.embed(train.texts, cfg.batch_size, cache=True, templated=True)
         x_val = clf.embed(val.texts, cfg.batch_size, cache=True, templated=True) if val.texts else None
-        strength = getattr(c, "probe_alpha", None) if c.probe == "ridge" else c.probe_c  # TEMP
-        strength = c.probe_c if strength is None and c.probe == "ridge" else strength  # TEMP
+        strength = c.probe_alpha if c.probe == "ridge" else c.probe_c  # ridge penalty, or C of logreg / svm
         head, info = fit_probe(x_train.values, train.targets, c.probe, c.task, strength, c.seed)
         clf.model.head = head.eval()
         tune_thresholds(clf, x_val, val.targets, cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llmhead.data.read import DataError
+from llmhead.data import DataError
 
 
 def validation_split(texts: list[str], targets: torch.Tensor, fraction: float, config):
