@@ -128,7 +128,7 @@ def test_save_load_merge_and_export_after_finetuning(tiny_llama, tmp_path, mode)
 
 def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
     from llmhead.config import TrainConfig
-    from llmhead.finetuning.loop import param_groups
+    from llmhead.finetuning.optim import param_groups
 
     clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
     clf.model.backbone = clf.strategy.adapt(clf.model.backbone)
@@ -196,7 +196,7 @@ def test_full_save_with_a_negative_layer_reloads_without_its_source(tmp_path):
 
 
 def test_length_grouped_sampler_is_a_seeded_permutation_of_similar_length_batches():
-    from llmhead.finetuning.loop import EpochSampler
+    from llmhead.finetuning.batches import EpochSampler
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 100, 203).tolist()

@@ -17,17 +17,12 @@ The same code runs on one CPU, under ``torchrun`` (several CPU processes over gl
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import random
-import signal
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -36,9 +31,11 @@ from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
 from llmhead.finetuning import checkpoints, runstate
 from llmhead.finetuning.accel import accelerator_scope
-from llmhead.finetuning.adapters import block_index
 from llmhead.finetuning.batches import Collate, EpochSampler, Tokenized, rng_neutral
 from llmhead.finetuning.evaluation import evaluate
+from llmhead.finetuning.hooks import while_training
+from llmhead.finetuning.optim import param_groups, resolve_precision
+from llmhead.finetuning.process import check_step, seeded, sigterm_flag
 
 log = logging.getLogger(__name__)
 __all__ = ["TrainingInterrupted", "Tokenized", "finetune", "param_groups"]
@@ -46,42 +43,6 @@ __all__ = ["TrainingInterrupted", "Tokenized", "finetune", "param_groups"]
 
 class TrainingInterrupted(RuntimeError):
     """SIGTERM arrived; a checkpoint was written. Run again with resume=True to continue."""
-
-
-@contextlib.contextmanager
-def seeded(seed: int):
-    """Seed Python's, numpy's and torch's global generators (dropout and data order draw from them) inside, and put
-    their previous states back after: a library call leaves the caller's random streams as they were."""
-    from accelerate.utils import set_seed
-
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    set_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-
-
-@contextlib.contextmanager
-def sigterm_flag(enabled: bool):
-    """A dict whose "term" turns True when SIGTERM arrives, while inside; the previous handler is back after. Not
-    enabled: nothing is installed (the flag never turns)."""
-    stop = {"term": False}
-    if not enabled:
-        yield stop
-        return
-    if threading.current_thread() is not threading.main_thread():
-        raise ValueError("handle_sigterm=True needs fit() on the main thread (Python delivers signals there only)")
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(term=True))
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def finetune(
@@ -222,7 +183,7 @@ class Run:
         desc = f"train ({cfg.epochs} epochs)"
         self.bar = tqdm(total=self.total, initial=self.state["step"], desc=desc, unit="step", disable=not show)
         try:
-            with self.training_context():
+            with while_training(self.accelerator, self.model, self.cfg):
                 self.epochs()
         finally:
             self.bar.close()
@@ -231,25 +192,6 @@ class Run:
             if cfg.trackers:
                 accelerator.end_training()
         return self.finish()
-
-    @contextlib.contextmanager
-    def training_context(self):
-        """What applies while training only: no peft input casts under autocast, NEFTune noise."""
-        with contextlib.ExitStack() as stack:
-            if self.accelerator.mixed_precision != "no":
-                # peft casts each adapter's input to the adapter's float32 and autocast casts it straight back: a
-                # lossless round trip per adapted projection, forward and backward, that costs ~4% of a step.
-                from peft.helpers import disable_input_dtype_casting
-
-                stack.enter_context(disable_input_dtype_casting(self.model))
-            if self.cfg.neftune_alpha:  # noise on the input embeddings while training (Jain et al. 2023), off in eval
-                from transformers.integrations.neftune import neftune_post_forward_hook
-
-                embeddings = self.accelerator.unwrap_model(self.model).backbone.get_input_embeddings()
-                embeddings.neftune_noise_alpha = self.cfg.neftune_alpha
-                hook = embeddings.register_forward_hook(neftune_post_forward_hook)
-                stack.callback(hook.remove)
-            yield
 
     def epochs(self) -> None:
         cfg, state = self.cfg, self.state
@@ -348,47 +290,3 @@ class Run:
             unwrapped.load_state_dict(full, strict=False)
         accelerator.wait_for_everyone()
         return self.state["history"]
-
-
-def check_step(accelerator, loss: torch.Tensor, terminated: bool, step: int, rank: int) -> bool:
-    """All ranks learn whether any rank saw a non-finite loss, so they all stop at the same step, and whether any
-    rank got SIGTERM (returned), so they all checkpoint the same step: a signal reaches each process at its own
-    moment. One gather for both."""
-    mine = torch.tensor([[0.0 if torch.isfinite(loss).all() else 1.0, float(terminated)]], device=accelerator.device)
-    flags = accelerator.gather(mine).reshape(-1, 2)
-    if flags[:, 1].sum() > 0 and not terminated:
-        log.info("rank %d: another rank got SIGTERM; stopping at step %d with it", rank, step)
-    if flags[:, 0].sum() > 0:
-        ranks = [i for i, f in enumerate(flags[:, 0].tolist()) if f]
-        raise FloatingPointError(
-            f"non-finite training loss at step {step} on rank(s) {ranks} (this is rank {rank}); "
-            "training stopped and nothing was saved. Lower lr, enable max_grad_norm, or check the inputs."
-        )
-    return bool(flags[:, 1].sum() > 0)
-
-
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
-        return precision
-    from llmhead.model.precision import resolve_dtype
-
-    return "bf16" if resolve_dtype("auto") == "bfloat16" else "no"
-
-
-def param_groups(model, cfg: TrainConfig) -> list[dict]:
-    """Head at ``lr``; backbone at ``lr * backbone_lr_ratio``, decayed per block when ``layer_decay`` < 1;
-    no weight decay on biases and norms."""
-    num_blocks = model.backbone.config.num_hidden_layers
-    groups: dict[tuple[float, float], list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith("head."):
-            lr = cfg.lr
-        else:
-            index = block_index(name)
-            depth = num_blocks - 1 - index if index is not None else (0 if "norm" in name else num_blocks)
-            lr = cfg.lr * cfg.backbone_lr_ratio * cfg.layer_decay**depth
-        decay = cfg.weight_decay if param.ndim >= 2 else 0.0
-        groups.setdefault((lr, decay), []).append(param)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]

@@ -101,10 +101,14 @@ def from_pretrained(
 
 
 def model_class(auto_class, config):
-    """The class ``auto_class`` builds for ``config``, or None when it is not a built-in one."""
+    """The class ``auto_class`` builds for ``config``, or None when it is not a built-in one (built on the meta
+    device, so nothing is allocated)."""
+    import copy
+
     try:
-        return auto_class._model_mapping[type(config)]
-    except (KeyError, ValueError, AttributeError):
+        with torch.device("meta"):
+            return type(auto_class.from_config(copy.deepcopy(config)))
+    except (KeyError, ValueError, AttributeError, ImportError):
         return None
 
 
@@ -143,10 +147,10 @@ def cast_parameters(
         del old
     buffers = buffers or {}
     for module_name, module in model.named_modules(remove_duplicate=False):
-        for name, buf in module._buffers.items():
+        for name, buf in list(module.named_buffers(recurse=False, remove_duplicate=False)):
             dtype = buffers.get(f"{module_name}.{name}".lstrip("."))
             if buf is not None and dtype is not None and buf.dtype != dtype:
-                module._buffers[name] = buf.to(dtype)
+                setattr(module, name, buf.to(dtype))  # a registered buffer: stays one (persistent or not)
     if hasattr(model, "config"):
         model.config.dtype = target
     log.debug("cast %d parameters to %s, released %.0f MB of mapped pages", len(params), target, released / 2**20)
