@@ -28,6 +28,7 @@ from llmhead.model import backbone as bb
 from llmhead.model.headmodel import HeadModel
 from llmhead.model.heads import MLPHead
 from llmhead.model.loading import Loaded
+from llmhead.seeding import seeded_fork
 from llmhead.strategies.base import Split
 from llmhead.strategies.splits import validation_split
 
@@ -105,8 +106,7 @@ class Classifier:
     def new_head(self) -> torch.nn.Module:
         """The strategy's head for these labels, initialised from ``seed`` without touching the global RNG."""
         width = self.model.backbone.get_input_embeddings().embedding_dim
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
+        with seeded_fork(self.config.seed):
             return self.strategy.new_head(width, len(self.model.layers or [None]), self.labels)
 
     def label_token_ids(self, words: list[str]) -> list[int]:

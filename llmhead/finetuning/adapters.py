@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from llmhead.config import ModelConfig
+from llmhead.seeding import seeded_fork
 
 BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")  # block index in a parameter name (Llama, GPT-2...)
 
@@ -67,12 +68,13 @@ def lora_config(config: ModelConfig, num_blocks: int, backbone: nn.Module):
     )
 
 
-def with_adapters(backbone: nn.Module, peft_config) -> nn.Module:
-    """peft's ``get_peft_model``, without the FutureWarning it raises on every call under transformers 5 (it
-    reads ``is_gradient_checkpointing``, a deprecated alias): nothing a user of llmhead could act on."""
+def with_adapters(backbone: nn.Module, peft_config, seed: int = 0) -> nn.Module:
+    """peft's ``get_peft_model``, its adapters initialised from ``seed`` on a forked generator (the caller's random
+    stream is left as it was), and without the FutureWarning it raises on every call under transformers 5 (it reads
+    ``is_gradient_checkpointing``, a deprecated alias): nothing a user of llmhead could act on."""
     from peft import get_peft_model
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), seeded_fork(seed):
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         return get_peft_model(backbone, peft_config)
 

@@ -152,7 +152,7 @@ class LoRA(FineTune):
 
     def adapt(self, backbone: torch.nn.Module) -> torch.nn.Module:
         config = adapters.lora_config(self.config, backbone.config.num_hidden_layers, backbone)
-        return adapters.with_adapters(backbone.requires_grad_(False), config)
+        return adapters.with_adapters(backbone.requires_grad_(False), config, self.config.seed)
 
     def load_backbone_parts(self, clf, folder: Path, details: dict) -> None:
         from llmhead.io.save import LoadError

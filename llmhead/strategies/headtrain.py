@@ -18,6 +18,7 @@ from transformers import get_cosine_schedule_with_warmup
 from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
 from llmhead.features.extract import FeatureSet
+from llmhead.seeding import seeded_fork
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,7 @@ def is_main_process() -> bool:
 def train_head(head, labels, train, val, cfg: TrainConfig, seed: int, progress=True, start_is_candidate=False):
     """``fit_head`` with the global torch generator seeded inside (the head's dropout masks follow ``seed``) and put
     back after: the caller's random stream is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_fork(seed):
         return fit_head(head, labels, train, val, cfg, seed, progress, start_is_candidate)
 
 
