@@ -3,6 +3,9 @@ head is not, the playbook options, save -> load of adapters and fine-tuned weigh
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -145,29 +148,130 @@ def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
     assert by_name[id(named["backbone.embed_tokens.weight"])] == pytest.approx(1e-4 * 0.25)
 
 
-def test_class_weights_and_focal_loss(tiny_llama):
-    from llmhead.data.labels import LabelSpace
+def _ab_rows(rows: list[dict], minority_every: int | None = None) -> list[dict]:
+    """Distinct texts labelled 'a'/'b': alternating, or 'b' for every ``minority_every``-th row only."""
 
-    space = LabelSpace("classification", ["a", "b"])
-    targets = torch.tensor([0, 0, 0, 1])
-    weights = space.class_weights(targets)
-    torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
-    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
-    plain = space.loss(logits, torch.tensor([0, 1]))
-    assert space.loss(logits, torch.tensor([0, 1]), focal_gamma=2.0) < plain  # easy examples count less
-    rows = sentiment_rows(2)[:10]
-    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32")
-    clf.fit(rows, class_weights="auto", focal_gamma=1.0, **FIT)
-    assert len(clf.predict(["x"])) == 1
+    def label(i: int) -> str:
+        return ("b" if i % minority_every == 0 else "a") if minority_every else "ab"[i % 2]
+
+    return [{"text": f"{r['text']} {i}", "label": label(i)} for i, r in enumerate(rows)]
+
+
+def _first_step_loss(model, run_dir, train, evaluation, **options) -> float:
+    clf = llmhead.from_pretrained(model, mode="lora", dtype="float32", lora_r=4)
+    clf.fit(train, evaluation, **{**FIT, "epochs": 1, "run_dir": str(run_dir), **options})
+    return json.loads((run_dir / "train_log.jsonl").read_text().splitlines()[0])["loss"]
+
+
+def test_class_weights_weigh_each_class_mean_loss(tiny_llama, tmp_path):
+    """One optimizer step over the whole imbalanced training set (9 'a', 3 'b'), so its logged loss is that of the
+    same 12 rows under the same initial weights in every run: class_weights=[1, 0] gives the 'a' rows' mean loss,
+    [0, 1] the 'b' rows', any [w_a, w_b] their mean weighted by w * count, and 'auto' (inverse frequency) the plain
+    mean of the two classes' mean losses."""
+    train, evaluation = _ab_rows(sentiment_rows(2)[:12], minority_every=4), _ab_rows(sentiment_rows(1))
+    loss = {
+        str(w): _first_step_loss(tiny_llama, tmp_path / str(w), train, evaluation, batch_size=12, class_weights=w)
+        for w in (None, [1, 0], [0, 1], [2, 1], "auto")
+    }
+    only_a, only_b = loss["[1, 0]"], loss["[0, 1]"]
+    assert abs(only_a - only_b) > 1e-3, loss  # the classes' losses differ, so every weighting below is told apart
+    assert loss["None"] == pytest.approx((9 * only_a + 3 * only_b) / 12, rel=1e-5)
+    assert loss["[2, 1]"] == pytest.approx((2 * 9 * only_a + 3 * only_b) / (2 * 9 + 3), rel=1e-5)
+    assert loss["auto"] == pytest.approx((only_a + only_b) / 2, rel=1e-5)
+
+
+def test_a_zero_class_weight_makes_head_training_blind_to_that_class(tiny_llama):
+    """Head mode, no input statistics (input_norm='none'): with class_weights=[1, 0] the 'pos' rows add nothing to
+    the loss, so rewriting their texts leaves the trained head as it was; without weights it does not."""
+    base, held_out = sentiment_rows(2), sentiment_rows(1)
+    rewritten = [dict(r, text=f"not at all {r['text']} or so") if r["label"] == "pos" else r for r in base]
+
+    def proba(train, weights):
+        clf = llmhead.from_pretrained(tiny_llama, dtype="float32", input_norm="none")
+        clf.fit(train, held_out, class_weights=weights, epochs=5, lr=1e-2, progress=False)
+        assert clf.labels.names == ["neg", "pos"]  # weights [1, 0]: 'neg' counts, 'pos' does not
+        return clf.predict_proba(held_out)
+
+    blind = np.abs(proba(base, [1, 0]) - proba(rewritten, [1, 0])).max()
+    seeing = np.abs(proba(base, None) - proba(rewritten, None)).max()
+    assert blind < 1e-5 and seeing > 1e-3, (blind, seeing)
+
+
+def test_auto_class_weights_raise_the_minority_class(tiny_llama):
+    train, evaluation = _ab_rows(sentiment_rows(5), minority_every=4), _ab_rows(sentiment_rows(1))  # 30 'a', 10 'b'
+    texts = [r["text"] for r in train]
+    minority = np.array([r["label"] == "b" for r in train])
+    seen = {}
+    for weights in (None, "auto"):
+        clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
+        clf.fit(train, evaluation, class_weights=weights, epochs=20, lr=1e-2, progress=False)
+        p_b = clf.predict_proba(texts)[:, clf.labels.names.index("b")]
+        recall = float(np.mean(np.array(clf.predict(texts))[minority] == "b"))
+        seen[weights] = (float(p_b[minority].mean()), recall)
+    assert seen["auto"][0] > seen[None][0] + 1e-3, seen  # the minority's probability rises on its own rows
+    assert seen["auto"][1] >= seen[None][1], seen  # and its recall does not fall
+
+
+def test_focal_loss_scales_each_examples_loss_by_its_error(tiny_llama, tmp_path):
+    """Batches of one example: the first step's logged loss is one example's cross-entropy ce under the initial
+    weights, the same in every run, and the focal loss with gamma=2 is (1 - p)^2 * ce, p = exp(-ce) the
+    probability of its label. Focal runs repeat to the bit and end elsewhere than cross-entropy runs."""
+    rows = sentiment_rows(1)[:4]
+
+    def run(gamma: float, name: str):
+        clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
+        clf.fit(rows, rows, **{**FIT, "epochs": 1, "batch_size": 1, "run_dir": str(tmp_path / name)}, focal_gamma=gamma)
+        log = (tmp_path / name / "train_log.jsonl").read_text().splitlines()
+        return clf, [json.loads(line)["loss"] for line in log if '"loss"' in line]
+
+    plain, plain_losses = run(0.0, "ce")
+    focal, focal_losses = run(2.0, "focal")
+    again, again_losses = run(2.0, "again")
+    ce = plain_losses[0]
+    assert focal_losses[0] == pytest.approx((1 - math.exp(-ce)) ** 2 * ce, rel=1e-5)
+    assert again_losses == focal_losses and np.array_equal(again.predict_proba(rows), focal.predict_proba(rows))
+    assert np.abs(focal.predict_proba(rows) - plain.predict_proba(rows)).max() > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["head", "lora"])
+def test_a_batch_of_zero_weight_classes_only_does_not_stop_training(tiny_llama, mode):
+    """class_weights may give a class weight 0 (numbers >= 0 are allowed). A batch holding only examples of such
+    classes has nothing to learn from: its loss is 0 (no gradient), not 0 / 0, a NaN that stops the training."""
+    extra = {"lora_r": 4} if mode == "lora" else {}
+    clf = llmhead.from_pretrained(tiny_llama, mode=mode, dtype="float32", **extra)
+    options = {"warm_start": False} if mode == "lora" else {}
+    rows = sentiment_rows(1)
+    clf.fit(rows, rows, class_weights=[1, 0], batch_size=1, epochs=1, lr=1e-2, progress=False, **options)
+    assert len(clf.predict(rows)) == len(rows)
 
 
 def test_multilabel_thresholds_are_tuned_on_validation(tiny_llama):
+    """Each label's threshold reaches the best F1 any threshold of 0.05, 0.10, ..., 0.95 reaches on the validation
+    predictions (scikit-learn's F1, computed here), where 0.5 would not for some label; predictions use them."""
+    from sklearn.metrics import f1_score
+
     rows = [
         {"text": r["text"], "tags": [r["label"]] + (["film"] if "film" in r["text"] else [])} for r in sentiment_rows(3)
     ]
     clf = llmhead.from_pretrained(tiny_llama, task="multilabel", dtype="float32")
-    clf.fit(rows, rows, label="tags", epochs=5)
-    assert len(clf.labels.thresholds) == 3 and all(0.05 <= t <= 0.95 for t in clf.labels.thresholds)
+    clf.fit(rows, rows, label="tags", epochs=5, progress=False)
+    names, thresholds = clf.labels.names, clf.labels.thresholds
+    assert len(thresholds) == len(names) == 3
+    proba = clf.predict_proba(rows)
+    truth = np.array([[name in r["tags"] for name in names] for r in rows], dtype=int)
+
+    def f1(k: int, threshold: float) -> float:
+        return f1_score(truth[:, k], proba[:, k] >= threshold, zero_division=0)
+
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    best = [max(f1(k, t) for t in grid) for k in range(len(names))]
+    assert any(b > f1(k, 0.5) for k, b in enumerate(best)), best  # here a fixed 0.5 is not the best choice
+    for k, name in enumerate(names):
+        assert f1(k, thresholds[k]) >= best[k], f"{name}: threshold {thresholds[k]} is not the best on validation F1"
+    assert clf.predict(rows) == [[n for n, p, t in zip(names, row, thresholds) if p >= t] for row in proba]
+    untuned = llmhead.from_pretrained(tiny_llama, task="multilabel", dtype="float32")
+    untuned.fit(rows, rows, label="tags", epochs=5, progress=False, tune_thresholds=False)
+    assert all(t == 0.5 for t in untuned.labels.thresholds or [0.5])
 
 
 def test_unloadable_hub_metric_fails_before_the_model_loads(tiny_llama, monkeypatch):

@@ -149,16 +149,19 @@ def test_sigkill_at_five_seeded_random_steps_then_resume_is_exact(tiny_llama, tm
     reference = straight(mode, procs)
     # seeded: the same steps each run; never the last 2, after which the run ends within ~50 ms, too soon to be sure
     # the kill lands before it does on a loaded machine
-    kills = sorted(random.Random(f"{mode}-{procs}").sample(range(1, STEPS - 2), 5))
+    seed = f"{mode}-{procs}"
+    kills = sorted(random.Random(seed).sample(range(1, STEPS - 2), 5))
+    drawn = f"kill steps {kills}, drawn with random.Random({seed!r})"
     run_dir, out = tmp_path / "run", tmp_path / "out"
     args = script_args(tiny_llama, out, [("run_dir", str(run_dir)), ("resume", True), *options(mode, procs)])
     for k in kills:
         killed = interrupt(forks, args, procs, run_dir, k, signal.SIGKILL, tmp_path / f"killed-at-{k}")
         codes = killed.wait(120)
-        assert codes == [-signal.SIGKILL] * procs, f"ended before the kill at {k} ({codes}): {killed.stderr[-5000:]}"
+        ended = f"ended before the kill at {k} ({codes}; {drawn})"
+        assert codes == [-signal.SIGKILL] * procs, f"{ended}: {killed.stderr[-5000:]}"
         assert not out.exists()
     resume(forks, args, procs, tmp_path / "resumed")
-    assert_same_run(reference.result(), run_dir, out, procs, f"killed after steps {kills}")
+    assert_same_run(reference.result(), run_dir, out, procs, f"killed after steps {kills} ({drawn})")
 
 
 @pytest.mark.parametrize(
@@ -172,20 +175,22 @@ def test_sigterm_checkpoints_every_rank_at_one_step_and_resume_is_exact(
     # only_rank: the signal reaches one rank; the other learns of it at the next step's gather and stops with it
     reference = straight(mode, procs)
     run_dir, out = tmp_path / "run", tmp_path / "out"
-    step = random.Random(f"term-{mode}").randint(2, STEPS - 3)
+    seed = f"term-{mode}"
+    step = random.Random(seed).randint(2, STEPS - 3)
+    drawn = f"SIGTERM step {step}, drawn with random.Random({seed!r})"
     args = script_args(tiny_llama, out, [("run_dir", str(run_dir)), *options(mode, procs)])
     stopped = interrupt(forks, args, procs, run_dir, step, signal.SIGTERM, tmp_path / "stopped", only_rank)
     codes = stopped.wait(120)
     stdout, stderr = stopped.stdout, stopped.stderr
-    assert "interrupted: SIGTERM: checkpoint written at step" in stdout, stderr[-3000:]
-    assert codes == [0] * procs, f"exit statuses {codes}: {stderr[-3000:]}"  # each rank stopped, none was killed
+    assert "interrupted: SIGTERM: checkpoint written at step" in stdout, f"{drawn}: {stderr[-3000:]}"
+    assert codes == [0] * procs, f"exit statuses {codes} ({drawn}): {stderr[-3000:]}"  # each rank stopped, none killed
     at = int(stdout.split("checkpoint written at step ")[1].split(";")[0])
     assert stdout.count(f"checkpoint written at step {at};") == procs, stdout  # every rank, the same step
     assert all((run_dir / "checkpoints" / f"step-{at}" / f"rng-rank{r}.json").is_file() for r in range(procs))
     assert not out.exists()
     resume_args = script_args(tiny_llama, out, [("run_dir", str(run_dir)), ("resume", True), *options(mode, procs)])
     resume(forks, resume_args, procs, tmp_path / "resumed")
-    assert_same_run(reference.result(), run_dir, out, procs, f"SIGTERM after step {step}")
+    assert_same_run(reference.result(), run_dir, out, procs, f"SIGTERM after step {step} ({drawn})")
 
 
 def rows(n: int = 24, invert: bool = False) -> list[dict]:

@@ -152,18 +152,32 @@ def _causal_lm_scores(path, texts, word_ids):
     return torch.stack(out)
 
 
+def _label_word_ids(path, words):
+    """The first token of each label word after a space (the template does not end in whitespace): the row of the
+    LM head that scores it."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    return [tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
+
+
 def test_lmhead_starts_from_the_lm_heads_label_scores(tmp_path):
     path = make_tiny(tmp_path / "m", "llama")
     verbalizers = {"pos": "wonderful", "neg": "awful"}
     clf = llmhead.from_pretrained(
         path, mode="lmhead", dtype="float32", template="{text} it was", verbalizers=verbalizers
     )
-    clf.fit(sentiment_rows(2), epochs=0, progress=False)  # no training step: the zero-shot classifier
-    assert clf.history == [{"epoch": 0, "val_loss": clf.history[0]["val_loss"], "best": True}]
-    texts = [f"{t} it was" for t in CORPUS[:4]]
-    word_ids = clf.label_token_ids(["awful", "wonderful"])  # label order is sorted: neg, pos
-    expected = _causal_lm_scores(path, texts, word_ids)
-    torch.testing.assert_close(clf.logits(CORPUS[:4]), expected, atol=1e-4, rtol=1e-4)
+    validation = sentiment_rows(1)[:5]  # not the training rows' label mix: its loss is its own
+    clf.fit(sentiment_rows(2), validation, epochs=0, progress=False)  # no training step: the zero-shot classifier
+    texts = [f"{r['text']} it was" for r in validation]
+    expected = _causal_lm_scores(path, texts, _label_word_ids(path, ["awful", "wonderful"]))  # sorted: neg, pos
+    targets = torch.tensor([["neg", "pos"].index(r["label"]) for r in validation])
+    # the recorded validation loss is that of the causal LM's label scores, computed here from the LM itself
+    expected_loss = torch.nn.functional.cross_entropy(expected, targets).item()
+    assert [sorted(r) for r in clf.history] == [["best", "epoch", "val_loss"]]
+    assert clf.history[0]["epoch"] == 0 and clf.history[0]["best"] is True
+    assert clf.history[0]["val_loss"] == pytest.approx(expected_loss, abs=1e-4)
+    torch.testing.assert_close(clf.logits(validation), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_verbalizer_init_folds_the_input_standardization(tmp_path):
@@ -254,12 +268,32 @@ def test_ladder_skips_rungs_over_budget(tiny_llama):
         run_ladder(sentiment_rows(8), tiny_llama, budget_s=1e-3, folds=2, rungs=["probe", "lora"], dtype="float32")
 
 
-def test_neftune_noise_only_while_training(tiny_llama):
-    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", head_hidden=[])
-    clf.fit(sentiment_rows(2), epochs=1, neftune_alpha=5.0, warm_start=False, progress=False, batch_size=4)
-    embeddings = clf.model.backbone.get_input_embeddings()
-    assert not embeddings._forward_hooks  # removed after training
-    torch.testing.assert_close(clf.logits(CORPUS[:2]), clf.logits(CORPUS[:2]), atol=0, rtol=0)
+def test_neftune_noise_only_while_training(tiny_llama, tmp_path):
+    """NEFTune perturbs the input embeddings in training forward passes only. From one seed, a run without it is
+    repeatable to the bit, so a first step (same weights, same batch) whose loss differs with neftune_alpha differs
+    by the noise; the validation loss the same run recorded equals the loss of its final weights' predictions, which
+    are deterministic: no noise at evaluation or prediction."""
+    train, evaluation = sentiment_rows(2), sentiment_rows(1)
+
+    def run(alpha: float, name: str):
+        clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", head_hidden=[], dropout=0.0)
+        # float32 evaluations (no bf16 autocast), so that the recorded validation loss can be recomputed exactly
+        options = dict(epochs=1, warm_start=False, progress=False, batch_size=4, mixed_precision="no")
+        clf.fit(train, evaluation, neftune_alpha=alpha, run_dir=str(tmp_path / name), **options)
+        log = (tmp_path / name / "train_log.jsonl").read_text().splitlines()
+        return clf, [json.loads(line)["loss"] for line in log if '"loss"' in line]
+
+    _, plain = run(0.0, "plain")
+    _, again = run(0.0, "again")
+    noisy, noisy_losses = run(5.0, "noisy")
+    assert again == plain  # deterministic without noise ...
+    assert noisy_losses[0] != plain[0]  # ... so the noise changed the first training forward pass
+    assert not noisy.model.backbone.get_input_embeddings()._forward_hooks  # the hook is removed after training
+    logits = noisy.logits(evaluation)
+    torch.testing.assert_close(noisy.logits(evaluation), logits, atol=0, rtol=0)
+    targets = torch.tensor([noisy.labels.names.index(r["label"]) for r in evaluation])
+    recorded = noisy.history[-1]["val_loss"]  # 1 epoch: one evaluation, of the final weights
+    assert torch.nn.functional.cross_entropy(logits, targets).item() == pytest.approx(recorded, abs=1e-5)
     with pytest.raises(ValueError, match="neftune_alpha perturbs embeddings"):
         llmhead.from_pretrained(tiny_llama).fit(sentiment_rows(1), neftune_alpha=5.0)
 
