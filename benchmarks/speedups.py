@@ -2,8 +2,8 @@
 same run with only that one switched off, and all four against none (``speedups=[]``, the plain transformers path),
 on the packaged SmolLM2-135M and real Rotten Tomatoes critic snippets (~26 tokens each).
 
-    .venv/bin/python benchmarks/speedups.py            # about 8 minutes; writes benchmarks/results/speedups.json
-    .venv/bin/python benchmarks/speedups.py --quick    # tiny in-process model, well under a minute (a test runs it)
+    .venv/bin/python benchmarks/speedups.py --threads 1    # about 10 minutes; writes benchmarks/results/speedups.json
+    .venv/bin/python benchmarks/speedups.py --quick        # tiny in-process model, under a minute (a test runs it)
 
 Each speed-up is measured on what its module claims:
 

@@ -3,18 +3,24 @@
 On the CPU, PyTorch's SDPA runs a flash-attention kernel built for long sequences. On short ones its fixed costs
 dominate: at 16 x 26 tokens on SmolLM2-135M its backward took 39% of a LoRA step's backward, and forward-only one
 call took about twice as long as two matmuls and a float32 softmax (what transformers' "eager" attention does).
-With this attention a LoRA step is ~25% faster, and feature extraction over Rotten Tomatoes snippets (~26 tokens)
-~7% (same process, alternating). Training keeps the scores for the backward, and they grow with the square of the
-length, so only calls with at most ``2 x head_dim`` keys take it (the scores then add about a third to what a
-block keeps for the backward anyway: 128 keys for SmolLM2's 64-wide heads, 256 for Llama-3-8B's), never more than
-``MAX_SCORES`` scores; longer ones go to SDPA. Forward-only, SDPA's fixed costs are amortised sooner: at most
-``head_dim`` keys take this path there.
+Measured by ``benchmarks/speedups.py`` (SmolLM2-135M, bf16, Rotten Tomatoes snippets, one thread on the shared
+2-core machine, each variant alternating with the others in one process; ``results/speedups.json``): a default LoRA
+step (16 x ~25 tokens) takes 1.30x as long without it (1.29-1.46x over 3 repetitions, each faster with it); feature
+extraction (192 snippets, ~26 tokens) showed no gain: 0.96x (0.73-1.00x) without it against with it, within that
+run's noise (two identical all-on classifiers differed by up to 26%). Training keeps the scores for the backward,
+and they grow with the square of the length, so only calls with at most ``2 x head_dim`` keys take it (the scores
+then add about a third to what a block keeps for the backward anyway: 128 keys for SmolLM2's 64-wide heads, 256 for
+Llama-3-8B's), never more than ``MAX_SCORES`` scores; longer ones go to SDPA. Forward-only, SDPA's fixed costs are
+amortised sooner: at most ``head_dim`` keys take this path there.
 
 Registered with transformers as the attention implementation "llmhead" (``AttentionInterface``), using SDPA's
 boolean masks, and set only on models that would otherwise run SDPA; anything unusual (soft-capping, attention
-sinks, returned weights, CUDA) goes to SDPA unchanged. In bfloat16 its outputs differ from SDPA's by rounding (SDPA
-keeps the scores in float32; here they are rounded to bfloat16 before a float32 softmax, as in transformers' eager
-attention): SmolLM2's bf16 features are 1.6% from its float32 features either way, but not equal, so the attention
+sinks, returned weights, CUDA) goes to SDPA unchanged. In float32 it equals SDPA to float32 rounding. In bfloat16
+its outputs differ from SDPA's by rounding (SDPA keeps the scores in float32; here they are rounded to bfloat16
+before a float32 softmax, as in transformers' eager attention), by about as much as bf16 itself moves them: on 128
+Rotten Tomatoes snippets SmolLM2's bf16 features are a median 1.27% (at most 2.9%) of their norm from its float32
+features with it, 1.22% (2.6%) with SDPA, and 1.26% (2.4%) from SDPA's. The tests hold its bf16 logits to at most
+twice the plain bf16 path's own distance from float32 (tests/test_speedups.py). Not equal, though, so the attention
 implementation is part of the feature-cache key.
 """
 
