@@ -6,12 +6,12 @@ call took about twice as long as two matmuls and a float32 softmax (what transfo
 Measured by ``benchmarks/speedups.py`` (SmolLM2-135M, bf16, Rotten Tomatoes snippets, one thread on the shared
 2-core machine, each variant alternating with the others in one process; ``results/speedups.json``): a default LoRA
 step (16 x ~25 tokens) takes 1.30x as long without it (1.29-1.46x over 3 repetitions, each faster with it); feature
-extraction (192 snippets, ~26 tokens) showed no gain: 0.96x (0.73-1.00x) without it against with it, within that
-run's noise (two identical all-on classifiers differed by up to 26%). Training keeps the scores for the backward,
-and they grow with the square of the length, so only calls with at most ``2 x head_dim`` keys take it (the scores
-then add about a third to what a block keeps for the backward anyway: 128 keys for SmolLM2's 64-wide heads, 256 for
-Llama-3-8B's), never more than ``MAX_SCORES`` scores; longer ones go to SDPA. Forward-only, SDPA's fixed costs are
-amortised sooner: at most ``head_dim`` keys take this path there.
+extraction (192 snippets, ~26 tokens, batch 32) showed no gain: 0.96x (0.73-1.00x) without it against with it,
+within that run's noise (two identical all-on classifiers differed by up to 26%). Training keeps the scores for the
+backward, and they grow with the square of the length, so only calls with at most ``2 x head_dim`` keys take it (the
+scores then add about a third to what a block keeps for the backward anyway: 128 keys for SmolLM2's 64-wide heads,
+256 for Llama-3-8B's), never more than ``MAX_SCORES`` scores; longer ones go to SDPA. Forward-only, SDPA's fixed
+costs are amortised sooner: at most ``head_dim`` keys take this path there.
 
 Registered with transformers as the attention implementation "llmhead" (``AttentionInterface``), using SDPA's
 boolean masks, and set only on models that would otherwise run SDPA; anything unusual (soft-capping, attention

@@ -1,13 +1,13 @@
 """The top block's MLP on the pooled positions only.
 
-With last-token pooling from the top kept block, one position per row of that block's output is read. The MLP
-is position-wise, so it runs on those positions only: about three quarters of the block's matmuls (SmolLM2: 2.7 of
-3.5 MFLOP per token), 2.5% of a 30-block forward or training step, saved in feature extraction, prediction and
+With last-token pooling from the top kept block, one position per row of that block's output is read. The MLP is
+position-wise, so it runs on those positions only: about three quarters of the block's matmuls (SmolLM2: 2.7 of 3.5
+MFLOP per token), 2.5% of a 30-block forward or training step, saved in feature extraction, prediction and
 fine-tuning alike. The other positions keep the residual stream without the MLP's update; nothing reads them.
 ``benchmarks/speedups.py`` (SmolLM2-135M, bf16, Rotten Tomatoes snippets, one thread on the shared 2-core machine,
-alternating in one process; ``results/speedups.json``) could not show that gain: without it, feature extraction
-took 0.96x as long (0.72-0.99x over 5 repetitions) and a default LoRA step 0.94x (0.92-0.96x over 3), both within
-that run's noise (two identical all-on classifiers differed by up to 26% and 9%).
+alternating in one process; ``results/speedups.json``) could not show that gain: without it, feature extraction (192
+snippets, batch 32) took 0.96x as long (0.72-0.99x over 5 repetitions) and a default LoRA step 0.94x (0.92-0.96x
+over 3), both within that run's noise (two identical all-on classifiers differed by up to 26% and 9%).
 
 The pooled features equal the full block's up to rounding, not bit for bit: the MLP's matrix products run on B rows
 instead of B x T, and the kernels may round those differently (SmolLM2 on 128 snippets: at most 0.05% of the

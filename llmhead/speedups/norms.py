@@ -3,13 +3,14 @@
 transformers' Llama-family RMSNorm is five element-wise passes over a float32 copy (cast, square-mean, rsqrt, scale,
 cast back), and a forward runs two per block: on the CPU at 16 x 26 tokens of SmolLM2 each took ~0.34 ms, against
 ~0.12 ms for torch's fused ``rms_norm`` on the same float32 input: ~13 ms of a 16-snippet batch's forward, a few
-percent of it. ``benchmarks/speedups.py`` (SmolLM2-135M, bf16, 192 Rotten Tomatoes snippets, one thread on the
-shared 2-core machine, alternating in one process; ``results/speedups.json``) could not show that gain: feature
-extraction took 0.92x as long without it (0.79-1.00x over 5 repetitions), within that run's noise (two identical
-all-on classifiers differed by up to 26%). Its outputs are bit-identical (tests/test_speedups.py). The fused forward
-is set per module instance (never on the class, so other models are untouched), only where it gives bit-identical
-outputs to the module's own forward on probes in float32 and bfloat16 (Gemma's ``1 + weight`` and other variants
-keep theirs), and only while gradients are off: training runs the original, whose backward is as fast.
+percent of it. ``benchmarks/speedups.py`` (SmolLM2-135M, bf16, 192 Rotten Tomatoes snippets at batch 32, one thread
+on the shared 2-core machine, alternating in one process; ``results/speedups.json``) could not show that gain:
+feature extraction took 0.92x as long without it (0.79-1.00x over 5 repetitions), within that run's noise (two
+identical all-on classifiers differed by up to 26%). Its outputs are bit-identical (tests/test_speedups.py). The
+fused forward is set per module instance (never on the class, so other models are untouched), only where it gives
+bit-identical outputs to the module's own forward on probes in float32 and bfloat16 (Gemma's ``1 + weight`` and
+other variants keep theirs), and only while gradients are off: training runs the original, whose backward is as
+fast.
 """
 
 from __future__ import annotations
