@@ -33,6 +33,7 @@ _EXPORTS = {
     "auto": "llmhead.selection.ladder",
     "run_ladder": "llmhead.selection.ladder",
     "layer_sweep": "llmhead.selection.sweep",
+    "corpora": "llmhead.data.corpora",  # a module: the packaged labelled data sets
 }
 
 
@@ -41,7 +42,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'llmhead' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if name == "corpora" else getattr(module, name)
     globals()[name] = value
     return value
 

@@ -122,7 +122,7 @@ class Classifier:
     def _template(self, texts: list[str]) -> list[str]:
         return [self.config.template.replace("{text}", t) for t in texts]
 
-    def embed(self, data: Any, text="text", batch_size: int = 32, cache: bool = True, templated=False) -> FeatureSet:
+    def embed(self, data: Any, text="text", *, batch_size: int = 32, cache: bool = True, templated=False) -> FeatureSet:
         """Frozen features of ``data``: (N, L, H) pooled vectors of the chosen layer(s) (``.values``), or token
         states for attention pooling. Examples the feature cache holds are not computed again."""
         if templated:

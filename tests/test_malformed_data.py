@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import sentiment_rows
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import llmhead
@@ -577,6 +577,7 @@ def test_fuzz_any_bytes_read_or_data_error(fuzz_dir, content, suffix):
 def test_fuzz_csv_round_trip(fuzz_dir, header, body, end, bom):
     """Whatever csv.writer writes (without blank-only single-column rows), read_table reads back exactly."""
     # csv.writer leaves a lone "\r" unquoted when the line ends are "\n"; any CSV reader takes it for a line end
+    assume(end == "\r\n" or not any("\r" in h for h in header))  # the header's names as well as the cells
     cell = st.text(
         st.characters(blacklist_categories=["Cs"], blacklist_characters="\r" if end == "\n" else ""), max_size=8
     )

@@ -152,3 +152,17 @@ def test_float32_trained_weights_are_cast_once_per_extraction(tiny_llama):
         extract(clf.model, clf.tokenizer, ids, batch_size=2, dtype=torch.bfloat16, progress=False)
     assert casts, "no weight was cast: the check would pass vacuously"
     assert len(casts) == len(set(casts)), f"{len(casts)} casts of {len(set(casts))} weights over 3 batches"
+
+
+def test_batch_size_reaches_the_feature_pass(tiny_llama, monkeypatch):
+    """fit's and logits' batch_size is the one the frozen feature pass runs with (not the default 32)."""
+    from llmhead.features import extractor
+
+    seen, real = [], extractor.extract
+    monkeypatch.setattr(
+        extractor, "extract", lambda model, tok, ids, bs, *a, **k: seen.append(bs) or real(model, tok, ids, bs, *a, **k)
+    )
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
+    clf.fit(sentiment_rows(1), epochs=1, batch_size=4, progress=False)
+    clf.logits(["a new text", "another one"], batch_size=2)
+    assert seen and set(seen[:-1]) == {4} and seen[-1] == 2

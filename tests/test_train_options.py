@@ -112,7 +112,7 @@ def test_grad_accum_logs_the_loss_of_the_whole_optimizer_step(tiny_llama, tmp_pa
     four, accumulated = logged_steps(tmp_path / "four"), logged_steps(tmp_path / "accumulated")
     assert len(four) == len(accumulated) == 8
     np.testing.assert_allclose(
-        [s["loss"] for s in accumulated], [s["loss"] for s in four], rtol=1e-5, err_msg="logged loss per step"
+        [s["loss"] for s in accumulated], [s["loss"] for s in four], rtol=1e-4, err_msg="logged loss per step"
     )
 
 

@@ -105,7 +105,10 @@ class LabelSpace:
             if focal_gamma:
                 p_true = logits.softmax(-1).gather(1, targets[:, None])[:, 0]
                 ce = (1 - p_true) ** focal_gamma * ce
-            return ce.sum() / (weights[targets].sum() if weights is not None else len(ce))
+            if weights is None:
+                return ce.sum() / len(ce)
+            # a batch of zero-weight classes only has nothing to learn: a zero loss, not 0 / 0
+            return ce.sum() / weights[targets].sum().clamp(min=torch.finfo(torch.float32).tiny)
         if self.task == "multilabel":
             bce = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights, reduction="none")
             if focal_gamma:

@@ -212,11 +212,12 @@ class Run:
         accelerator, cfg, state = self.accelerator, self.cfg, self.state
         skip = state["batch_in_epoch"]
         batches = accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
-        seen, clock = 0, time.perf_counter()
+        seen, clock, micro = 0, time.perf_counter(), []  # micro: the losses of the optimizer step's micro-batches
         for batch in rng_neutral(batches):
             with accelerator.accumulate(self.model):
                 logits = self.model(batch["input_ids"], batch["attention_mask"]).logits
                 loss = self.labels.loss(logits, batch["targets"], self.weights, cfg.focal_gamma)
+                micro.append(loss.detach())
                 term = check_step(accelerator, loss, self.stop["term"], state["step"] + 1, self.rank)
                 self.stop["all"] = term or self.stop.get("all", False)
                 accelerator.backward(loss)
@@ -230,7 +231,8 @@ class Run:
             seen += len(batch["targets"]) * accelerator.num_processes
             if accelerator.sync_gradients:
                 state["step"] += 1
-                if self.after_step(epoch, loss, seen / (time.perf_counter() - clock)):
+                step_loss, micro = torch.stack(micro).mean(), []  # with grad_accum: the mean of its micro-batches
+                if self.after_step(epoch, step_loss, seen / (time.perf_counter() - clock)):
                     return True
         return False
 

@@ -75,7 +75,9 @@ def layer_sweep(
     head_options = used_options(ModelConfig, model_options, "head")  # not the probe's own options
     sweeper = Classifier(build(ModelConfig, {**head_options, "mode": "head", "layers": layers}), extractor=extractor)
     texts = [config.template.replace("{text}", t) for t in examples.texts]
-    features = sweeper.embed(texts, batch_size, cache=True, templated=True).values.double().numpy()  # (N, L, H)
+    features = (
+        sweeper.embed(texts, batch_size=batch_size, cache=True, templated=True).values.double().numpy()
+    )  # (N, L, H)
     if config.task == "classification":
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
         c = config.probe_c or 0.01  # a fixed, fairly strong penalty: comparable across layers, fast

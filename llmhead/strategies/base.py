@@ -53,7 +53,9 @@ class Strategy:
 
     @torch.no_grad()
     def logits(self, clf, texts: list[str], batch_size: int, cache: bool) -> torch.Tensor:
-        return head_logits(clf.model.head, clf.embed(texts, batch_size, cache=cache, templated=True), batch_size)
+        return head_logits(
+            clf.model.head, clf.embed(texts, batch_size=batch_size, cache=cache, templated=True), batch_size
+        )
 
     def trainable_parameters(self, model) -> int:
         """Parameters the fit trained (LoRA: the adapters; probes: the linear model's coefficients)."""

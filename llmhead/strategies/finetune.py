@@ -84,12 +84,12 @@ class FineTune(FrozenHead):
         None (stopping on the validation set), else of a sample whose last fifth decides when it stops."""
         whole = cfg.warm_start and cfg.warm_start_examples is None
         if whole:
-            x_train = clf.embed(train.texts, cfg.batch_size, cache=True, templated=True)
-            x_val = clf.embed(val.texts, cfg.batch_size, cache=True, templated=True)
+            x_train = clf.embed(train.texts, batch_size=cfg.batch_size, cache=True, templated=True)
+            x_val = clf.embed(val.texts, batch_size=cfg.batch_size, cache=True, templated=True)
         else:  # the sample also gives the head's input statistics
             sample = np.random.default_rng(self.config.seed).permutation(len(train.texts))
             sample = sample[: cfg.warm_start_examples or 256]
-            x_train = clf.embed([train.texts[i] for i in sample], cfg.batch_size, cache=True, templated=True)
+            x_train = clf.embed([train.texts[i] for i in sample], batch_size=cfg.batch_size, cache=True, templated=True)
         head = self.start_head(clf, x_train)
         if not cfg.warm_start:
             return head

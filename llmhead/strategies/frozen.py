@@ -48,8 +48,8 @@ class FrozenHead(Strategy):
         return head
 
     def fit(self, clf, train: Split, val: Split, cfg, extra_metrics: dict) -> list[dict]:
-        x_train = clf.embed(train.texts, cfg.batch_size, cache=True, templated=True)
-        x_val = clf.embed(val.texts, cfg.batch_size, cache=True, templated=True)
+        x_train = clf.embed(train.texts, batch_size=cfg.batch_size, cache=True, templated=True)
+        x_val = clf.embed(val.texts, batch_size=cfg.batch_size, cache=True, templated=True)
         head = self.start_head(clf, x_train)
         history = train_head(
             head,

@@ -172,8 +172,8 @@ class Probe(Strategy):
 
     def fit(self, clf, train: Split, val: Split, cfg, extra_metrics: dict) -> list[dict]:
         c = self.config
-        x_train = clf.embed(train.texts, cfg.batch_size, cache=True, templated=True)
-        x_val = clf.embed(val.texts, cfg.batch_size, cache=True, templated=True) if val.texts else None
+        x_train = clf.embed(train.texts, batch_size=cfg.batch_size, cache=True, templated=True)
+        x_val = clf.embed(val.texts, batch_size=cfg.batch_size, cache=True, templated=True) if val.texts else None
         strength = c.probe_alpha if c.probe == "ridge" else c.probe_c  # ridge penalty, or C of logreg / svm
         head, info = fit_probe(x_train.values, train.targets, c.probe, c.task, strength, c.seed)
         clf.model.head = head.eval()
