@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import llmhead
-from llmhead.model import backbone, corpora
+from llmhead.data import corpora
+from llmhead.model import backbone
 
 pytestmark = pytest.mark.real
 ROOT = Path(__file__).resolve().parents[1]

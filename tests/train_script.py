@@ -72,7 +72,9 @@ def main() -> None:
         seed=0,
         speedups=speedups,
     )
-    settings = dict(epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None, handle_sigterm=True)
+    settings = dict(
+        epochs=2, batch_size=4, lr=1e-2, warm_start=False, progress=False, eval_every=None, handle_sigterm=True
+    )
     settings.update(options)
     try:
         clf.fit(rows(n_train, invert), rows(val_n), **settings)
