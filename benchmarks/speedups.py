@@ -1,5 +1,5 @@
 """What each CPU speed-up (llmhead/speedups/) gains on a default run, side by side in one process: each against the
-same run with only that one switched off, and all four against none (``speedups=[]``, the plain transformers path),
+same run with only that one switched off, and all against none (``speedups=[]``, the plain transformers path),
 on the packaged SmolLM2-135M and real Rotten Tomatoes critic snippets (~26 tokens each).
 
     .venv/bin/python benchmarks/speedups.py --threads 1    # about 10 minutes; writes benchmarks/results/speedups.json
@@ -7,9 +7,9 @@ on the packaged SmolLM2-135M and real Rotten Tomatoes critic snippets (~26 token
 
 Each speed-up is measured on what its module claims:
 
-- feature extraction / prediction (short_attention, fused_norms, last_token_mlp): ``clf.logits`` over 192 test
+- feature extraction / prediction (short_attention): ``clf.logits`` over 192 test
   snippets at batch 16, dtype 'auto'; every classifier carries the same head (copied), so their logits compare too.
-- a LoRA training step (short_attention, last_token_mlp): ``mode='lora'`` with its defaults (r=16 on every linear
+- a LoRA training step (short_attention): ``mode='lora'`` with its defaults (r=16 on every linear
   projection, bf16 autocast where the CPU has it), 6 optimizer steps of 16 training snippets; no warm start, so the
   fit is the steps. Step times come from the fit's ``run_dir/train_log.jsonl``; the first step (the loader's start)
   is left out, and every variant trains on the same batches.
@@ -51,13 +51,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import isolated, machine, make_tiny, rotten_tomatoes, rss_mb, sentiment_rows  # noqa: E402
 
-SPEEDUPS = ("short_attention", "fused_norms", "last_token_mlp", "mapped_load")  # the `speedups` option's values
+SPEEDUPS = ("short_attention", "mapped_load")  # the `speedups` option's values
 CONTROL = "all, again"
 # Which variants each measurement times (name -> the speedups option); "-x" is every speed-up but x.
 VARIANTS = {"all": list(SPEEDUPS), CONTROL: list(SPEEDUPS), "none": []}
 VARIANTS.update({f"-{s}": [x for x in SPEEDUPS if x != s] for s in SPEEDUPS})
-FEATURES = ["all", CONTROL, "-short_attention", "-fused_norms", "-last_token_mlp", "none"]
-LORA = ["all", CONTROL, "-short_attention", "-last_token_mlp", "none"]
+FEATURES = ["all", CONTROL, "-short_attention", "none"]
+LORA = ["all", CONTROL, "-short_attention", "none"]
 LOAD = ["all", "-mapped_load"]
 
 
@@ -214,13 +214,10 @@ def summarise(result: dict) -> list[dict]:
     fn, sn = noise(feats), noise(steps)
     add("short_attention", fx, feats, "-short_attention", "s", noise=fn)
     add("short_attention", st, steps, "-short_attention", "s/step", noise=sn)
-    add("fused_norms", fx, feats, "-fused_norms", "s", noise=fn)
-    add("last_token_mlp", fx, feats, "-last_token_mlp", "s", noise=fn)
-    add("last_token_mlp", st, steps, "-last_token_mlp", "s/step", noise=sn)
     add("mapped_load", "peak RSS of the bf16 load", loads, "-mapped_load", "MB", key="peak_rss_mb", memory=True)
     add("mapped_load", "seconds of the bf16 load", loads, "-mapped_load", "s")
-    add("all four", fx, feats, "none", "s", noise=fn)
-    add("all four", st, steps, "none", "s/step", noise=sn)
+    add("all", fx, feats, "none", "s", noise=fn)
+    add("all", st, steps, "none", "s/step", noise=sn)
     add("control: all vs all", fx, feats, CONTROL, "s")
     add("control: all vs all", st, steps, CONTROL, "s")
     for row in rows[-2:]:

@@ -52,7 +52,7 @@ class Classifier:
         self.expected_fingerprint: str | None = None  # a loaded save: the base weights it was trained on
         self.ladder = self.sweep = None  # the table that chose this classifier (llmhead.auto, layer_sweep)
         self._model: HeadModel | None = model  # given: a model trained elsewhere (llmhead.from_model)
-        self._loaded = Loaded(model.backbone, bb.fingerprint(model.backbone), None) if model is not None else None
+        self._loaded = Loaded(model.backbone, bb.fingerprint(model.backbone)) if model is not None else None
 
     # ---- the model -------------------------------------------------------------------------------------------
     @property
@@ -75,8 +75,7 @@ class Classifier:
             if self.expected_fingerprint and self.strategy.saved_as() != "weights":
                 self._check_fingerprint()
             width = self._loaded.backbone.get_input_embeddings().embedding_dim
-            self._model = HeadModel(self._loaded.backbone, MLPHead(width, 1), c.pooling, layers, self._loaded.last_mlp)
-            self._model.task = c.task
+            self._model = HeadModel(self._loaded.backbone, MLPHead(width, 1), c.pooling, layers, c.task)
         return self._model
 
     def _check_fingerprint(self) -> None:

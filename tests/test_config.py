@@ -117,7 +117,7 @@ def test_options_written_under_old_names_upgrade():
         "probe_c": None,
         "probe_alpha": 3.0,
         "mode": "probe",
-        "speedups": ["fused_norms", "last_token_mlp", "mapped_load"],
+        "speedups": ["mapped_load"],
     }
     assert upgrade(ModelConfig, {"short_attention": True}) == {}
     assert upgrade(ModelConfig, {"probe": "svm", "probe_c": 3.0}) == {"probe": "svm", "probe_c": 3.0}

@@ -1,12 +1,11 @@
 """The CPU speed-ups (llmhead/speedups/), each against the plain path: a classifier's outputs with
-``speedups=[name]`` equal those with ``speedups=[]``, bit for bit where the module says it is exact (fused_norms,
-mapped_load), within the rounding it states where it rounds (short_attention; last_token_mlp, whose matrix products
-run on fewer rows), on tiny in-process models. Every such test also checks that the speed-up ran, so that equality
-is not trivial. Then each module's own edge cases, and the benchmark that measures the gains (--quick)."""
+``speedups=[name]`` equal those with ``speedups=[]``, bit for bit where the module says it is exact (mapped_load),
+within the rounding it states where it rounds (short_attention), on tiny in-process models. Every such test also
+checks that the speed-up ran, so that equality is not trivial. Then each module's own edge cases, and the
+benchmark that measures the gains (--quick)."""
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import llmhead
 from llmhead.speedups import attention, mapped
-from llmhead.speedups.lastblock import top_block
-from llmhead.speedups.norms import fuse_rms_norms
 
 ROWS = sentiment_rows(2)
 # At most 8 tokens each: the tiny models' heads are 8 wide, and without gradients short_attention takes calls of at
@@ -56,68 +53,6 @@ def assert_within_rounding(on: torch.Tensor, off: torch.Tensor, float32: torch.T
     own = (off - float32).abs().max()
     assert own > 0  # bf16 really rounds here
     assert (on - off).abs().max() <= 2 * own and (on - float32).abs().max() <= 2 * own
-
-
-def norms(model):
-    return [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
-
-
-def mlp_inputs(clf) -> list[tuple[int, ...]]:
-    """Shapes of what the top block's MLP receives, recorded by a hook."""
-    seen: list[tuple[int, ...]] = []
-    clf.model.backbone.layers[-1].mlp.register_forward_hook(lambda m, a, o: seen.append(tuple(a[0].shape)))
-    return seen
-
-
-# ---- fused_norms: exact --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_fused_norms_equal_the_plain_path_bit_for_bit(tiny_model, dtype):
-    off, on = classifier(tiny_model, [], dtype), classifier(tiny_model, ["fused_norms"], dtype)
-    fused = [m for m in norms(on.model.backbone) if "forward" in vars(m)]
-    assert not any("forward" in vars(m) for m in norms(off.model.backbone))
-    if "gemma" in type(on.model.backbone).__name__.lower():
-        assert fused == []  # Gemma scales by (1 + weight): its own forward stays
-    else:
-        assert len(fused) == 2 * on.model.backbone.config.num_hidden_layers + 1
-    assert_same_heads(on, off)  # trained on identical features
-    assert torch.equal(on.logits(TEXTS), off.logits(TEXTS))
-
-
-def test_fused_norm_runs_only_without_gradients_and_binds_to_copies(tiny_llama, monkeypatch):
-    backbone = classifier(tiny_llama, ["fused_norms"]).model.backbone
-    fused = [m for m in norms(backbone) if "forward" in vars(m)]
-    x = torch.randn(3, 7, backbone.config.hidden_size) * 5
-    for m in fused:
-        torch.nn.init.normal_(m.weight)
-        for dtype in (torch.float32, torch.bfloat16):
-            with torch.inference_mode():
-                assert torch.equal(m(x.to(dtype)), type(m).forward(m, x.to(dtype)))
-    calls = []
-    monkeypatch.setattr(torch.nn.functional, "rms_norm", lambda *a, **k: calls.append(1) or torch.zeros(x.shape))
-    with torch.enable_grad():  # training runs the module's own forward (and its autograd graph)
-        assert fused[0](x.requires_grad_()).requires_grad and calls == []
-    with torch.inference_mode():
-        assert not fused[0](x).any() and calls == [1]
-    monkeypatch.undo()
-    copied = copy.deepcopy(fused[0])  # a copy computes with its own weight
-    torch.nn.init.zeros_(copied.weight)
-    with torch.inference_mode():
-        assert not copied(x).any() and fused[0](x).any()
-
-
-def test_fused_norms_leave_a_different_formula_alone():
-    class OffsetRMSNorm(torch.nn.Module):  # Gemma-style: (1 + weight)
-        def __init__(self):
-            super().__init__()
-            self.weight, self.variance_epsilon = torch.nn.Parameter(torch.randn(8)), 1e-6
-
-        def forward(self, x):
-            h = x.float()
-            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-            return (1 + self.weight) * h.to(x.dtype)
-
-    model = torch.nn.Sequential(OffsetRMSNorm())
-    assert fuse_rms_norms(model) == 0 and "forward" not in vars(model[0])
 
 
 # ---- mapped_load: exact --------------------------------------------------------------------------------------
@@ -232,57 +167,6 @@ def test_mapped_load_applies_only_where_it_is_known_to_be_exact(tiny_llama, tmp_
     assert mapped.stored_dtype(str(mixed)) is None  # two floating dtypes: transformers loads it itself
 
 
-# ---- last_token_mlp: equal up to the rounding of its matrix products --------------------------------------------
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_last_token_mlp_equals_the_full_top_block(tiny_model, dtype):
-    off = classifier(tiny_model, [], dtype)
-    on = classifier(tiny_model, ["last_token_mlp"], dtype, head=off)
-    reference = classifier(tiny_model, [], "float32", head=off) if dtype == "bfloat16" else None
-    for side in ("right", "left"):
-        runs = {}
-        for name, clf in (("on", on), ("off", off), ("float32", reference)):
-            if clf is None:
-                continue
-            clf.tokenizer.padding_side = side
-            seen = mlp_inputs(clf)
-            runs[name] = clf.logits(TEXTS, batch_size=len(TEXTS))
-            rows, positions, _ = seen[-1]
-            assert rows == len(TEXTS) and (positions == 1) == (name == "on")  # one position per row, or all
-        assert_within_rounding(runs["on"], runs["off"], runs.get("float32"))
-
-
-def test_last_token_mlp_is_off_for_other_poolings_and_layer_lists(tiny_llama):
-    for options in ({"pooling": "mean"}, {"layers": [1, 2]}):
-        clf = classifier(tiny_llama, ["last_token_mlp"], **options)
-        seen = mlp_inputs(clf)
-        clf.logits(TEXTS, batch_size=len(TEXTS))
-        assert len(seen) == 1 and seen[0][1] > 1  # every position
-
-
-def test_last_token_mlp_trains_with_full_blocks_under_activation_checkpointing(tiny_llama):
-    """Recomputation happens outside the forward's context, so checkpointed training keeps the whole block."""
-    import warnings
-
-    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", mode="lora")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        clf.fit(ROWS, epochs=1, gradient_checkpointing=True, warm_start=False, progress=False)
-    assert not clf.model.backbone.is_activation_checkpointing  # switched off again after training
-    assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
-    assert clf.predict(["a good film"])[0] in ("pos", "neg")
-
-
-def test_top_block_is_found_or_given_up(tmp_path):
-    from transformers import GPT2Config, GPT2Model
-
-    model = GPT2Model(GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=50))
-    assert top_block(model) is model.h[-1]
-    model.extra = torch.nn.ModuleList([type(model.h[0])(model.config) for _ in range(3)])  # ambiguous: give up
-    assert top_block(model) is None
-    backbone = llmhead.from_pretrained(make_tiny(tmp_path / "m", "qwen2"), dtype="float32").model.backbone
-    assert top_block(backbone) is backbone.layers[-1]
-
-
 # ---- short_attention: equal up to the rounding it states ---------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_short_attention_equals_sdpa_within_its_rounding(tiny_model, dtype, monkeypatch):
@@ -303,7 +187,7 @@ def test_short_attention_equals_sdpa_within_its_rounding(tiny_model, dtype, monk
     assert_within_rounding(ours, plain, reference.logits(TEXTS, batch_size=len(TEXTS)) if reference else None)
 
 
-@pytest.mark.parametrize("name", ["short_attention", "last_token_mlp"])
+@pytest.mark.parametrize("name", ["short_attention"])
 def test_lora_training_through_it_equals_the_plain_path(tiny_llama, name):
     """The training path (gradients through the speed-up, MLP adapters of the top block included), in float32."""
     lora = dict(mode="lora", lora_targets="all-linear", lora_dropout=0.0)
@@ -446,11 +330,8 @@ def test_benchmark_quick(tmp_path, monkeypatch):
     for name, what in [
         ("short_attention", "feature extraction"),
         ("short_attention", "LoRA step"),
-        ("fused_norms", "feature extraction"),
-        ("last_token_mlp", "feature extraction"),
-        ("last_token_mlp", "LoRA step"),
         ("mapped_load", "peak RSS of the bf16 load"),
-        ("all four", "LoRA step"),
+        ("all", "LoRA step"),
     ]:
         assert (name, what) in measured
     assert all(r["on_median"] > 0 and r["off_median"] > 0 for r in result["rows"])

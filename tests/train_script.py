@@ -45,7 +45,7 @@ def main() -> None:
     val_n = options.pop("val_n", 8)
     n_train, invert = options.pop("n_train", 24), options.pop("invert_labels", False)
     short_attention = options.pop("short_attention", True)
-    speedups = ["fused_norms", "last_token_mlp", "mapped_load"] + (["short_attention"] if short_attention else [])
+    speedups = ["mapped_load"] + (["short_attention"] if short_attention else [])
     rank = int(os.environ.get("RANK", 0))
     if nan_step is not None:  # force a non-finite loss on one rank at one step
         from llmhead.data.labels import LabelSpace

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SPEEDUPS = ("short_attention", "fused_norms", "last_token_mlp", "mapped_load")  # llmhead/speedups/
+SPEEDUPS = ("short_attention", "mapped_load")  # llmhead/speedups/
 
 TASKS = ("classification", "multilabel", "regression")
 MODES = ("head", "lora", "qlora", "full", "probe", "icl", "lmhead", "auto")

@@ -52,7 +52,7 @@ class ModelConfig:
     template: str = "{text}"  # text fed to the model; e.g. "Review: {text}\nSentiment:"
     pair_separator: str = "\n"  # between the two texts of a text pair
     dtype: str = "auto"  # auto: bfloat16 where the hardware runs it fast, else float32
-    # CPU speed-ups in use (llmhead/speedups/): short_attention, fused_norms, last_token_mlp, mapped_load; [] = none
+    # CPU speed-ups in use (llmhead/speedups/): short_attention, mapped_load; [] = none
     speedups: list[str] = field(default_factory=lambda: list(SPEEDUPS))
     seed: int = 0
     trust_remote_code: bool = False

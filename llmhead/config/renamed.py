@@ -10,7 +10,7 @@ from typing import Any
 RENAMED: dict[str, dict[str, str]] = {
     "ModelConfig": {
         "short_attention": "speedups (a list of the CPU speed-ups in use; short_attention=false is "
-        "speedups=['fused_norms', 'last_token_mlp', 'mapped_load'])",
+        "speedups=['mapped_load'])",
     },
     "TrainConfig": {
         "precision": "mixed_precision (the training autocast: auto, no, bf16 or fp16; dtype is the weights' dtype)",
@@ -43,10 +43,12 @@ def upgrade(cls, values: Mapping[str, Any]) -> dict[str, Any]:
         out.setdefault("mixed_precision", out.pop("precision"))
     if "ModelConfig" not in names:
         return out
+    if isinstance(out.get("speedups"), list):  # speed-ups removed since (no measured gain) are dropped
+        out["speedups"] = [s for s in out["speedups"] if s not in ("fused_norms", "last_token_mlp")]
     if "short_attention" in out:
         on = out.pop("short_attention")
         if not on and "speedups" not in out:
-            out["speedups"] = ["fused_norms", "last_token_mlp", "mapped_load"]
+            out["speedups"] = ["mapped_load"]
     for name, renames in RENAMED_VALUES.items():
         if isinstance(out.get(name), str) and out[name] in renames:
             out[name] = renames[out[name]]

@@ -11,28 +11,24 @@ import torch
 from llmhead import speedups
 from llmhead.model.backbone import Source, fingerprint, load_backbone
 from llmhead.model.precision import torch_dtype
-from llmhead.speedups.lastblock import LastTokenMLP
 
 
 @dataclass
 class Loaded:
-    """A loaded backbone, the fingerprint of its (pretrained) weights, and its top-block hooks (installed once)."""
+    """A loaded backbone and the fingerprint of its (pretrained) weights."""
 
     backbone: torch.nn.Module
     fingerprint: str
-    last_mlp: LastTokenMLP | None
 
     @classmethod
     def prepare(cls, backbone: torch.nn.Module, enabled: list[str], causal_lm: bool = False) -> Loaded:
         speedups.install(backbone, enabled)  # the CPU speed-ups chosen (speedups/__init__.py)
         backbone.requires_grad_(False)  # until a strategy unfreezes what it trains
-        body = backbone.base_model if causal_lm else backbone
-        # the hooks are inert outside HeadModel.features (the ICL scorer never enters it)
-        return cls(backbone, fingerprint(body), speedups.last_token_mlp(backbone, enabled))
+        return cls(backbone, fingerprint(backbone.base_model if causal_lm else backbone))
 
     def body(self) -> Loaded:
         """The base model inside a causal LM: exactly the frozen backbone the other strategies read."""
-        return Loaded(self.backbone.base_model, self.fingerprint, self.last_mlp)
+        return Loaded(self.backbone.base_model, self.fingerprint)
 
 
 def base_model(source: Source, config, dtype: str, keep: int, quantization=None) -> torch.nn.Module:

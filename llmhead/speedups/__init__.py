@@ -4,9 +4,11 @@ a test that it equals the plain path (tests/test_speedups.py); ``benchmarks/spee
 gains on a default run, side by side with the plain path.
 
     short_attention  attention.py  plain matmul attention on short CPU inputs instead of SDPA's kernel
-    fused_norms      norms.py      RMSNorm as torch's fused kernel where bit-identical, without gradients
-    last_token_mlp   lastblock.py  the top block's MLP on the pooled position only (last-token pooling)
     mapped_load      mapped.py     a float32 checkpoint cast to bf16 one tensor at a time (lower peak memory)
+
+Two more (a fused RMSNorm forward without gradients, and the top block's MLP run on the pooled position only) were
+removed: benchmarks/speedups.py measured no gain for either on a default run (feature extraction 0.92x and 0.96x,
+a LoRA step 0.94x, inside the run's own noise; benchmarks/results/speedups.json).
 """
 
 from __future__ import annotations
@@ -15,24 +17,15 @@ import torch
 
 from . import mapped
 from .attention import use_short_attention
-from .lastblock import LastTokenMLP
-from .norms import fuse_rms_norms
 
 # the values of the `speedups` option (config.SPEEDUPS, which imports no torch, lists the same names)
-NAMES = ("short_attention", "fused_norms", "last_token_mlp", "mapped_load")
+NAMES = ("short_attention", "mapped_load")
 
 
 def install(backbone: torch.nn.Module, enabled: list[str]) -> None:
     """The forward-pass speed-ups in ``enabled`` on a loaded ``backbone`` (per instance: other models untouched)."""
     if "short_attention" in enabled:
         use_short_attention(backbone)
-    if "fused_norms" in enabled:
-        fuse_rms_norms(backbone)  # only where bit-identical, only without gradients
-
-
-def last_token_mlp(backbone: torch.nn.Module, enabled: list[str]) -> LastTokenMLP | None:
-    """The hooks that run the top block's MLP on pooled positions only, or None when switched off."""
-    return LastTokenMLP.install(backbone) if "last_token_mlp" in enabled else None
 
 
 def load_pretrained(
