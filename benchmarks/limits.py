@@ -69,17 +69,14 @@ def matmul_peak(threads: int, quick: bool) -> dict:
     return {"peak_flops": best["flops"], "peak_shape": best["shape"], "dtype": str(dtype)}
 
 
-def _forward_flops(config, batch: int, seq: int, top_mlp_on_pooled_only: bool = False) -> float:
-    """FLOPs the forward executes. With last-token pooling llmhead runs the top block's MLP on one position per
-    row (``llmhead/lastblock.py``): those skipped products are not counted."""
+def _forward_flops(config, batch: int, seq: int) -> float:
+    """FLOPs the forward executes (every block's matrices on every token, plus attention's scores and values)."""
     layers = config.num_hidden_layers
     h, inter = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * (h // config.num_attention_heads)
     per_block = h * h * 2 + 2 * h * kv + 3 * h * inter  # q, o, k, v, gate/up/down matrices
     tokens = batch * seq
     total = 2 * layers * per_block * tokens + 2 * layers * seq * h * tokens
-    if top_mlp_on_pooled_only:
-        total -= 2 * 3 * h * inter * (tokens - batch)
     return total
 
 
@@ -102,7 +99,7 @@ def forward_and_step(
     config = backbone.config
     ids = torch.randint(10, config.vocab_size - 10, (batch, seq))
     mask = torch.ones_like(ids)
-    flops = _forward_flops(config, batch, seq, model.trims_top_mlp)
+    flops = _forward_flops(config, batch, seq)
     reps = 2 if quick else 4
     with torch.inference_mode():
         for _ in range(2):
