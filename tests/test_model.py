@@ -166,3 +166,29 @@ def test_batch_size_reaches_the_feature_pass(tiny_llama, monkeypatch):
     clf.fit(sentiment_rows(1), epochs=1, batch_size=4, progress=False)
     clf.logits(["a new text", "another one"], batch_size=2)
     assert seen and set(seen[:-1]) == {4} and seen[-1] == 2
+
+
+def test_cross_validation_tokenizes_each_text_once(tiny_llama, monkeypatch):
+    """The folds share one FeatureExtractor: each distinct text is tokenized once however many folds read it."""
+    from llmhead.features import extractor
+
+    seen = []
+    real = extractor.FeatureExtractor.tokenizer.fget
+
+    class Counting:
+        def __init__(self, tokenizer):
+            self.tokenizer = tokenizer
+
+        def __call__(self, texts, *args, **kwargs):
+            seen.extend(texts if isinstance(texts, list) else [texts])
+            return self.tokenizer(texts, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.tokenizer, name)
+
+    monkeypatch.setattr(extractor.FeatureExtractor, "tokenizer", property(lambda self: Counting(real(self))))
+    rows = sentiment_rows(2)
+    result = llmhead.cross_validate(rows, tiny_llama, folds=3, dtype="float32", fit={"epochs": 1})
+    assert len(result.folds) == 3
+    texts = {r["text"] for r in rows}
+    assert set(seen) >= texts and len([t for t in seen if t in texts]) == len(texts)  # no text twice

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmhead.features.cache import FeatureCache
-from llmhead.features.extract import FeatureSet, aggregate, chunk, extract, tokenize
+from llmhead.features.extract import FeatureSet, aggregate, chunk, extract, truncate
 from llmhead.model import backbone as bb
 from llmhead.model.loading import Loaded
 from llmhead.model.pooling import FIXED
@@ -35,6 +35,7 @@ class FeatureExtractor:
         self.source_blocks: int | None = None  # of the original model: `layer=-2` keeps its meaning after a save
         self._tokenizer = tokenizer  # given (a model trained elsewhere), or loaded on first use
         self._frozen: dict[tuple, Loaded] = {}
+        self._ids: dict[str, list[int]] = {}  # each distinct text's token ids: tokenized once for every fold and rung
 
     @property
     def tokenizer(self):
@@ -48,6 +49,16 @@ class FeatureExtractor:
             else:
                 self._tokenizer, self.pad_note = bb.load_tokenizer(self.source, self.trust_remote_code)
         return self._tokenizer
+
+    def tokenize(self, texts: list[str], max_length: int, remember: bool = True) -> tuple[list[list[int]], int]:
+        """Token ids of ``texts`` cut to ``max_length``, and how many were cut. With ``remember`` (training data,
+        cross-validation), a text seen before (another fold or rung) is not tokenized again; predictions on new
+        texts (``remember=False``) are not kept, so a long-running predictor does not grow."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._ids]
+        ids = dict(zip(new, self.tokenizer(new, add_special_tokens=True, truncation=False)["input_ids"])) if new else {}
+        if remember:
+            self._ids.update(ids)
+        return truncate([self._ids[t] if t in self._ids else ids[t] for t in texts], max_length)
 
     def blocks(self) -> int:
         """How many blocks the source model has (before any cut)."""
@@ -77,7 +88,7 @@ class FeatureExtractor:
             for w, o in zip(windows, owner):
                 rows[o].append(w)
         else:
-            ids, truncated = tokenize(self.tokenizer, texts, c.max_length)
+            ids, truncated = self.tokenize(texts, c.max_length, remember=cache)
             rows = [[x] for x in ids]
         attn = getattr(model.backbone.config, "_attn_implementation", None)  # kernels round differently
         settings = (

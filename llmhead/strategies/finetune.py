@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from llmhead.config import warm_start_config
-from llmhead.features.extract import FeatureSet, tokenize
+from llmhead.features.extract import FeatureSet
 from llmhead.finetuning import adapters, runstate
 from llmhead.finetuning.loop import Tokenized, finetune
 from llmhead.io.save import ADAPTER, BACKBONE, check_finite, jsonable, load_into, load_tensors, save_tensors
@@ -57,8 +57,8 @@ class FineTune(FrozenHead):
             clf.model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         clf.model.backbone = self.adapt(clf.model.backbone)
         self.backbone_trained = True
-        train_ids, _ = tokenize(clf.tokenizer, train.texts, c.max_length)
-        val_ids, _ = tokenize(clf.tokenizer, val.texts, c.max_length)
+        train_ids, _ = clf.extractor.tokenize(train.texts, c.max_length)
+        val_ids, _ = clf.extractor.tokenize(val.texts, c.max_length)
         history = finetune(
             clf.model,
             clf.labels,
