@@ -239,3 +239,26 @@ def test_from_model_save_loads_bit_identical(tiny_llama, tmp_path):
     clf = llmhead.from_model(HeadModel.from_backbone(tiny_llama, num_labels=2), tokenizer, labels=NAMES)
     clf.save(tmp_path / "clf")
     np.testing.assert_array_equal(llmhead.load(tmp_path / "clf").predict_proba(TEXTS), clf.predict_proba(TEXTS))
+
+
+def test_from_backbone_refuses_bad_options(tiny_llama, tmp_path):
+    with pytest.raises(ValueError) as err:
+        HeadModel.from_backbone(tiny_llama, task="clasification", num_labels=0, pooling="first", dropout=1.5)
+    for expected in ("task must be one of", "num_labels must be an int", "pooling must be one of", "dropout must be"):
+        assert expected in str(err.value)
+    with pytest.raises(ValueError, match="num_labels must be an int >= 2 for task='classification'"):
+        HeadModel.from_backbone(tiny_llama, num_labels=1)
+    with pytest.raises(FileNotFoundError, match="headmodel.json is missing"):
+        HeadModel.from_pretrained(tmp_path)
+    (tmp_path / "headmodel.json").write_text("{not json")
+    with pytest.raises(ValueError, match="headmodel.json: not a HeadModel configuration"):
+        HeadModel.from_pretrained(tmp_path)
+
+
+def test_a_loaded_model_keeps_its_own_dtype(tiny_llama):
+    from transformers import AutoModel
+
+    base = AutoModel.from_pretrained(tiny_llama, dtype=torch.float32)
+    with pytest.raises(ValueError, match="dtype and trust_remote_code are for loading by name"):
+        HeadModel.from_backbone(base, num_labels=2, dtype="bfloat16")
+    assert HeadModel.from_backbone(base, num_labels=2).backbone is base

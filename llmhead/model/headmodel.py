@@ -94,29 +94,27 @@ class HeadModel(nn.Module):
         layer: int | None = None,
         dropout: float = 0.0,
         input_norm: str = "layernorm",
-        dtype: str = "float32",
+        dtype: str | None = None,
         trust_remote_code: bool = False,
     ) -> HeadModel:
         """A backbone with a new head. ``model``: an alias, a .gguf file, a transformers folder, a hub id, or an
         already loaded transformers model (a ``*ForCausalLM`` gives up its LM head). ``layer``: pool block k's
         output (negative: from the top) instead of the last one's. ``input_norm`` defaults to a learned LayerNorm,
-        which needs no statistics pass over the data."""
+        which needs no statistics pass over the data. ``dtype`` (default float32) and ``trust_remote_code`` are
+        for loading by name; a model you loaded keeps its own."""
+        _check_options(
+            model, task, num_labels, pooling, head_hidden, layer, dropout, input_norm, dtype, trust_remote_code
+        )
         if isinstance(model, nn.Module):  # a *ForCausalLM's base_model is its body; a base model's is itself
-            if layer is not None:  # llmhead's layer=k cuts the blocks above k (the final norm then reads block k)
-                raise ValueError(
-                    "layer= cuts the blocks above it, which a model you loaded yourself cannot be: pass the model's "
-                    "alias, path or hub id, or load it with config.num_hidden_layers = k"
-                )
-            backbone, layers = model.base_model, None
+            backbone = model.base_model
         else:
             source = resolve(model)
             total = model_config(source, trust_remote_code).num_hidden_layers
             keep, _ = block_plan(total, layer, None)
-            backbone, layers = load_backbone(source, dtype, trust_remote_code, keep_blocks=keep), None
+            backbone = load_backbone(source, dtype or "float32", trust_remote_code, keep_blocks=keep)
         width = backbone.get_input_embeddings().embedding_dim
-        outputs = 1 if task == "regression" and num_labels == 1 else num_labels
-        head = MLPHead(width, outputs, list(head_hidden), dropout=dropout, input_norm=input_norm)
-        return cls(backbone, head, pooling, layers, task=task)
+        head = MLPHead(width, num_labels, list(head_hidden), dropout=dropout, input_norm=input_norm)
+        return cls(backbone, head, pooling, None, task=task)
 
     def head_config(self) -> dict:
         return {"task": self.task, "pooling": self.pooling, "layers": self.layers, "head": self.head.config()}
@@ -142,7 +140,13 @@ class HeadModel(nn.Module):
         from transformers import AutoModel
 
         folder = Path(folder)
-        config = json.loads((folder / CONFIG).read_text())
+        try:
+            config = json.loads((folder / CONFIG).read_text())
+            _ = (config["task"], config["pooling"], config["layers"], config["head"])
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{folder / CONFIG} is missing: not a folder written by save_pretrained") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{folder / CONFIG}: not a HeadModel configuration ({exc!r})") from None
         backbone = AutoModel.from_pretrained(
             folder / BACKBONE, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code
         ).eval()
@@ -160,3 +164,37 @@ def task_loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     if task == "multilabel":
         return F.binary_cross_entropy_with_logits(logits, labels.float())
     return F.mse_loss(logits, labels.float().reshape(logits.shape))
+
+
+def _check_options(model, task, num_labels, pooling, head_hidden, layer, dropout, input_norm, dtype, trusted) -> None:
+    """from_backbone's options, all problems at once, before any weights load."""
+    from llmhead.config import DTYPES, INPUT_NORMS, POOLINGS, TASKS, invalid
+
+    p = []
+    if task not in TASKS:
+        p.append(f"task must be one of {TASKS}, got {task!r}")
+    least = 2 if task == "classification" else 1
+    if not (isinstance(num_labels, int) and not isinstance(num_labels, bool) and num_labels >= least):
+        p.append(f"num_labels must be an int >= {least} for task={task!r}, got {num_labels!r}")
+    if pooling not in POOLINGS:
+        p.append(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if input_norm not in INPUT_NORMS:
+        p.append(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+    if not (isinstance(head_hidden, (list, tuple)) and all(isinstance(h, int) and h > 0 for h in head_hidden)):
+        p.append(f"head_hidden must be a list of positive ints ([] for a linear head), got {head_hidden!r}")
+    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        p.append(f"dropout must be a number in [0, 1), got {dropout!r}")
+    if dtype is not None and dtype not in DTYPES:
+        p.append(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if isinstance(model, nn.Module):
+        if layer is not None:  # llmhead's layer=k cuts the blocks above k (the final norm then reads block k)
+            p.append(
+                "layer= cuts the blocks above it, which a model you loaded yourself cannot be: pass the model's "
+                "alias, path or hub id, or load it with config.num_hidden_layers = k"
+            )
+        if dtype is not None or trusted:
+            p.append(
+                "dtype and trust_remote_code are for loading by name; a model you loaded keeps its own: remove them"
+            )
+    if p:
+        raise invalid(p)
