@@ -63,15 +63,10 @@ class Classifier:
     def model(self) -> HeadModel:
         """The head-swapping module (backbone -> pooling -> head), loading the weights if they are not yet."""
         if self._model is None:
-            c, strategy = self.config, self.strategy
+            c = self.config
             keep, layers = bb.block_plan(self.extractor.blocks(), c.layer, c.layers)
-
-            def load() -> Loaded:
-                return Loaded.prepare(strategy.load_backbone(self.source, keep), c.speedups, strategy.causal_lm)
-
-            key = (keep, c.dtype, tuple(c.speedups))
-            shared = strategy.shares_weights()
-            self._loaded = self.extractor.frozen(key, strategy.causal_lm, load) if shared else load()
+            shared, key = self.strategy.shares_weights(), (keep, c.dtype, tuple(c.speedups))  # frozen: the extractor's
+            self._loaded = self.extractor.frozen(key, self.strategy.causal_lm, self._load) if shared else self._load()
             if self.expected_fingerprint and self.strategy.saved_as() != "weights":
                 self._check_fingerprint()
             width = self._loaded.backbone.get_input_embeddings().embedding_dim
@@ -97,10 +92,14 @@ class Classifier:
         """Whether the weights are in memory (they load on the first call that needs them)."""
         return self._model is not None
 
+    def _load(self) -> Loaded:
+        keep, _ = bb.block_plan(self.extractor.blocks(), self.config.layer, self.config.layers)  # blocks built
+        backbone = self.strategy.load_backbone(self.source, keep)
+        return Loaded.prepare(backbone, self.config.speedups, self.strategy.causal_lm)
+
     def reload_backbone(self) -> torch.nn.Module:
         """A fresh copy of the base weights as this strategy loads them (QLoRA rebuilds its 4-bit base)."""
-        keep, _ = bb.block_plan(self.extractor.blocks(), self.config.layer, self.config.layers)
-        return Loaded.prepare(self.strategy.load_backbone(self.source, keep), self.config.speedups).backbone
+        return self._load().backbone
 
     def new_head(self) -> torch.nn.Module:
         """The strategy's head for these labels, initialised from ``seed`` without touching the global RNG."""
@@ -118,7 +117,8 @@ class Classifier:
         return self.strategy.trainable_parameters(self.model)
 
     # ---- data -------------------------------------------------------------------------------------------------
-    def _template(self, texts: list[str]) -> list[str]:
+    def inputs(self, texts: list[str]) -> list[str]:
+        """The model's inputs: each text put into the ``template``."""
         return [self.config.template.replace("{text}", t) for t in texts]
 
     def embed(self, data: Any, text="text", *, batch_size: int = 32, cache: bool = True, templated=False) -> FeatureSet:
@@ -161,8 +161,8 @@ class Classifier:
             self.strategy.forget_training()
         # Augmentation happens after the validation split, on training texts only.
         texts, y_train = augment(texts, y_train, cfg.augment, cfg.augment_ops, cfg.augment_p, c.seed)
-        train_split = Split(self._template(texts), y_train)
-        self.history = self.strategy.fit(self, train_split, Split(self._template(val_texts), y_val), cfg, extra_metrics)
+        train_split = Split(self.inputs(texts), y_train)
+        self.history = self.strategy.fit(self, train_split, Split(self.inputs(val_texts), y_val), cfg, extra_metrics)
         self.model.eval()
         return self
 
@@ -193,7 +193,7 @@ class Classifier:
         self._require_fitted()
         held = Examples.read(data, text, label, self.config.task, self.config.pair_separator, "test")
         targets = self.labels.encode(held.raw, held.origin)  # unseen labels fail here, before any forward pass
-        out = self.logits(self._template(held.texts), batch_size=batch_size, templated=True, cache=cache)
+        out = self.logits(self.inputs(held.texts), batch_size=batch_size, templated=True, cache=cache)
         return {"n": len(held), **self.score_logits(out, targets, held.raw)}
 
     def score_logits(self, out: torch.Tensor, targets: torch.Tensor, raw: list) -> dict:

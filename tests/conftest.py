@@ -5,6 +5,7 @@ real layers, for integration tests."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,16 +14,8 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-CORPUS = [
-    "the film was wonderful and moving",
-    "a dull boring mess of a movie",
-    "great acting and a clever script",
-    "terrible pacing and awful dialogue",
-    "i loved every minute of it",
-    "i hated the ending and the music",
-    "a joyful bright funny story",
-    "a sad slow grim tale",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import CORPUS, sentiment_rows  # noqa: E402, F401  (the toy data the benchmarks use too)
 
 
 def tiny_tokenizer(padding_side: str = "right", with_pad: bool = True):
@@ -114,9 +107,3 @@ def no_model_load(monkeypatch):
 
     monkeypatch.setattr(backbone, "load_backbone", refuse)
     monkeypatch.setattr(backbone, "load_tokenizer", refuse)
-
-
-def sentiment_rows(n_repeat: int = 2) -> list[dict]:
-    """Hand-written toy data: label 'pos' or 'neg'."""
-    labels = ["pos", "neg"] * 4
-    return [{"text": t, "label": y} for _ in range(n_repeat) for t, y in zip(CORPUS, labels)]

@@ -151,7 +151,7 @@ def cross_validate(
         fit_seconds = time.perf_counter() - start
         heldout = examples.subset(test_idx, f"fold {k + 1} held-out rows")
         start = time.perf_counter()
-        logits = clf.logits([config.template.replace("{text}", t) for t in heldout.texts], templated=True, cache=True)
+        logits = clf.logits(clf.inputs(heldout.texts), templated=True, cache=True)
         predict_seconds = time.perf_counter() - start
         scores = clf.score_logits(logits, labels.encode(heldout.raw), heldout.raw)
         result.folds.append(

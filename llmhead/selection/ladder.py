@@ -30,6 +30,7 @@ from llmhead.data.examples import Examples
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.model import backbone as bb
 from llmhead.selection.cv import cross_validate
+from llmhead.strategies import for_config
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def run_ladder(
 def _forward_cost(clf: Classifier, examples: Examples) -> float:
     """Seconds of forward pass per example, measured on up to 64 of them (the weights load outside the timing);
     then every example's features, cached for the frozen rungs."""
-    texts = [clf.config.template.replace("{text}", t) for t in examples.texts]
+    texts = clf.inputs(examples.texts)
     sample = texts[: min(len(texts), 64)]
     clf.extractor.progress = False
     clf.embed(sample[:2], cache=False, templated=True)  # loads the weights
@@ -190,7 +191,7 @@ def _cross_validate(rung, examples, options, rung_fit, folds, extractor, per_exa
         log.exception("rung %s failed", rung)
         return {"status": f"failed: {type(exc).__name__}: {str(exc)[:120]}"}
     per_1000 = np.mean([f["predict_seconds"] / f["n_heldout"] for f in cv.folds]) * 1000
-    if Classifier(build(ModelConfig, options), extractor=extractor).strategy.shares_weights():
+    if for_config(build(ModelConfig, options)).shares_weights():
         per_1000 += per_example * 1000  # held-out features came from the cache: add the forward pass they need
     return {
         "mean": cv.mean,

@@ -74,7 +74,7 @@ def layer_sweep(
     layers = sorted({*range(every, total + 1, every), total})
     head_options = used_options(ModelConfig, model_options, "head")  # not the probe's own options
     sweeper = Classifier(build(ModelConfig, {**head_options, "mode": "head", "layers": layers}), extractor=extractor)
-    texts = [config.template.replace("{text}", t) for t in examples.texts]
+    texts = sweeper.inputs(examples.texts)
     features = (
         sweeper.embed(texts, batch_size=batch_size, cache=True, templated=True).values.double().numpy()
     )  # (N, L, H)

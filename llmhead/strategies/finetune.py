@@ -17,7 +17,16 @@ from llmhead.config import warm_start_config
 from llmhead.features.extract import FeatureSet
 from llmhead.finetuning import adapters, runstate
 from llmhead.finetuning.loop import Tokenized, finetune
-from llmhead.io.save import ADAPTER, BACKBONE, check_finite, jsonable, load_into, load_tensors, save_tensors
+from llmhead.io.save import (
+    ADAPTER,
+    BACKBONE,
+    LoadError,
+    check_finite,
+    jsonable,
+    load_into,
+    load_tensors,
+    save_tensors,
+)
 from llmhead.model import loading
 from llmhead.strategies.base import Split
 from llmhead.strategies.frozen import FrozenHead
@@ -155,8 +164,6 @@ class LoRA(FineTune):
         return adapters.with_adapters(backbone.requires_grad_(False), config, self.config.seed)
 
     def load_backbone_parts(self, clf, folder: Path, details: dict) -> None:
-        from llmhead.io.save import LoadError
-
         if self.saved_as() != "reference" or details.get("saved_as") != "adapter":
             return
         from peft import get_peft_config, set_peft_model_state_dict
