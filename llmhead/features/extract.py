@@ -16,11 +16,6 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids per text, truncated to ``max_length``, and how many texts were truncated."""
-    return truncate(tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"], max_length)
-
-
 def truncate(ids: list[list[int]], max_length: int) -> tuple[list[list[int]], int]:
     """``ids`` cut to ``max_length`` tokens (keeping the start), and how many were cut (said in a warning)."""
     truncated = sum(len(x) > max_length for x in ids)
