@@ -6,7 +6,6 @@ model and write the final weights of every rank.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import sys
@@ -16,21 +15,12 @@ import torch
 
 torch.set_num_threads(1)  # bit-for-bit comparisons across runs need a fixed reduction order
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from common import CORPUS  # noqa: E402  (the toy texts; not conftest, whose thread setting would undo the 1 above)
 
 import llmhead  # noqa: E402
 from llmhead.finetuning.loop import TrainingInterrupted  # noqa: E402
-
-
-def _corpus() -> list[str]:
-    """conftest.py's CORPUS, read without importing conftest: its ``torch.set_num_threads(2)`` would undo the 1
-    above (and, on 2 shared cores, make every tiny op wait for a second thread), and it imports pytest."""
-    for node in ast.parse((Path(__file__).resolve().parent / "conftest.py").read_text()).body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["CORPUS"]:
-            return ast.literal_eval(node.value)
-    raise LookupError("no CORPUS = [...] in conftest.py")
-
-
-CORPUS = _corpus()
 
 
 def rows(n: int, invert: bool = False) -> list[dict]:
