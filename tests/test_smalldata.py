@@ -262,10 +262,48 @@ def test_ladder_runs_end_to_end_and_auto_becomes_the_winner(tiny_llama, tmp_path
 
 
 def test_ladder_skips_rungs_over_budget(tiny_llama):
+    from llmhead.budget import BudgetExceeded
     from llmhead.selection.ladder import run_ladder
 
-    with pytest.raises(RuntimeError, match="no rung fitted the budget.*lora.*skipped: estimated"):
-        run_ladder(sentiment_rows(8), tiny_llama, budget_s=1e-3, folds=2, rungs=["probe", "lora"], dtype="float32")
+    rows = sentiment_rows(8)
+    result = run_ladder(rows, tiny_llama, folds=2, rungs=["probe", "lora"], fit={"epochs": 10**6}, dtype="float32")
+    status = {r["rung"]: r["status"] for r in result.rows}
+    assert status["probe"] == "ran" and status["lora"].startswith("skipped: estimated") and result.winner == "probe"
+    with pytest.raises(BudgetExceeded, match="budget ran out during the feature pass over the 64 examples"):
+        run_ladder(rows, tiny_llama, budget_s=1e-3, folds=2, rungs=["probe", "lora"], dtype="float32")
+
+
+def test_ladder_abandons_a_rung_at_its_budget_and_writes_its_table_as_it_goes(
+    tiny_llama, tmp_path, monkeypatch, capsys
+):
+    """A rung that runs past the budget stops within a step (its estimate was wrong: here forced to 0), the table on
+    disk already holds the rungs that ended, each rung is reported as it ends, and rungs left out of ``rungs=`` are
+    "not requested"."""
+    import time
+
+    from llmhead.selection import ladder
+
+    monkeypatch.setattr(ladder, "_estimate", lambda *args: 0.0)
+    out = tmp_path / "ladder"
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="no rung fitted the budget.*lora: abandoned: the time budget ran out"):
+        ladder.run_ladder(
+            sentiment_rows(8), tiny_llama, budget_s=6, folds=2, rungs=["lora"], out_dir=str(out),
+            fit={"epochs": 10_000, "eval_every": 10_000}, dtype="float32",
+        )  # fmt: skip
+    assert time.perf_counter() - start < 60  # 10,000 epochs would take hours: the rung stopped at the budget
+    table = (out / "ladder.md").read_text()
+    assert "| lora |" in table and "abandoned" in table and "| probe |  | - | - | - | - | not requested |" in table
+    err = capsys.readouterr().err
+    assert "lora: running" in err and "lora: abandoned" in err and "probe" not in err
+
+
+def test_ladder_result_shows_its_table(tiny_llama):
+    from llmhead.selection.ladder import run_ladder
+
+    result = run_ladder(sentiment_rows(4), tiny_llama, folds=2, rungs=["probe"], dtype="float32", progress=False)
+    assert repr(result) == result.format() and "| **probe** |" in repr(result)
+    assert {r["rung"]: r["status"] for r in result.rows}["icl"] == "not requested"
 
 
 def test_neftune_noise_only_while_training(tiny_llama, tmp_path):

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from llmhead import budget
+
 log = logging.getLogger(__name__)
 
 
@@ -134,6 +136,7 @@ def extract(
                 for row, i in enumerate(batch):
                     token_rows[i] = out[row][mask[row].bool()]
             bar.update(len(batch))
+            budget.check("the feature pass")
     bar.close()
     if pooled_out is not None:
         return FeatureSet(pooled_out)

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from llmhead import budget
 from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
 from llmhead.finetuning import checkpoints, runstate
@@ -234,6 +235,7 @@ class Run:
                 step_loss, micro = torch.stack(micro).mean(), []  # with grad_accum: the mean of its micro-batches
                 if self.after_step(epoch, step_loss, seen / (time.perf_counter() - clock)):
                     return True
+                budget.check("fine-tuning")
         return False
 
     def after_step(self, epoch: int, loss: torch.Tensor, examples_per_s: float) -> bool:

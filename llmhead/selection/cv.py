@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from llmhead import budget
 from llmhead.classifier import Classifier
 from llmhead.config import ModelConfig, build
 from llmhead.data import DataError
@@ -143,7 +144,11 @@ def cross_validate(
     extractor = extractor or FeatureExtractor(bb.resolve(config.model), config.trust_remote_code)
     result = CVResult(MAIN_METRIC[config.task], [], [])
     oof: dict[int, dict] = {}
+    started = time.perf_counter()
     for k, test_idx in enumerate(held_out):
+        if k:  # under a time budget (the ladder's): stop now if the folds left would end past it
+            per_fold = (time.perf_counter() - started) / k
+            budget.check(f"cross-validation ({k} of {len(held_out)} folds done)", per_fold * (len(held_out) - k))
         train_idx = np.setdiff1d(np.arange(len(examples)), test_idx)
         clf = Classifier(config, extractor=extractor)  # a frozen backbone and its features are shared
         start = time.perf_counter()

@@ -8,7 +8,7 @@ The playbook's thresholds decide what is tried by default: below 100 examples, p
 tuning (an MLP or fine-tuning would overfit); below 1,000, frozen features with a linear model; from
 1,000, fine-tuning. The rungs around the playbook's pick run too, so the table shows whether the data
 agrees. All frozen rungs share one feature pass; a rung whose estimated cost exceeds the time left is
-skipped and says so.
+skipped and says so, and a rung still running when the budget runs out is abandoned (llmhead/budget.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from llmhead import budget
 from llmhead.classifier import Classifier
 from llmhead.config import ModelConfig, TrainConfig, build, for_mode, used_options
 from llmhead.data.examples import Examples
@@ -48,7 +50,7 @@ def playbook(n: int) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     return RUNGS, ("head", "lora", "full"), ">= 1,000 examples: train a head or fine-tune"
 
 
-@dataclass
+@dataclass(repr=False)
 class LadderResult:
     n: int
     folds: int
@@ -77,6 +79,8 @@ class LadderResult:
             pick = "yes" if r["rung"] in self.playbook_pick else ""
             name = f"**{r['rung']}**" if r["rung"] == self.winner else r["rung"]
             out.append(f"| {name} | {pick} | {score} | {fit} | {pred} | {params} | {r['status']} |")
+        if not self.winner:  # written while the ladder runs
+            return "\n".join([*out, "", "(running: the rungs above have ended)"])
         out += [
             "",
             f"winner: {self.winner}. {self.reason}",
@@ -86,6 +90,12 @@ class LadderResult:
             out.append(f"winner refit on all {self.n} examples; test: {_short(self.test)}")
         out.append(f"total {self.seconds:.0f} s")
         return "\n".join(out)
+
+    def __repr__(self) -> str:
+        return self.format()
+
+    def _repr_markdown_(self) -> str:  # notebooks render the table
+        return self.format()
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(dataclasses.replace(self, classifier=None))
@@ -106,13 +116,17 @@ def run_ladder(
     out_dir: str | None = None,
     fit: dict | None = None,
     feature_cache: str | None = None,
+    progress: bool = True,
     **model_options,
 ) -> LadderResult:
     """Cross-validate the rungs that fit ``budget_s`` seconds, pick the winner, refit it on all the data,
     evaluate it on ``test`` when given, and save it (and the table) to ``out_dir`` when given.
 
-    ``model_options`` are ModelConfig fields shared by every rung (template, verbalizers, dtype, seed...);
-    ``fit`` holds TrainConfig fields for every rung's fit."""
+    The budget holds: a rung whose estimated cost exceeds the time left is skipped, and a rung still running when
+    the time runs out is abandoned (within one batch, step or fold); time for the winner's refit is kept back.
+    ``progress``: one line on standard error as each rung starts and ends (the table is also rewritten in
+    ``out_dir`` as each rung ends). ``model_options`` are ModelConfig fields shared by every rung (template,
+    verbalizers, dtype, seed...); ``fit`` holds TrainConfig fields for every rung's fit."""
     start = time.perf_counter()
     if model is not None:
         model_options["model"] = model
@@ -122,6 +136,8 @@ def run_ladder(
     base_config = build(ModelConfig, {**used_options(ModelConfig, model_options, "head"), "mode": "head"})
     if base_config.task != "classification":
         raise ValueError("the ladder's rungs include prompting, which scores label words: task='classification'")
+    if isinstance(budget_s, bool) or not (isinstance(budget_s, (int, float)) and 0 < budget_s < math.inf):
+        raise ValueError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     examples = Examples.read(data, text, label, base_config.task, base_config.pair_separator, "train")
     n = len(examples)
     tried, pick, why = playbook(n)
@@ -138,35 +154,101 @@ def run_ladder(
         fit.setdefault("feature_cache", feature_cache)
     if test is not None:
         test = Examples.read(test, text, label, base_config.task, base_config.pair_separator, "test")
+    end = start + budget_s
+    result = LadderResult(n, folds, "accuracy", [], "", "", pick, False, 0.0)
+    report = _Report(result, Path(out_dir) if out_dir is not None else None, progress, start)
+    report.say(f"{n} examples, {folds}-fold cross-validation, budget {budget_s:.0f} s; playbook: {why}")
     # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
     extractor = FeatureExtractor(bb.resolve(base_config.model), base_config.trust_remote_code, feature_cache)
-    per_example = _forward_cost(Classifier(base_config, extractor=extractor), examples)
-    rows = []
+    extractor.progress = progress
+    with budget.deadline(end):
+        try:
+            per_example = _forward_cost(Classifier(base_config, extractor=extractor), examples)
+        except budget.BudgetExceeded as exc:
+            raise budget.BudgetExceeded(f"{exc} over the {n} examples, before any rung ran: raise budget_s") from None
     for rung in RUNGS:
-        rows.append({"rung": rung})
-        if rung not in tried:
-            rows[-1]["status"] = f"skipped: playbook ({why})"
-            continue
-        estimate = _estimate(rung, n, folds, per_example, fit)
-        left = budget_s - (time.perf_counter() - start)
-        if estimate + estimate / folds > left:  # + the winner's refit on all the data: about one more fold
-            rows[-1]["status"] = f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"
-            continue
-        options = _rung_options(rung, base_config, model_options)
-        rows[-1].update(_cross_validate(rung, examples, options, _rung_fit(rung, fit), folds, extractor, per_example))
-    winner, reason = _choose(rows, folds)
+        result.rows.append(
+            _rung(
+                rung,
+                tried,
+                rungs,
+                why,
+                examples,
+                base_config,
+                model_options,
+                fit,
+                folds,
+                extractor,
+                per_example,
+                end,
+                report,
+            )
+        )
+        report.row(result.rows[-1])
+    winner, result.reason = _choose(result.rows, folds)
+    result.winner, result.agreed = winner["rung"], winner["rung"] in pick
+    report.say(f"winner: {result.winner}; refitting it on all {n} examples")
     final = Classifier(
         build(ModelConfig, _rung_options(winner["rung"], base_config, model_options)), extractor=extractor
     )
     final.fit(examples, text=text, label=label, **_rung_fit(winner["rung"], {**fit, "progress": False}))
-    result = LadderResult(n, folds, "accuracy", rows, winner["rung"], reason, pick, winner["rung"] in pick, 0.0)
     result.classifier = final
     if test is not None:
         result.test = final.evaluate(test, text=text, label=label)
     result.seconds = time.perf_counter() - start
-    if out_dir is not None:
-        _save(result, Path(out_dir))
+    report.done()
     return result
+
+
+def _rung(
+    rung, tried, requested, why, examples, base_config, model_options, fit, folds, extractor, per_example, end, report
+) -> dict:
+    """The rung's row: run it under the deadline, or say why it did not run."""
+    if rung not in tried:
+        return {"rung": rung, "status": "not requested" if requested is not None else f"skipped: playbook ({why})"}
+    estimate = _estimate(rung, len(examples), folds, per_example, fit)
+    refit = estimate / folds  # the winner's refit on all the data: about one more fold, kept back from the budget
+    left = end - time.perf_counter()
+    if estimate + refit > left:
+        return {"rung": rung, "status": f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"}
+    report.say(f"{rung}: running (estimated {estimate:.0f} s, {left:.0f} s left)")
+    options = _rung_options(rung, base_config, model_options)
+    began = time.perf_counter()
+    with budget.deadline(end - refit):
+        row = _cross_validate(rung, examples, options, _rung_fit(rung, fit), folds, extractor, per_example)
+    return {"rung": rung, **row, "seconds": time.perf_counter() - began}
+
+
+class _Report:
+    """What the user sees while the ladder runs: a line per rung on standard error, and the table in ``folder``,
+    rewritten as each rung ends, so a stopped ladder leaves what it had found."""
+
+    def __init__(self, result: LadderResult, folder: Path | None, progress: bool, start: float):
+        self.result, self.folder, self.progress, self.start = result, folder, progress, start
+
+    def say(self, line: str) -> None:
+        if self.progress:
+            print(f"ladder [{time.perf_counter() - self.start:5.0f} s] {line}", file=sys.stderr, flush=True)
+
+    def row(self, row: dict) -> None:
+        if row.get("mean") is not None:
+            self.say(f"{row['rung']}: {row['mean']:.4f} +/- {row['std']:.4f} CV accuracy in {row['seconds']:.0f} s")
+        elif row["status"] != "not requested":
+            self.say(f"{row['rung']}: {row['status']}")
+        self.write(final=False)
+
+    def write(self, final: bool) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if final:
+            self.result.classifier.save(self.folder / "model")
+        (self.folder / "ladder.md").write_text(self.result.format() + "\n")
+        (self.folder / "ladder.json").write_text(json.dumps(self.result.to_json(), indent=2, default=str))
+
+    def done(self) -> None:
+        self.write(final=True)
+        self.say(f"done in {self.result.seconds:.0f} s" + (f"; saved in {self.folder}" if self.folder else ""))
 
 
 def _forward_cost(clf: Classifier, examples: Examples) -> float:
@@ -187,6 +269,8 @@ def _cross_validate(rung, examples, options, rung_fit, folds, extractor, per_exa
     """The rung's row of the table: its cross-validated score and costs, or why it failed."""
     try:
         cv = cross_validate(examples, folds=folds, fit=rung_fit, extractor=extractor, **options)
+    except budget.BudgetExceeded as exc:  # stopped within a batch, step or fold of the deadline
+        return {"status": f"abandoned: {exc}"}
     except Exception as exc:  # one failing rung must not sink the others; the table says why
         log.exception("rung %s failed", rung)
         return {"status": f"failed: {type(exc).__name__}: {str(exc)[:120]}"}
@@ -228,13 +312,6 @@ def _choose(rows: list[dict], folds: int) -> tuple[dict, str]:
     if winner["trainable"] < best["trainable"]:
         reason += f" and trains fewer parameters ({winner['trainable']:,} vs {best['trainable']:,})"
     return winner, reason
-
-
-def _save(result: LadderResult, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    result.classifier.save(folder / "model")
-    (folder / "ladder.md").write_text(result.format() + "\n")
-    (folder / "ladder.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
 
 
 def _estimate(rung: str, n: int, folds: int, per_example: float, fit: dict) -> float:

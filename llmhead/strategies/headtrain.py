@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from llmhead import budget
 from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
 from llmhead.features.extract import FeatureSet
@@ -104,6 +105,7 @@ def fit_head(
             stale += 1
         history.append({"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss, "best": improved})
         bar.set_postfix(train=f"{running / seen:.4f}", val=f"{val_loss:.4f}")
+        budget.check("head training")
         if cfg.patience and stale >= cfg.patience:
             log.info("early stop after epoch %d: no better validation loss for %d epochs", epoch + 1, stale)
             break

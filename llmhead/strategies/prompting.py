@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from llmhead import budget
+
 log = logging.getLogger(__name__)
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -125,6 +127,7 @@ class ICLScorer:
                     target = torch.tensor(ids).expand(len(batch), -1)
                     out[batch, c] = logp.gather(-1, target[..., None])[..., 0].sum(-1)
             bar.update(len(batch))
+            budget.check("in-context scoring")
         bar.close()
         return out
 
