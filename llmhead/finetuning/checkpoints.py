@@ -14,6 +14,7 @@ import torch
 
 from llmhead.finetuning import runstate
 from llmhead.finetuning.adapters import trainable_names, trainable_state
+from llmhead.io.folder import honour_umask
 
 TRAINER_STATE = runstate.TRAINER_STATE
 
@@ -94,6 +95,7 @@ def write(accelerator, parts, run_dir: Path, state: dict, identity: dict, best_w
     if accelerator.is_main_process:
         digests = runstate.digests(tmp)
         (tmp / TRAINER_STATE).write_text(json.dumps({**state, "identity": identity, "files": digests}))  # marks it done
+        honour_umask(tmp)
         runstate.sync(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -5,6 +5,10 @@ transformers' sequence-classification models apply a bias-free linear ``score`` 
 state of the last non-pad token. A head exports exactly when it is that: linear, no bias, last-token
 pooling of one layer's final-norm output, and an input normalization that is a pure per-feature scale
 (folded into ``score``).
+
+A classifier trained with a ``template`` saw each text inside it; the exported model must too. The template is
+written into ``config.json`` as ``llmhead_template`` (transformers keeps unknown config keys), and
+``templated_inputs(folder, texts)`` applies it: a serving engine's client puts each text into it before sending.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+TEMPLATE_KEY = "llmhead_template"  # in the exported config.json: the input template the head was trained on
 PROBLEM_TYPES = {
     "classification": "single_label_classification",
     "multilabel": "multi_label_classification",
@@ -75,6 +80,8 @@ def export_transformers(clf, folder: str | Path) -> Path:
     config.problem_type = PROBLEM_TYPES[clf.config.task]
     config.pad_token_id = clf.tokenizer.pad_token_id
     config.dtype = "float32"
+    if clf.config.template != "{text}":  # what a serving client must apply to reproduce the classifier's inputs
+        setattr(config, TEMPLATE_KEY, clf.config.template)
     model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
     missing, unexpected = model.base_model.load_state_dict(
         {k: v.float() for k, v in backbone.state_dict().items()}, strict=False
@@ -92,3 +99,12 @@ def export_transformers(clf, folder: str | Path) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     clf.tokenizer.save_pretrained(folder)
     return folder
+
+
+def templated_inputs(folder: str | Path, texts: list[str]) -> list[str]:
+    """``texts`` as the exported model in ``folder`` expects them: put into the template it was trained with (as
+    is when it had none)."""
+    import json
+
+    template = json.loads((Path(folder) / "config.json").read_text()).get(TEMPLATE_KEY) or "{text}"
+    return [template.replace("{text}", t) for t in texts]

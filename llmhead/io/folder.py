@@ -51,6 +51,7 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
             lock.write(str(os.getpid()))
             lock.flush()
             write(tmp)
+            honour_umask(tmp)  # before the user's kept files are linked in: their permissions stay theirs
             if target.exists():
                 _keep_foreign(target, tmp, marker)
             sync_tree(tmp)
@@ -64,6 +65,26 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
     (target / WRITER).unlink(missing_ok=True)
     _sync_dir(target.parent)
     return target
+
+
+def umask() -> int:
+    """The process's file-creation mask, read without changing it (``os.umask`` can only be read by setting it, a
+    process-wide change another thread could see)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    return 0o022  # no procfs: the usual default
+
+
+def honour_umask(folder: Path) -> None:
+    """Give ``folder`` and what it holds the permissions any new file or folder gets (0644 / 0755 under the usual
+    umask): temporary folders are created 0700 and safetensors writes its files 0600, which would keep a model
+    from the other users and containers that share it."""
+    mask = umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _swap_in(tmp: Path, target: Path) -> None:

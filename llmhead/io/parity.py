@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from llmhead.io.export import why_not_exportable
+from llmhead.io.export import templated_inputs, why_not_exportable
 from llmhead.io.load import load
 from llmhead.model.precision import resolve_dtype
 
@@ -72,6 +72,7 @@ def _exported_logits(folder: Path, texts: list[str]) -> torch.Tensor:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    texts = templated_inputs(folder, texts)  # like with like: the inputs the classifier's head was trained on
     # transformers finds the last non-pad token from pad_token_id: one text at a time avoids its
     # pad == eos ambiguity, which is the peer's limitation and not what this check measures.
     return torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from llmhead import speedups
+from llmhead.io.folder import honour_umask
 from llmhead.model.assets import PACKAGED_MODELS, cache_dir, packaged_gguf
 from llmhead.model.precision import torch_dtype
 
@@ -143,6 +144,7 @@ def convert_gguf(gguf: Path) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        honour_umask(tmp)  # a cache others on the machine may share
         os.replace(tmp, target)  # a half-written conversion is never picked up
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import ModelOutput
 
+from llmhead.io.folder import honour_umask
 from llmhead.model.backbone import block_plan, load_backbone, model_config, resolve
 from llmhead.model.heads import MLPHead
 from llmhead.model.pooling import FIXED, Pooling, pool
@@ -132,6 +133,7 @@ class HeadModel(nn.Module):
         backbone.save_pretrained(folder / BACKBONE, safe_serialization=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD)
         (folder / CONFIG).write_text(json.dumps(self.head_config(), indent=2))
+        honour_umask(folder)
         return folder
 
     @classmethod
