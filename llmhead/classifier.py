@@ -9,6 +9,7 @@ a model is ever loaded.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,23 @@ from llmhead.model import backbone as bb
 from llmhead.model.headmodel import HeadModel
 from llmhead.model.heads import MLPHead
 from llmhead.model.loading import Loaded
+from llmhead.progress import say
 from llmhead.seeding import seeded_fork
 from llmhead.strategies.base import Split
 from llmhead.strategies.splits import validation_split
+
+
+def fit_summary(mode: str, n_train: int, n_val: int, history: list[dict], seconds: float) -> str:
+    """One line after a fit: what trained on how much, the best evaluation (the record marked best, else the last)
+    and the time."""
+    line = f"fit: mode={mode}, {n_train} training examples" + (f", {n_val} validation" if n_val else "")
+    scored = [r for r in history if any(k.startswith("val_") for k in r)]
+    if scored:
+        best = next((r for r in reversed(scored) if r.get("best")), scored[-1])
+        where = ", ".join(f"{k} {best[k]}" for k in ("epoch", "step") if k in best)
+        values = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_") and isinstance(v, float))
+        line += f"; best{' at ' + where if where else ''}: {values}"
+    return line + f"; {seconds:.1f} s"
 
 
 class Classifier:
@@ -53,6 +68,18 @@ class Classifier:
         self.ladder = self.sweep = None  # the table that chose this classifier (llmhead.auto, layer_sweep)
         self._model: HeadModel | None = model  # given: a model trained elsewhere (llmhead.from_model)
         self._loaded = Loaded(model.backbone, bb.fingerprint(model.backbone)) if model is not None else None
+
+    def __repr__(self) -> str:
+        c = self.config
+        if self.labels is None:
+            state = "not fitted"
+        elif c.task == "regression":
+            state = f"fitted, {self.labels.num_outputs} target(s)"
+        else:
+            names = [str(n) for n in self.labels.names]
+            state = f"fitted, labels {names[:8]}" + (f" + {len(names) - 8} more" if len(names) > 8 else "")
+        loaded = "weights loaded" if self.loaded else "weights not loaded yet"
+        return f"Classifier(model={self.source.name!r}, mode={c.mode!r}, task={c.task!r}; {state}; {loaded})"
 
     # ---- the model -------------------------------------------------------------------------------------------
     @property
@@ -137,7 +164,7 @@ class Classifier:
     def fit(self, train: Any, eval: Any = None, *, text="text", label="label", **options) -> Classifier:
         """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ... ``train`` and
         ``eval`` are files, tables, datasets objects or ``Examples``."""
-        c = self.config
+        c, began = self.config, time.perf_counter()
         cfg = for_mode(build(TrainConfig, options), c.mode)
         # Everything about the data (and any hub metric) is checked before any weights load.
         extra_metrics = {name: metrics.load_hub_metric(name) for name in cfg.metrics}
@@ -164,6 +191,7 @@ class Classifier:
         train_split = Split(self.inputs(texts), y_train)
         self.history = self.strategy.fit(self, train_split, Split(self.inputs(val_texts), y_val), cfg, extra_metrics)
         self.model.eval()
+        say(fit_summary(c.mode, len(texts), len(val_texts), self.history, time.perf_counter() - began), cfg.progress)
         return self
 
     # ---- inference --------------------------------------------------------------------------------------------
@@ -177,6 +205,8 @@ class Classifier:
         later calls (cross-validation does)."""
         self._require_fitted()
         texts = data if templated else read_inputs(data, text, "test", self.config.template, self.config.pair_separator)
+        if not texts:  # nothing to predict: no weights need loading
+            return torch.zeros(0, self.labels.num_outputs)
         return self.strategy.logits(self, texts, batch_size, cache)
 
     def predict(self, data: Any, text="text", batch_size: int = 32) -> list:

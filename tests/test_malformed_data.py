@@ -303,7 +303,6 @@ CASES = [
     case("inputs-none-after-good", "inputs", ["ok", None], "list of texts", "row 2: expected a text (str), got None"),
     case("inputs-only-none", "inputs", [None], "list of texts", "row 1: expected a text (str), got None"),
     case("inputs-int", "inputs", [5], "list of texts", "row 1: expected a text (str), got int 5"),
-    case("inputs-empty-text", "inputs", ("ok", "  "), "list of texts", "row 2: text is empty"),
     case("inputs-bare-string", "inputs", "just one text", "got a single string", "wrap a single text in a list"),
     case("inputs-dict-among-texts", "inputs", ["ok", {"text": "x"}], "row 2: expected a text (str), got dict"),
     case("inputs-text-among-dicts", "inputs", [{"text": "x"}, "ok"], "list of dicts", "row 2: expected a dict"),
@@ -469,8 +468,8 @@ def test_read_inputs_reads_what_predict_takes(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_bytes(jsonl({"text": "x"}, {"text": "y"}))
     assert read(path) == read(str(path)) == read(Table({"text": ["x", "y"]}, "table")) == ["<x>", "<y>"]
-    with pytest.raises(DataError, match="test data is empty"):
-        read([])
+    assert read([]) == read(()) == []  # nothing to predict is no error
+    assert read(["", "  "]) == ["<>", "<  >"]  # an empty text is predicted like any other (put into the template)
     with pytest.raises(TypeError, match="wrap a single text in a list"):  # also a TypeError, as predict raised
         read("one text")
     with pytest.raises(DataError, match=r"unsupported file type '.txt'"):

@@ -56,3 +56,59 @@ def test_saves_and_exports_honour_the_umask(templated, tmp_path, mask):
         for path in [folder, *folder.rglob("*")]:
             want = (0o777 if path.is_dir() else 0o666) & ~mask
             assert stat.S_IMODE(path.stat().st_mode) == want, (path, oct(path.stat().st_mode))
+
+
+def test_an_unknown_name_is_refused_at_once_when_the_hub_cannot_be_reached(monkeypatch):
+    """Not an alias, not a path, and the hub unreachable (a closed local port stands for no network): one quick
+    request, then an error naming the id and the built-in aliases, instead of retries and a generic hub error."""
+    import time
+
+    import huggingface_hub.constants
+
+    from llmhead.model import backbone as bb
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    with pytest.raises(bb.HubModelError) as err:
+        llmhead.from_pretrained("qwen2.5-0.5b")
+    assert time.perf_counter() - start < 15  # the request's timeout, no retries (it took 47 s)
+    message = str(err.value)
+    assert "'qwen2.5-0.5b' is not a built-in alias" in message and "cannot be reached" in message
+    assert "Built-in aliases: smollm2-135m, gemma3-270m" in message
+
+
+def test_predict_edge_cases(templated, tiny_llama):
+    """Nothing to predict gives an empty result without loading weights; an empty text is predicted like any other
+    (the template gives it tokens); a text that gives the model no token at all is refused naming its row."""
+    assert templated.predict([]) == [] and templated.predict_proba([]).shape == (0, 2)
+    assert templated.logits([]).shape == (0, 2)
+    both = templated.predict(["", "a fine film"])
+    assert both == [templated.predict([""])[0], templated.predict(["a fine film"])[0]]
+    plain = llmhead.from_pretrained(tiny_llama, dtype="float32").fit(sentiment_rows(1), epochs=1, progress=False)
+    with pytest.raises(llmhead.DataError, match=r"give the model no token at all \(rows \[2\]"):
+        plain.predict(["a fine film", ""])
+
+
+def test_reprs_say_what_a_classifier_is(tiny_llama, templated):
+    fresh = llmhead.from_pretrained(tiny_llama, mode="probe")
+    assert repr(fresh) == f"Classifier(model={tiny_llama!r}, mode='probe', task='classification'; not fitted; " + (
+        "weights not loaded yet)"
+    )
+    assert "mode='head'" in repr(templated) and "fitted, labels ['neg', 'pos']; weights loaded" in repr(templated)
+
+
+def test_a_fit_ends_with_one_summary_line_and_quiet_means_quiet(tiny_llama, capsys, caplog, monkeypatch):
+    """A line after each fit (mode, sizes, best evaluation, time); small predictions print nothing; transformers'
+    load report of the unused LM head is dropped; progress=False and LLMHEAD_QUIET=1 silence everything."""
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32").fit(sentiment_rows(1), epochs=2)
+    clf.predict(["a fine film", "a dull one"])
+    err = capsys.readouterr().err
+    assert err.count("fit: mode=head, 7 training examples, 1 validation; best at epoch") == 1, err
+    assert "features" not in err and "Loading weights" not in err, err
+    assert not [r for r in caplog.records if "LOAD REPORT" in str(r.msg)]  # the checkpoint's LM head is expected
+    llmhead.from_pretrained(tiny_llama, dtype="float32").fit(sentiment_rows(1), epochs=2, progress=False)
+    monkeypatch.setenv("LLMHEAD_QUIET", "1")
+    llmhead.from_pretrained(tiny_llama, dtype="float32").fit(sentiment_rows(1), epochs=2)
+    assert capsys.readouterr().err == ""

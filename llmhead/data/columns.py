@@ -39,8 +39,11 @@ def _report(table: Table, problems: list[tuple[int, str]]) -> None:
     fail(table.origin, [m + (f" (line {lines[i]})" if lines and i < len(lines) else "") for i, m in problems])
 
 
-def read_texts(table: Table, text: str | tuple[str, str] | list[str], template: str, separator: str) -> list[str]:
-    """The model inputs: one column, or a text pair joined by ``separator``, put into ``template``."""
+def read_texts(
+    table: Table, text: str | tuple[str, str] | list[str], template: str, separator: str, empty_ok: bool = False
+) -> list[str]:
+    """The model inputs: one column, or a text pair joined by ``separator``, put into ``template``. ``empty_ok``
+    (prediction): an empty text is a text to predict; in training data it is a problem."""
     columns = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else [text]
     if not 1 <= len(columns) <= 2 or not all(isinstance(c, str) for c in columns):
         raise DataError(f"text must be a column name or a pair of column names, got {preview(text)}")
@@ -54,7 +57,7 @@ def read_texts(table: Table, text: str | tuple[str, str] | list[str], template: 
                 problems.append(
                     (i, f"row {i + 1}, column {column!r}: expected text, got {type(value).__name__} {preview(value)}")
                 )
-            elif not value.strip():
+            elif not value.strip() and not empty_ok:
                 problems.append((i, f"row {i + 1}, column {column!r}: text is empty"))
     _report(table, sorted(problems, key=lambda p: p[0]) if len(columns) > 1 else problems)
     parts = [table.columns[c] for c in columns]
@@ -67,7 +70,8 @@ def read_inputs(
 ) -> list[str]:
     """What ``predict`` takes, as model inputs: a list (or tuple, pandas Series, 1-D array) of texts, a list of
     dicts, a file path or any table ``read_table`` reads. ``text`` names the column(s) of a table; a list of
-    texts is the texts themselves."""
+    texts is the texts themselves. An empty list gives no inputs; an empty text is predicted like any other (put
+    into the template); a missing one (None, NaN) is an error naming its row."""
     if isinstance(data, str) and Path(data).suffix.lower() not in FILE_FORMATS:
         raise NotATableError(
             f"{role} data: got a single string {preview(data)}, which is not a path to a "
@@ -76,13 +80,13 @@ def read_inputs(
         )
     if type(data).__name__ in ("Series", "ndarray") and hasattr(data, "tolist") and getattr(data, "ndim", 0) == 1:
         data = data.tolist()
-    if isinstance(data, (list, tuple)) and data and not isinstance(data[0], dict):
+    if isinstance(data, (list, tuple)) and not data:
+        return []
+    if isinstance(data, (list, tuple)) and not isinstance(data[0], dict):
         origin = "list of texts"
         problems = []
         for i, value in enumerate(data):
             if isinstance(value, str):
-                if not value.strip():
-                    problems.append(f"row {i + 1}: text is empty")
                 continue
             hint = ""
             if isinstance(value, dict):
@@ -102,7 +106,7 @@ def read_inputs(
             [f"row {i + 1}: expected a dict (one per example, as in row 1), got {type(data[i]).__name__}" for i in bad],
             "rows numbered from 1",
         )
-    return read_texts(read_table(data, role), text, template, separator)
+    return read_texts(read_table(data, role), text, template, separator, empty_ok=True)
 
 
 def read_raw_labels(table: Table, label: str | list[str], task: str) -> list:

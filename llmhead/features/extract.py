@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from llmhead import budget
+from llmhead.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def extract(
     device = next(model.parameters()).device
     pooled_out: torch.Tensor | None = None
     token_rows: list[torch.Tensor | None] = [None] * len(ids)
-    bar = tqdm(total=len(ids), desc="features", unit="ex", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=len(ids), desc="features", unit="ex", leave=False)
     # One autocast for every batch: autocast keeps its low-precision copies of float32 weights that require
     # grad (after full fine-tuning) until its outermost context exits, so they are cast once, not once per batch.
     with autocast(device, dtype):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from llmhead.data.base import DataError
 from llmhead.features.cache import FeatureCache
 from llmhead.features.extract import FeatureSet, aggregate, chunk, extract, truncate
 from llmhead.model import backbone as bb
@@ -90,6 +91,13 @@ class FeatureExtractor:
         else:
             ids, truncated = self.tokenize(texts, c.max_length, remember=cache)
             rows = [[x] for x in ids]
+        empty = [i + 1 for i, r in enumerate(rows) if not any(r)]
+        if empty:  # nothing to pool: refused by name rather than pooled from padding
+            raise DataError(
+                f"{len(empty)} text(s) give the model no token at all (rows {empty[:10]}, numbered from 1): empty "
+                "texts, with no template around them and a tokenizer that adds no BOS token. Set a template "
+                "(e.g. template='Text: {text}'), or leave those rows out."
+            )
         attn = getattr(model.backbone.config, "_attn_implementation", None)  # kernels round differently
         settings = (
             f"{c.pooling}|{model.layers}|{resolve_dtype(c.dtype)}|{c.long_inputs}|{c.chunk_overlap}|"

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from llmhead import budget
 from llmhead.config import TrainConfig
@@ -37,6 +36,7 @@ from llmhead.finetuning.evaluation import evaluate
 from llmhead.finetuning.hooks import while_training
 from llmhead.finetuning.optim import param_groups, resolve_precision
 from llmhead.finetuning.process import check_step, seeded, sigterm_flag
+from llmhead.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 __all__ = ["TrainingInterrupted", "Tokenized", "finetune", "param_groups"]
@@ -182,7 +182,7 @@ class Run:
             self.jsonl = open(self.run_dir / "train_log.jsonl", "a")
         show = cfg.progress and accelerator.is_main_process
         desc = f"train ({cfg.epochs} epochs)"
-        self.bar = tqdm(total=self.total, initial=self.state["step"], desc=desc, unit="step", disable=not show)
+        self.bar = progress_bar(show, total=self.total, initial=self.state["step"], desc=desc, unit="step")
         try:
             with while_training(self.accelerator, self.model, self.cfg):
                 self.epochs()
@@ -250,7 +250,7 @@ class Run:
             self.jsonl.flush()
         accelerator.log({"train/loss": mean_loss, "train/lr": lr}, step=state["step"])
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=record["examples_per_s"])
+        self.bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=record["examples_per_s"], refresh=False)
         finished = False
         if cfg.eval_every and state["step"] % cfg.eval_every == 0:
             finished = self.validate(final=state["step"] >= self.total)

@@ -24,6 +24,7 @@ from llmhead import speedups
 from llmhead.io.folder import honour_umask
 from llmhead.model.assets import PACKAGED_MODELS, cache_dir, packaged_gguf
 from llmhead.model.precision import torch_dtype
+from llmhead.model.quiet import expected_load
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def resolve(model: str) -> Source:
             f"model {model!r} is {_NOT_LOCAL}, so it is read as a Hugging Face hub id, and the hub is offline "
             f"(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) with no copy of it in the local cache. {_ALIASES}"
         )
+    if not _offline() and not _cached(model):
+        _probe_hub(model)  # one quick request now, instead of from_pretrained's retries and a message naming no id
     return Source(model, "pretrained")  # a hub id: from_pretrained downloads it or uses the local HF cache
 
 
@@ -94,6 +97,32 @@ def _offline() -> bool:
 
     flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))  # also when set after import
     return bool(constants.HF_HUB_OFFLINE) or any(f and f.strip().upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+def _probe_hub(repo_id: str) -> None:
+    """Ask the hub once, with a short timeout and no retries, whether ``repo_id`` exists; raise ``HubModelError``
+    when it does not or the hub cannot be reached. A gated model exists (from_pretrained then asks for a token)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    said = f"model {repo_id!r} is {_NOT_LOCAL}, so it was read as a Hugging Face hub id"
+    try:
+        HfApi().model_info(repo_id, timeout=10)
+    except GatedRepoError:
+        return
+    except RepositoryNotFoundError:
+        raise HubModelError(
+            f"{said}, and the hub has no such model (or it is private: log in with `hf auth login`). {_ALIASES}"
+        ) from None
+    except HfHubHTTPError:
+        return  # the hub answered with some other error (rate limit, outage): from_pretrained will say what
+    except Exception as exc:  # no route, no DNS, refused, timed out: the HTTP client's own error types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HubModelError(
+            f"{said}, and the hub cannot be reached from here ({type(exc).__name__}: {first}). {_ALIASES} "
+            "For a hub model without a network: download it where there is one (`hf download ID --local-dir DIR`) "
+            "and pass DIR."
+        ) from None
 
 
 def _cached(repo_id: str) -> bool:
@@ -222,7 +251,7 @@ def load_backbone(
         config.num_hidden_layers = keep_blocks
         if getattr(config, "layer_types", None):  # Gemma3, Qwen2...: one attention type per block
             config.layer_types = config.layer_types[:keep_blocks]
-    with _from_hub(source, "weights"):
+    with _from_hub(source, "weights"), expected_load():
         model = _load_weights(
             AutoModel, source, dtype, trust_remote_code, config, quantization_config, enabled_speedups
         )

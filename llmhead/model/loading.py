@@ -11,6 +11,7 @@ import torch
 from llmhead import speedups
 from llmhead.model.backbone import Source, fingerprint, load_backbone
 from llmhead.model.precision import torch_dtype
+from llmhead.model.quiet import expected_load
 
 
 @dataclass
@@ -48,7 +49,10 @@ def causal_lm(source: Source, config) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     path, dtype = source.pretrained_path(), torch_dtype(config.dtype)
-    lm = speedups.load_pretrained(config.speedups, AutoModelForCausalLM, path, dtype, None, config.trust_remote_code)
+    with expected_load():
+        lm = speedups.load_pretrained(
+            config.speedups, AutoModelForCausalLM, path, dtype, None, config.trust_remote_code
+        )
     return lm.eval()
 
 
@@ -56,12 +60,13 @@ def saved_weights(folder: Path, config, dtype: str) -> torch.nn.Module:
     """A saved folder of fine-tuned (or merged) weights: safetensors only (never a .bin put beside them)."""
     from transformers import AutoModel
 
-    return speedups.load_pretrained(
-        config.speedups,
-        AutoModel,
-        folder,
-        torch_dtype(dtype),
-        trust_remote_code=config.trust_remote_code,
-        use_safetensors=True,
-        local_files_only=True,
-    ).eval()
+    with expected_load():
+        return speedups.load_pretrained(
+            config.speedups,
+            AutoModel,
+            folder,
+            torch_dtype(dtype),
+            trust_remote_code=config.trust_remote_code,
+            use_safetensors=True,
+            local_files_only=True,
+        ).eval()

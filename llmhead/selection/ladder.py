@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from llmhead.config import ModelConfig, TrainConfig, build, for_mode, used_optio
 from llmhead.data.examples import Examples
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.model import backbone as bb
+from llmhead.progress import say
 from llmhead.selection.cv import cross_validate
 from llmhead.strategies import for_config
 
@@ -227,8 +227,7 @@ class _Report:
         self.result, self.folder, self.progress, self.start = result, folder, progress, start
 
     def say(self, line: str) -> None:
-        if self.progress:
-            print(f"ladder [{time.perf_counter() - self.start:5.0f} s] {line}", file=sys.stderr, flush=True)
+        say(f"ladder [{time.perf_counter() - self.start:5.0f} s] {line}", self.progress)
 
     def row(self, row: dict) -> None:
         if row.get("mean") is not None:

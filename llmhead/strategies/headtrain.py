@@ -12,13 +12,13 @@ import math
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from llmhead import budget
 from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
 from llmhead.features.extract import FeatureSet
+from llmhead.progress import bar as progress_bar
 from llmhead.seeding import seeded_fork
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def fit_head(
         best_loss = evaluate_loss(head, labels, val, cfg.batch_size)
         best_state = copy.deepcopy(head.state_dict())
         history.append({"epoch": 0, "val_loss": best_loss, "best": True})
-    bar = tqdm(range(cfg.epochs), desc="head", unit="epoch", disable=not (progress and is_main_process()))
+    bar = progress_bar(progress and is_main_process(), iterable=range(cfg.epochs), desc="head", unit="epoch")
     for epoch in bar:
         head.train()
         running, seen = 0.0, 0
@@ -104,7 +104,7 @@ def fit_head(
         else:
             stale += 1
         history.append({"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss, "best": improved})
-        bar.set_postfix(train=f"{running / seen:.4f}", val=f"{val_loss:.4f}")
+        bar.set_postfix(train=f"{running / seen:.4f}", val=f"{val_loss:.4f}", refresh=False)
         budget.check("head training")
         if cfg.patience and stale >= cfg.patience:
             log.info("early stop after epoch %d: no better validation loss for %d epochs", epoch + 1, stale)

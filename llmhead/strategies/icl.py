@@ -49,7 +49,8 @@ class InContext(Strategy):
                 scores = {}
                 for chat in (True, False):
                     self.chat, self._scorer = chat, None
-                    out = self.calibrated_head(clf)(self.scorer(clf).scores([texts[i] for i in rest], progress=False))
+                    scorer = self.scorer(clf)
+                    out = self.calibrated_head(clf)(scorer.scores([texts[i] for i in rest], progress=cfg.progress))
                     scores["chat" if chat else "plain"] = float((out.argmax(-1) == targets[rest]).float().mean())
                 self.chat = scores["chat"] >= scores["plain"]
                 record["prompt_choice_accuracy"] = scores
@@ -78,7 +79,7 @@ class InContext(Strategy):
 
     @torch.no_grad()
     def logits(self, clf, texts: list[str], batch_size: int, cache: bool) -> torch.Tensor:
-        scores = self.scorer(clf).scores(texts, progress=clf.extractor.progress and len(texts) > 64)
+        scores = self.scorer(clf).scores(texts, progress=clf.extractor.progress)
         return clf.model.head(scores)
 
     def trainable_parameters(self, model) -> int:

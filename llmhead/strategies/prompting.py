@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from llmhead import budget
+from llmhead.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class ICLScorer:
         single = all(len(ids) == 1 for ids in self.label_ids)
         out = torch.zeros(len(texts), len(self.label_ids))
         order = np.argsort([-len(q) for q in queries], kind="stable")
-        bar = tqdm(total=len(texts), desc="icl", unit="ex", disable=not progress, leave=False)
+        bar = progress_bar(progress, total=len(texts), desc="icl", unit="ex", leave=False)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size].tolist()
             if single:  # every label is one token: one pass gives all of them
