@@ -90,12 +90,22 @@ def test_gguf_conversion_is_cached_and_exact(monkeypatch):
     print(f"load from the safetensors cache: {load_s:.2f} s")
 
 
-def test_readme_example_runs(tmp_path, monkeypatch):
-    """The Python example in README.md, executed as written."""
+def test_readme_examples_run(tmp_path, monkeypatch):
+    """The quick start (on a train.csv and test.csv of real snippets, as a user brings them) and the first Python
+    example of README.md, executed as written."""
+    import pandas as pd
+
     monkeypatch.chdir(tmp_path)
+    data = corpora.rotten_tomatoes()
+    subset(data["train"], 150).to_pandas()[["text", "label"]].to_csv("train.csv", index=False)
+    subset(data["test"], 100).to_pandas()[["text", "label"]].to_csv("test.csv", index=False)
+    assert list(pd.read_csv("train.csv").columns) == ["text", "label"]
     readme = (ROOT / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    quick_start, example = re.findall(r"```python\n(.*?)```", readme, re.S)[:2]
+    assert 'clf.fit("train.csv")' in quick_start and "corpora.rotten_tomatoes()" in example
+    for code in (quick_start, example):
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert llmhead.load("my_model").predict(["A moving, funny triumph."])[0] in ("fresh", "rotten")
 
 
 def test_gemma3_alias_pads_left_and_pools_the_same(tmp_path):
