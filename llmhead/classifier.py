@@ -8,6 +8,7 @@ a model is ever loaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -33,6 +34,20 @@ from llmhead.progress import say
 from llmhead.seeding import seeded_fork
 from llmhead.strategies.base import Split
 from llmhead.strategies.splits import validation_split
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """torch's intra-op CPU threads set to ``n`` inside, and put back after (None: left alone)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def fit_summary(mode: str, n_train: int, n_val: int, history: list[dict], seconds: float) -> str:
@@ -156,7 +171,10 @@ class Classifier:
         else:
             texts = read_inputs(data, text, "test", self.config.template, self.config.pair_separator)
         model, cache = self.model, cache and not self.strategy.backbone_trained  # trained: the key would lie
-        features, truncated = self.extractor.features(model, self.fingerprint, texts, self.config, batch_size, cache)
+        with cpu_threads(self.config.threads):
+            features, truncated = self.extractor.features(
+                model, self.fingerprint, texts, self.config, batch_size, cache
+            )
         self.truncated += truncated
         return features
 
@@ -164,6 +182,10 @@ class Classifier:
     def fit(self, train: Any, eval: Any = None, *, text="text", label="label", **options) -> Classifier:
         """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ... ``train`` and
         ``eval`` are files, tables, datasets objects or ``Examples``."""
+        with cpu_threads(self.config.threads):
+            return self._fit(train, eval, text, label, options)
+
+    def _fit(self, train: Any, eval: Any, text, label, options: dict) -> Classifier:
         c, began = self.config, time.perf_counter()
         cfg = for_mode(build(TrainConfig, options), c.mode)
         # Everything about the data (and any hub metric) is checked before any weights load.
@@ -207,7 +229,8 @@ class Classifier:
         texts = data if templated else read_inputs(data, text, "test", self.config.template, self.config.pair_separator)
         if not texts:  # nothing to predict: no weights need loading
             return torch.zeros(0, self.labels.num_outputs)
-        return self.strategy.logits(self, texts, batch_size, cache)
+        with cpu_threads(self.config.threads):
+            return self.strategy.logits(self, texts, batch_size, cache)
 
     def predict(self, data: Any, text="text", batch_size: int = 32) -> list:
         """Label names (classification), lists of names (multilabel) or floats (regression)."""

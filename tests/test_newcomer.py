@@ -112,3 +112,17 @@ def test_a_fit_ends_with_one_summary_line_and_quiet_means_quiet(tiny_llama, caps
     monkeypatch.setenv("LLMHEAD_QUIET", "1")
     llmhead.from_pretrained(tiny_llama, dtype="float32").fit(sentiment_rows(1), epochs=2)
     assert capsys.readouterr().err == ""
+
+
+def test_threads_apply_inside_fit_and_predict_and_are_put_back(tiny_llama, monkeypatch):
+    seen = []
+    before = torch.get_num_threads()
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", threads=1)
+    from llmhead.strategies.frozen import FrozenHead
+
+    original = FrozenHead.fit
+    monkeypatch.setattr(FrozenHead, "fit", lambda self, *a: seen.append(torch.get_num_threads()) or original(self, *a))
+    clf.fit(sentiment_rows(1), epochs=1, progress=False)
+    assert seen == [1] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be an int >= 1"):
+        llmhead.from_pretrained(tiny_llama, threads=0)

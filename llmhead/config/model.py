@@ -56,6 +56,7 @@ class ModelConfig:
     speedups: list[str] = field(default_factory=lambda: list(SPEEDUPS))
     seed: int = 0
     trust_remote_code: bool = False
+    threads: int | None = None  # torch CPU threads while this classifier fits or predicts (None: torch's setting)
     # ---- features: what the backbone hands on (head, probe, lmhead, lora, qlora, full) -------------------------------
     pooling: str = "last"  # last | mean | max | attention (a learned query), all masked by attention_mask
     layer: int | None = None  # feed the head from block k (negative: from the top); blocks above k are dropped
@@ -152,6 +153,8 @@ class ModelConfig:
             self.speedups = [s for s in SPEEDUPS if s in self.speedups]
         if not (is_int(self.seed) and 0 <= self.seed < 2**32):
             p.append(f"seed must be an int in [0, 2**32 - 1] (numpy and scikit-learn seeds), got {self.seed!r}")
+        if self.threads is not None and not (is_int(self.threads) and self.threads >= 1):
+            p.append(f"threads must be an int >= 1, or None for torch's own setting, got {self.threads!r}")
         for name, allowed in (
             ("task", TASKS),
             ("mode", MODES),
