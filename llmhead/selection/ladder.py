@@ -13,12 +13,9 @@ skipped and says so, and a rung still running when the budget runs out is abando
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +27,8 @@ from llmhead.config import ModelConfig, TrainConfig, build, for_mode, used_optio
 from llmhead.data.examples import Examples
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.model import backbone as bb
-from llmhead.progress import say
 from llmhead.selection.cv import cross_validate
+from llmhead.selection.table import LadderProgress, LadderResult
 from llmhead.strategies import for_config
 
 log = logging.getLogger(__name__)
@@ -41,66 +38,19 @@ RUNGS = ("icl", "lmhead", "probe", "head", "lora", "full")
 TRAIN_COST = {"lora": 3.0, "full": 4.0}
 
 
-def playbook(n: int) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    """(rungs tried, rungs the playbook picks, why) for ``n`` training examples."""
+def playbook(n: int, requested: list[str] | None = None) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """(rungs tried, rungs the playbook picks, why) for ``n`` training examples; ``requested`` rungs are tried
+    instead of the playbook's."""
+    if requested is not None:
+        unknown = [r for r in requested if r not in RUNGS]
+        if unknown:
+            raise ValueError(f"unknown rungs {unknown}; choose from {RUNGS}")
+        return tuple(r for r in RUNGS if r in requested), *playbook(n)[1:]
     if n < 100:
         return ("icl", "lmhead", "probe"), ("icl", "lmhead"), "< 100 examples: prompting or LM-head tuning"
     if n < 1000:
         return ("icl", "lmhead", "probe", "head"), ("probe",), "< 1,000 examples: frozen features + a linear model"
     return RUNGS, ("head", "lora", "full"), ">= 1,000 examples: train a head or fine-tune"
-
-
-@dataclass(repr=False)
-class LadderResult:
-    n: int
-    folds: int
-    metric: str
-    rows: list[dict]  # one per rung: status, score, costs
-    winner: str
-    reason: str
-    playbook_pick: tuple[str, ...]
-    agreed: bool
-    seconds: float
-    test: dict | None = None
-    classifier: Classifier | None = field(default=None, repr=False)
-
-    def format(self) -> str:
-        out = [
-            f"Ladder on {self.n} examples, {self.folds}-fold cross-validation, metric {self.metric}",
-            "",
-            "| rung | playbook | CV score (mean +/- std) | fit s / fold | predict s / 1,000 | trainable | status |",
-            "|---|---|---|---:|---:|---:|---|",
-        ]
-        for r in self.rows:
-            score = f"{r['mean']:.4f} +/- {r['std']:.4f}" if r.get("mean") is not None else "-"
-            fit = f"{r['fit_seconds']:.1f}" if r.get("fit_seconds") is not None else "-"
-            pred = f"{r['predict_per_1000']:.1f}" if r.get("predict_per_1000") is not None else "-"
-            params = f"{r['trainable']:,}" if r.get("trainable") is not None else "-"
-            pick = "yes" if r["rung"] in self.playbook_pick else ""
-            name = f"**{r['rung']}**" if r["rung"] == self.winner else r["rung"]
-            out.append(f"| {name} | {pick} | {score} | {fit} | {pred} | {params} | {r['status']} |")
-        if not self.winner:  # written while the ladder runs
-            return "\n".join([*out, "", "(running: the rungs above have ended)"])
-        out += [
-            "",
-            f"winner: {self.winner}. {self.reason}",
-            f"playbook pick: {' / '.join(self.playbook_pick)}; the data {'agreed' if self.agreed else 'disagreed'}.",
-        ]
-        if self.test:
-            out.append(f"winner refit on all {self.n} examples; test: {_short(self.test)}")
-        out.append(f"total {self.seconds:.0f} s")
-        return "\n".join(out)
-
-    def __repr__(self) -> str:
-        return self.format()
-
-    def _repr_markdown_(self) -> str:  # notebooks render the table
-        return self.format()
-
-    def to_json(self) -> dict:
-        data = dataclasses.asdict(dataclasses.replace(self, classifier=None))
-        data.pop("classifier")
-        return data
 
 
 def run_ladder(
@@ -128,35 +78,16 @@ def run_ladder(
     ``out_dir`` as each rung ends). ``model_options`` are ModelConfig fields shared by every rung (template,
     verbalizers, dtype, seed...); ``fit`` holds TrainConfig fields for every rung's fit."""
     start = time.perf_counter()
-    if model is not None:
-        model_options["model"] = model
-    model_options.pop("mode", None)
-    # Options shared by every rung: refused when no rung reads them; each rung then gets the ones it reads.
-    build(ModelConfig, {**model_options, "mode": "auto"})
-    base_config = build(ModelConfig, {**used_options(ModelConfig, model_options, "head"), "mode": "head"})
-    if base_config.task != "classification":
-        raise ValueError("the ladder's rungs include prompting, which scores label words: task='classification'")
-    if isinstance(budget_s, bool) or not (isinstance(budget_s, (int, float)) and 0 < budget_s < math.inf):
-        raise ValueError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
-    examples = Examples.read(data, text, label, base_config.task, base_config.pair_separator, "train")
+    base_config, examples, test, fit = _checked(
+        data, model, text, label, test, budget_s, fit, feature_cache, model_options
+    )
     n = len(examples)
-    tried, pick, why = playbook(n)
-    if rungs is not None:
-        unknown = [r for r in rungs if r not in RUNGS]
-        if unknown:
-            raise ValueError(f"unknown rungs {unknown}; choose from {RUNGS}")
-        tried = tuple(r for r in RUNGS if r in rungs)
+    tried, pick, why = playbook(n, rungs)
     counts = np.unique(np.asarray([repr(v) for v in examples.raw]), return_counts=True)[1]
     folds = max(2, min(folds, int(counts.min())))
-    fit = dict(fit or {})
-    for_mode(build(TrainConfig, fit), "auto")  # unknown keys, wrong types, options no rung reads (run_dir...)
-    if feature_cache:
-        fit.setdefault("feature_cache", feature_cache)
-    if test is not None:
-        test = Examples.read(test, text, label, base_config.task, base_config.pair_separator, "test")
     end = start + budget_s
     result = LadderResult(n, folds, "accuracy", [], "", "", pick, False, 0.0)
-    report = _Report(result, Path(out_dir) if out_dir is not None else None, progress, start)
+    report = LadderProgress(result, Path(out_dir) if out_dir is not None else None, progress, start)
     report.say(f"{n} examples, {folds}-fold cross-validation, budget {budget_s:.0f} s; playbook: {why}")
     # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
     extractor = FeatureExtractor(bb.resolve(base_config.model), base_config.trust_remote_code, feature_cache)
@@ -219,35 +150,27 @@ def _rung(
     return {"rung": rung, **row, "seconds": time.perf_counter() - began}
 
 
-class _Report:
-    """What the user sees while the ladder runs: a line per rung on standard error, and the table in ``folder``,
-    rewritten as each rung ends, so a stopped ladder leaves what it had found."""
-
-    def __init__(self, result: LadderResult, folder: Path | None, progress: bool, start: float):
-        self.result, self.folder, self.progress, self.start = result, folder, progress, start
-
-    def say(self, line: str) -> None:
-        say(f"ladder [{time.perf_counter() - self.start:5.0f} s] {line}", self.progress)
-
-    def row(self, row: dict) -> None:
-        if row.get("mean") is not None:
-            self.say(f"{row['rung']}: {row['mean']:.4f} +/- {row['std']:.4f} CV accuracy in {row['seconds']:.0f} s")
-        elif row["status"] != "not requested":
-            self.say(f"{row['rung']}: {row['status']}")
-        self.write(final=False)
-
-    def write(self, final: bool) -> None:
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if final:
-            self.result.classifier.save(self.folder / "model")
-        (self.folder / "ladder.md").write_text(self.result.format() + "\n")
-        (self.folder / "ladder.json").write_text(json.dumps(self.result.to_json(), indent=2, default=str))
-
-    def done(self) -> None:
-        self.write(final=True)
-        self.say(f"done in {self.result.seconds:.0f} s" + (f"; saved in {self.folder}" if self.folder else ""))
+def _checked(data, model, text, label, test, budget_s, fit, feature_cache, model_options: dict):
+    """Everything checked before any weights load: the options (each refused when no rung reads it), the budget,
+    the data and the test data. Returns the head rung's configuration, the examples, the test examples and the
+    rungs' fit options."""
+    if model is not None:
+        model_options["model"] = model
+    model_options.pop("mode", None)
+    build(ModelConfig, {**model_options, "mode": "auto"})
+    base_config = build(ModelConfig, {**used_options(ModelConfig, model_options, "head"), "mode": "head"})
+    if base_config.task != "classification":
+        raise ValueError("the ladder's rungs include prompting, which scores label words: task='classification'")
+    if isinstance(budget_s, bool) or not (isinstance(budget_s, (int, float)) and 0 < budget_s < math.inf):
+        raise ValueError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
+    examples = Examples.read(data, text, label, base_config.task, base_config.pair_separator, "train")
+    fit = dict(fit or {})
+    for_mode(build(TrainConfig, fit), "auto")  # unknown keys, wrong types, options no rung reads (run_dir...)
+    if feature_cache:
+        fit.setdefault("feature_cache", feature_cache)
+    if test is not None:
+        test = Examples.read(test, text, label, base_config.task, base_config.pair_separator, "test")
+    return base_config, examples, test, fit
 
 
 def _forward_cost(clf: Classifier, examples: Examples) -> float:
@@ -342,10 +265,6 @@ def _rung_fit(rung: str, fit: dict) -> dict:
     options = used_options(TrainConfig, fit, rung)  # e.g. no epochs or lr for icl and probe, no grad_accum for head
     options.setdefault("progress", False)
     return options
-
-
-def _short(metrics: dict) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
 def auto(data: Any, model: str | None = None, **options) -> Classifier:
