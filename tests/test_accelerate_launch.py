@@ -150,3 +150,16 @@ def test_head_mode_on_two_mpirun_processes_saves_once(tiny_llama, tmp_path, file
         "threads=1",
     )
     check_ranks(proc, tmp_path / "ranks", tmp_path / "out")
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "recipes/configs/accelerate").glob("*.yaml")))
+def test_shipped_accelerate_configs_load_in_accelerate(config):
+    """The GPU configs cannot run here; accelerate's own reader at least accepts every key and value in them."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cluster = load_config_from_file(str(ROOT / "recipes/configs/accelerate" / config))
+    assert cluster.num_machines == 1 and cluster.num_processes >= 2
+    hostfile = cluster.mpirun_config.get("mpirun_hostfile")
+    assert cluster.use_cpu == (hostfile is not None)  # the CPU config runs through mpirun, the others on GPUs
+    if hostfile is not None:
+        assert (ROOT / hostfile).is_file() and "localhost slots=2" in (ROOT / hostfile).read_text()
