@@ -27,6 +27,7 @@ _EXPORTS = {
     "from_model": "llmhead.io.load",
     "load": "llmhead.io.load",
     "check": "llmhead.io.parity",
+    "templated_inputs": "llmhead.io.export",
     "LoadError": "llmhead.io.save",
     "HeadModel": "llmhead.model.headmodel",
     "cross_validate": "llmhead.selection.cv",
@@ -82,5 +83,6 @@ __all__ = [
     "from_model",
     "from_pretrained",
     "load",
+    "templated_inputs",
     "__version__",
 ]

@@ -15,7 +15,7 @@ import time
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("llmhead_deadline", default=None)
 
 
-class BudgetExceeded(TimeoutError):
+class BudgetExceeded(RuntimeError):  # not TimeoutError, an OSError that data-error handlers catch
     """The work reached the deadline it was given and stopped; what it had done is discarded."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,24 +31,35 @@ from llmhead.model import backbone as bb
 from llmhead.model.headmodel import HeadModel
 from llmhead.model.heads import MLPHead
 from llmhead.model.loading import Loaded
-from llmhead.progress import say
+from llmhead.progress import say, shown
 from llmhead.seeding import seeded_fork
 from llmhead.strategies.base import Split
+from llmhead.strategies.headtrain import is_main_process
 from llmhead.strategies.splits import validation_split
+
+_THREADS = {"lock": threading.Lock(), "depth": 0, "before": None}
 
 
 @contextlib.contextmanager
 def cpu_threads(n: int | None):
-    """torch's intra-op CPU threads set to ``n`` inside, and put back after (None: left alone)."""
+    """torch's intra-op CPU threads set to ``n`` inside (None: left alone). torch's count is one for the process:
+    calls that overlap (nested, or from several threads) share it, the latest one's ``n`` applying, and the count
+    the first of them found is put back when the last one ends."""
     if n is None:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    with _THREADS["lock"]:
+        if _THREADS["depth"] == 0:
+            _THREADS["before"] = torch.get_num_threads()
+        _THREADS["depth"] += 1
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS["lock"]:
+            _THREADS["depth"] -= 1
+            if _THREADS["depth"] == 0:
+                torch.set_num_threads(_THREADS["before"])
 
 
 def fit_summary(mode: str, n_train: int, n_val: int, history: list[dict], seconds: float) -> str:
@@ -182,7 +194,7 @@ class Classifier:
     def fit(self, train: Any, eval: Any = None, *, text="text", label="label", **options) -> Classifier:
         """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ... ``train`` and
         ``eval`` are files, tables, datasets objects or ``Examples``."""
-        with cpu_threads(self.config.threads):
+        with cpu_threads(self.config.threads), shown(options.get("progress", True) is not False):
             return self._fit(train, eval, text, label, options)
 
     def _fit(self, train: Any, eval: Any, text, label, options: dict) -> Classifier:
@@ -208,12 +220,14 @@ class Classifier:
         if self.strategy.backbone_trained:  # a second fit starts again from the pretrained weights
             self._model = None
             self.strategy.forget_training()
+        n_train = len(texts)  # the summary counts examples, not their augmented copies
         # Augmentation happens after the validation split, on training texts only.
         texts, y_train = augment(texts, y_train, cfg.augment, cfg.augment_ops, cfg.augment_p, c.seed)
         train_split = Split(self.inputs(texts), y_train)
         self.history = self.strategy.fit(self, train_split, Split(self.inputs(val_texts), y_val), cfg, extra_metrics)
         self.model.eval()
-        say(fit_summary(c.mode, len(texts), len(val_texts), self.history, time.perf_counter() - began), cfg.progress)
+        summary = fit_summary(c.mode, n_train, len(val_texts), self.history, time.perf_counter() - began)
+        say(summary, cfg.progress and is_main_process())  # once, not once per rank
         return self
 
     # ---- inference --------------------------------------------------------------------------------------------
@@ -260,7 +274,8 @@ class Classifier:
         self._require_fitted()
         model, kind = self.model, self.strategy.saved_as()
         manifest = {
-            "model": {**dataclasses.asdict(self.config), "peft_config": None},
+            # threads: the machine's business, not the model's (a save from a laptop must not pin a server's)
+            "model": {**dataclasses.asdict(self.config), "peft_config": None, "threads": None},
             "labels": self.labels.to_json(),
             "backbone": {
                 "source": self.source.name,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,14 @@ def read_texts(
     return [template.replace("{text}", t) for t in joined]
 
 
+def _no_rows(data: Any) -> bool:
+    """An in-memory table with columns but no rows (an empty file stays an error: usually a wrong path)."""
+    if isinstance(data, dict):
+        return bool(data) and all(hasattr(v, "__len__") and len(v) == 0 for v in data.values())
+    kind = type(data).__name__
+    return kind in ("DataFrame", "Dataset") and hasattr(data, "__len__") and len(data) == 0
+
+
 def read_inputs(
     data: Any, text: str | tuple[str, str] | list[str], role: str, template: str, separator: str
 ) -> list[str]:
@@ -81,6 +90,8 @@ def read_inputs(
     if type(data).__name__ in ("Series", "ndarray") and hasattr(data, "tolist") and getattr(data, "ndim", 0) == 1:
         data = data.tolist()
     if isinstance(data, (list, tuple)) and not data:
+        return []
+    if not isinstance(data, (str, os.PathLike)) and _no_rows(data):  # a DataFrame, Dataset or dict of empty columns
         return []
     if isinstance(data, (list, tuple)) and not isinstance(data[0], dict):
         origin = "list of texts"

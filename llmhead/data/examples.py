@@ -26,7 +26,7 @@ class Examples:
         if isinstance(data, Examples):
             return data
         table = read_table(data, role)
-        texts = read_texts(table, text, "{text}", separator)
+        texts = read_texts(table, text, "{text}", separator, empty_ok=role == "test")  # evaluate predicts them
         raw = read_raw_labels(table, label, task)
         groups = None
         if group is not None:

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llmhead.features.extract import FeatureSet
+from llmhead.io.folder import honour_umask
 
 
 class FeatureCache:
@@ -79,5 +80,6 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
         os.close(fd)
         save_file(tensors, tmp)
+        honour_umask(Path(tmp))  # a cache others may share: not safetensors' 0600
         os.replace(tmp, folder / f"{name}.safetensors")  # readers never see a half-written file
         self._read.add((skey, folder / f"{name}.safetensors"))

@@ -6,18 +6,23 @@ state of the last non-pad token. A head exports exactly when it is that: linear,
 pooling of one layer's final-norm output, and an input normalization that is a pure per-feature scale
 (folded into ``score``).
 
-A classifier trained with a ``template`` saw each text inside it; the exported model must too. The template is
-written into ``config.json`` as ``llmhead_template`` (transformers keeps unknown config keys), and
-``templated_inputs(folder, texts)`` applies it: a serving engine's client puts each text into it before sending.
+What the classifier did to a text before its model saw it travels with the export: ``config.json`` holds
+``llmhead_inputs`` (the ``template``, the text-pair separator and ``max_length``; transformers keeps unknown config
+keys), the exported tokenizer's ``model_max_length`` is ``max_length``, and ``llmhead.templated_inputs(folder,
+texts)`` turns raw texts (or text pairs) into what the exported model expects. A serving engine's client applies
+it before sending, and truncates at the tokenizer's maximum length, as transformers' pipelines do.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
-TEMPLATE_KEY = "llmhead_template"  # in the exported config.json: the input template the head was trained on
+from llmhead.progress import say
+
+INPUTS_KEY = "llmhead_inputs"  # in the exported config.json: how a raw text becomes the model's input
 PROBLEM_TYPES = {
     "classification": "single_label_classification",
     "multilabel": "multi_label_classification",
@@ -80,8 +85,10 @@ def export_transformers(clf, folder: str | Path) -> Path:
     config.problem_type = PROBLEM_TYPES[clf.config.task]
     config.pad_token_id = clf.tokenizer.pad_token_id
     config.dtype = "float32"
-    if clf.config.template != "{text}":  # what a serving client must apply to reproduce the classifier's inputs
-        setattr(config, TEMPLATE_KEY, clf.config.template)
+    c = clf.config
+    setattr(
+        config, INPUTS_KEY, {"template": c.template, "pair_separator": c.pair_separator, "max_length": c.max_length}
+    )
     model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
     missing, unexpected = model.base_model.load_state_dict(
         {k: v.float() for k, v in backbone.state_dict().items()}, strict=False
@@ -98,13 +105,22 @@ def export_transformers(clf, folder: str | Path) -> Path:
     folder = Path(folder)
     model.save_pretrained(folder, safe_serialization=True)
     clf.tokenizer.save_pretrained(folder)
+    settings = folder / "tokenizer_config.json"  # the classifier cut inputs at max_length: so does the export
+    tokenizer_config = json.loads(settings.read_text())
+    tokenizer_config["model_max_length"] = c.max_length
+    settings.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
+    if c.template != "{text}":
+        say(
+            f"exported with template {c.template!r}: put each text into it before sending it to the exported model "
+            "(llmhead.templated_inputs(folder, texts) does; config.json holds it as llmhead_inputs)"
+        )
     return folder
 
 
-def templated_inputs(folder: str | Path, texts: list[str]) -> list[str]:
-    """``texts`` as the exported model in ``folder`` expects them: put into the template it was trained with (as
-    is when it had none)."""
-    import json
-
-    template = json.loads((Path(folder) / "config.json").read_text()).get(TEMPLATE_KEY) or "{text}"
-    return [template.replace("{text}", t) for t in texts]
+def templated_inputs(folder: str | Path, texts: list) -> list[str]:
+    """``texts`` (strings, or (first, second) pairs) as the exported model in ``folder`` expects them: each put
+    into the template it was trained with, a pair joined by its separator first."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    inputs = config.get(INPUTS_KEY) or {"template": "{text}", "pair_separator": "\n"}
+    joined = [t if isinstance(t, str) else inputs["pair_separator"].join(t) for t in texts]
+    return [inputs["template"].replace("{text}", t) for t in joined]

@@ -73,18 +73,22 @@ def umask() -> int:
     with contextlib.suppress(OSError, ValueError, StopIteration):
         status = Path("/proc/self/status").read_text().splitlines()
         return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
-    return 0o022  # no procfs: the usual default
+    with tempfile.TemporaryDirectory() as tmp:  # no procfs (macOS): the mode a new folder is given tells
+        probe = Path(tmp) / "probe"
+        probe.mkdir(mode=0o777)
+        return 0o777 & ~probe.stat().st_mode
 
 
-def honour_umask(folder: Path) -> None:
-    """Give ``folder`` and what it holds the permissions any new file or folder gets (0644 / 0755 under the usual
-    umask): temporary folders are created 0700 and safetensors writes its files 0600, which would keep a model
-    from the other users and containers that share it."""
+def honour_umask(*paths: Path) -> None:
+    """Give ``paths`` (and what folders among them hold) the permissions any new file or folder gets (0644 / 0755
+    under the usual umask): temporary folders are created 0700 and safetensors writes its files 0600, which would
+    keep a model from the other users and containers that share it. Only paths this process just wrote: never a
+    folder that holds the user's own files."""
     mask = umask()
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
-            continue
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+    for top in paths:
+        for path in [top, *(top.rglob("*") if top.is_dir() else [])]:
+            if not path.is_symlink():
+                path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _swap_in(tmp: Path, target: Path) -> None:

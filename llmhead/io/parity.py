@@ -75,4 +75,4 @@ def _exported_logits(folder: Path, texts: list[str]) -> torch.Tensor:
     texts = templated_inputs(folder, texts)  # like with like: the inputs the classifier's head was trained on
     # transformers finds the last non-pad token from pad_token_id: one text at a time avoids its
     # pad == eos ambiguity, which is the peer's limitation and not what this check measures.
-    return torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
+    return torch.cat([model(**tokenizer([t], return_tensors="pt", truncation=True)).logits for t in texts])

@@ -124,6 +124,7 @@ class HeadModel(nn.Module):
         """``folder``/headmodel.json (task, pooling, layers, the head's shape), head.safetensors and backbone/ (a
         transformers folder, safetensors; LoRA adapters are merged into a copy first). Nothing pickled."""
         folder = Path(folder)
+        created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         backbone = self.backbone
         if hasattr(backbone, "merge_and_unload"):  # peft-wrapped: the merged weights, the user's model untouched
@@ -133,7 +134,7 @@ class HeadModel(nn.Module):
         backbone.save_pretrained(folder / BACKBONE, safe_serialization=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD)
         (folder / CONFIG).write_text(json.dumps(self.head_config(), indent=2))
-        honour_umask(folder)
+        honour_umask(folder / BACKBONE, folder / HEAD, folder / CONFIG, *([folder] if created else []))
         return folder
 
     @classmethod

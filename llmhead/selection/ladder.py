@@ -27,6 +27,7 @@ from llmhead.config import ModelConfig, TrainConfig, build, for_mode, used_optio
 from llmhead.data.examples import Examples
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.model import backbone as bb
+from llmhead.progress import shown
 from llmhead.selection.cv import cross_validate
 from llmhead.selection.table import LadderProgress, LadderResult
 from llmhead.strategies import for_config
@@ -72,63 +73,70 @@ def run_ladder(
     """Cross-validate the rungs that fit ``budget_s`` seconds, pick the winner, refit it on all the data,
     evaluate it on ``test`` when given, and save it (and the table) to ``out_dir`` when given.
 
-    The budget holds: a rung whose estimated cost exceeds the time left is skipped, and a rung still running when
-    the time runs out is abandoned (within one batch, step or fold); time for the winner's refit is kept back.
+    The budget holds for the cross-validation: a rung whose estimated cost exceeds the time left is skipped, and a
+    rung still running when the time runs out is abandoned (within one batch, step or fold). An estimate of the
+    winner's refit (one more fold) is kept back from each rung's deadline; the refit, the test evaluation and the
+    save then run to the end, so the total can pass ``budget_s`` by the difference between that estimate and the
+    refit's real cost.
     ``progress``: one line on standard error as each rung starts and ends (the table is also rewritten in
     ``out_dir`` as each rung ends). ``model_options`` are ModelConfig fields shared by every rung (template,
     verbalizers, dtype, seed...); ``fit`` holds TrainConfig fields for every rung's fit."""
-    start = time.perf_counter()
-    base_config, examples, test, fit = _checked(
-        data, model, text, label, test, budget_s, fit, feature_cache, model_options
-    )
-    n = len(examples)
-    tried, pick, why = playbook(n, rungs)
-    counts = np.unique(np.asarray([repr(v) for v in examples.raw]), return_counts=True)[1]
-    folds = max(2, min(folds, int(counts.min())))
-    end = start + budget_s
-    result = LadderResult(n, folds, "accuracy", [], "", "", pick, False, 0.0)
-    report = LadderProgress(result, Path(out_dir) if out_dir is not None else None, progress, start)
-    report.say(f"{n} examples, {folds}-fold cross-validation, budget {budget_s:.0f} s; playbook: {why}")
-    # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
-    extractor = FeatureExtractor(bb.resolve(base_config.model), base_config.trust_remote_code, feature_cache)
-    extractor.progress = progress
-    with budget.deadline(end):
-        try:
-            per_example = _forward_cost(Classifier(base_config, extractor=extractor), examples)
-        except budget.BudgetExceeded as exc:
-            raise budget.BudgetExceeded(f"{exc} over the {n} examples, before any rung ran: raise budget_s") from None
-    for rung in RUNGS:
-        result.rows.append(
-            _rung(
-                rung,
-                tried,
-                rungs,
-                why,
-                examples,
-                base_config,
-                model_options,
-                fit,
-                folds,
-                extractor,
-                per_example,
-                end,
-                report,
-            )
+    with shown(progress):  # transformers' load bar too; nothing outlives the call
+        start = time.perf_counter()
+        base_config, examples, test, fit = _checked(
+            data, model, text, label, test, budget_s, fit, feature_cache, model_options
         )
-        report.row(result.rows[-1])
-    winner, result.reason = _choose(result.rows, folds)
-    result.winner, result.agreed = winner["rung"], winner["rung"] in pick
-    report.say(f"winner: {result.winner}; refitting it on all {n} examples")
-    final = Classifier(
-        build(ModelConfig, _rung_options(winner["rung"], base_config, model_options)), extractor=extractor
-    )
-    final.fit(examples, text=text, label=label, **_rung_fit(winner["rung"], {**fit, "progress": False}))
-    result.classifier = final
-    if test is not None:
-        result.test = final.evaluate(test, text=text, label=label)
-    result.seconds = time.perf_counter() - start
-    report.done()
-    return result
+        n = len(examples)
+        tried, pick, why = playbook(n, rungs)
+        counts = np.unique(np.asarray([repr(v) for v in examples.raw]), return_counts=True)[1]
+        folds = max(2, min(folds, int(counts.min())))
+        end = start + budget_s
+        result = LadderResult(n, folds, "accuracy", [], "", "", pick, False, 0.0)
+        report = LadderProgress(result, Path(out_dir) if out_dir is not None else None, progress, start)
+        report.say(f"{n} examples, {folds}-fold cross-validation, budget {budget_s:.0f} s; playbook: {why}")
+        # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
+        extractor = FeatureExtractor(bb.resolve(base_config.model), base_config.trust_remote_code, feature_cache)
+        extractor.progress = progress
+        with budget.deadline(end):
+            try:
+                per_example = _forward_cost(Classifier(base_config, extractor=extractor), examples, progress)
+            except budget.BudgetExceeded as exc:
+                raise budget.BudgetExceeded(
+                    f"{exc} over the {n} examples, before any rung ran: raise budget_s"
+                ) from None
+        for rung in RUNGS:
+            result.rows.append(
+                _rung(
+                    rung,
+                    tried,
+                    rungs,
+                    why,
+                    examples,
+                    base_config,
+                    model_options,
+                    fit,
+                    folds,
+                    extractor,
+                    per_example,
+                    end,
+                    report,
+                )
+            )
+            report.row(result.rows[-1])
+        winner, result.reason = _choose(result.rows, folds)
+        result.winner, result.agreed = winner["rung"], winner["rung"] in pick
+        refit = winner["fit_seconds"] * folds / (folds - 1)  # a fold's fit, on all the data instead of (k-1)/k of it
+        report.say(f"winner: {result.winner}; refitting it on all {n} examples (about {refit:.0f} s)")
+        final = Classifier(
+            build(ModelConfig, _rung_options(winner["rung"], base_config, model_options)), extractor=extractor
+        )
+        final.fit(examples, text=text, label=label, **_rung_fit(winner["rung"], {**fit, "progress": progress}))
+        result.classifier = final
+        if test is not None:
+            result.test = final.evaluate(test, text=text, label=label)
+        result.seconds = time.perf_counter() - start
+        report.done()
+        return result
 
 
 def _rung(
@@ -173,9 +181,9 @@ def _checked(data, model, text, label, test, budget_s, fit, feature_cache, model
     return base_config, examples, test, fit
 
 
-def _forward_cost(clf: Classifier, examples: Examples) -> float:
+def _forward_cost(clf: Classifier, examples: Examples, progress: bool) -> float:
     """Seconds of forward pass per example, measured on up to 64 of them (the weights load outside the timing);
-    then every example's features, cached for the frozen rungs."""
+    then every example's features, cached for the frozen rungs (with a bar: on real data this takes minutes)."""
     texts = clf.inputs(examples.texts)
     sample = texts[: min(len(texts), 64)]
     clf.extractor.progress = False
@@ -183,6 +191,7 @@ def _forward_cost(clf: Classifier, examples: Examples) -> float:
     t0 = time.perf_counter()
     clf.embed(sample, cache=False, templated=True)  # measured even when the features are cached
     per_example = (time.perf_counter() - t0) / len(sample)
+    clf.extractor.progress = progress
     clf.embed(texts, cache=True, templated=True)
     return per_example
 
