@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmhead import metrics, strategies
+from llmhead import calibration, metrics, strategies
 from llmhead.config import ModelConfig, TrainConfig, build, for_mode
 from llmhead.data import read_inputs
 from llmhead.data.augment import augment
@@ -90,6 +90,7 @@ class Classifier:
         self.labels: LabelSpace | None = None
         self.history: list[dict] = []
         self.train_config: TrainConfig | None = None
+        self.run_dir: str | None = None  # where fine-tuning wrote train_log.jsonl (also after llmhead.load)
         self.truncated = 0  # training/eval texts cut at max_length in the last fit
         self.expected_fingerprint: str | None = None  # a loaded save: the base weights it was trained on
         self.ladder = self.sweep = None  # the table that chose this classifier (llmhead.auto, layer_sweep)
@@ -200,6 +201,7 @@ class Classifier:
     def _fit(self, train: Any, eval: Any, text, label, options: dict) -> Classifier:
         c, began = self.config, time.perf_counter()
         cfg = for_mode(build(TrainConfig, options), c.mode)
+        calibrate = calibration.resolve(c.task, cfg.calibrate) if self.strategy.calibrates else "none"
         # Everything about the data (and any hub metric) is checked before any weights load.
         extra_metrics = {name: metrics.load_hub_metric(name) for name in cfg.metrics}
         examples = Examples.read(train, text, label, c.task, c.pair_separator, "train")
@@ -213,7 +215,7 @@ class Classifier:
             val_texts, y_val = held.texts, labels.encode(held.raw, held.origin)
         elif self.strategy.validates:
             texts, val_texts, y_train, y_val = validation_split(texts, y_train, cfg.val_fraction, c)
-        self.labels, self.train_config, self.truncated = labels, cfg, 0
+        self.labels, self.train_config, self.truncated, self.run_dir = labels, cfg, 0, cfg.run_dir
         self.extractor.progress = cfg.progress
         if cfg.feature_cache:
             self.extractor.cache.folder = Path(cfg.feature_cache)
@@ -224,11 +226,30 @@ class Classifier:
         # Augmentation happens after the validation split, on training texts only.
         texts, y_train = augment(texts, y_train, cfg.augment, cfg.augment_ops, cfg.augment_p, c.seed)
         train_split = Split(self.inputs(texts), y_train)
-        self.history = self.strategy.fit(self, train_split, Split(self.inputs(val_texts), y_val), cfg, extra_metrics)
+        val_split = Split(self.inputs(val_texts), y_val)
+        self.history = self.strategy.fit(self, train_split, val_split, cfg, extra_metrics)
         self.model.eval()
+        if calibrate != "none" and val_texts:
+            self._calibrate(calibrate, val_split, cfg)
         summary = fit_summary(c.mode, n_train, len(val_texts), self.history, time.perf_counter() - began)
+        summary += calibration.describe(self.calibration)
         say(summary, cfg.progress and is_main_process())  # once, not once per rank
         return self
+
+    def _calibrate(self, method: str, val: Split, cfg: TrainConfig) -> None:
+        """Fit the probabilities' calibration on the validation split (its features are cached in frozen modes);
+        multilabel thresholds are tuned again on the calibrated probabilities that decisions compare them with."""
+        truncated = self.truncated  # these texts were counted when the strategy read them
+        out = self.logits(val.texts, batch_size=cfg.batch_size, templated=True, cache=True)
+        self.truncated = truncated
+        self.labels.calibration = calibration.fit(method, out, val.targets)
+        if self.labels.task == "multilabel" and cfg.tune_thresholds and self.labels.calibrated:
+            self.labels.tune_thresholds(self.labels.probabilities(out), val.targets.numpy())
+
+    @property
+    def calibration(self) -> dict | None:
+        """The fitted calibration (method, parameters, validation ECE and NLL before and after), or None."""
+        return self.labels.calibration if self.labels is not None else None
 
     # ---- inference --------------------------------------------------------------------------------------------
     def _require_fitted(self) -> None:
@@ -251,17 +272,30 @@ class Classifier:
         return self.labels.decode(self.logits(data, text, batch_size))
 
     def predict_proba(self, data: Any, text="text", batch_size: int = 32) -> np.ndarray:
-        """(N, C) probabilities: softmax (classification) or per-label sigmoid (multilabel)."""
+        """(N, C) probabilities: softmax (classification) or per-label sigmoid (multilabel), calibrated on the
+        validation split when fit did (``clf.calibration``: temperature or per-label Platt scaling)."""
         self._require_fitted()
         return self.labels.probabilities(self.logits(data, text, batch_size))
 
-    def evaluate(self, data: Any, text="text", label="label", batch_size: int = 32, cache: bool = False) -> dict:
-        """Metrics: accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman."""
+    def evaluate(
+        self, data: Any, text="text", label="label", batch_size: int = 32, cache: bool = False, report=None
+    ) -> dict:
+        """Metrics: accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman; for
+        probabilities, ece and brier (and ece_uncalibrated, brier_uncalibrated when calibrated). ``report=DIR``
+        also writes metrics.json, figures and a self-contained report.html there (needs ``llmhead[report]``)."""
         self._require_fitted()
+        if report is not None:
+            from llmhead import report as reporting
+
+            reporting.require()  # a missing matplotlib is said before any data is read or any forward pass
         held = Examples.read(data, text, label, self.config.task, self.config.pair_separator, "test")
         targets = self.labels.encode(held.raw, held.origin)  # unseen labels fail here, before any forward pass
         out = self.logits(self.inputs(held.texts), batch_size=batch_size, templated=True, cache=cache)
-        return {"n": len(held), **self.score_logits(out, targets, held.raw)}
+        result = {"n": len(held), **self.score_logits(out, targets, held.raw)}
+        result.update(metrics.calibration(self.labels, out, targets))
+        if report is not None:
+            reporting.write(report, reporting.Evaluation.of(self, held.texts, held.raw, out, targets, result))
+        return result
 
     def score_logits(self, out: torch.Tensor, targets: torch.Tensor, raw: list) -> dict:
         """Metrics of head outputs against encoded ``targets`` (and the raw values, for regression)."""

@@ -64,6 +64,64 @@ def regression(y_true: np.ndarray, y_pred: np.ndarray, names: list) -> dict:
     return out
 
 
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (2017) and scikit-learn's calibration_curve
+
+
+def reliability_bins(confidence: np.ndarray, outcome: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Per equal-width bin of ``confidence`` (N,): its mean confidence, the observed frequency of ``outcome`` (N,)
+    0/1, and its count; bins as scikit-learn's ``calibration_curve(strategy="uniform")`` cuts them. ``ece``: the
+    count-weighted mean gap between the two."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ids = np.searchsorted(edges[1:-1], confidence)
+    count = np.bincount(ids, minlength=bins)
+    filled = count > 0
+    mean_conf = np.bincount(ids, weights=confidence, minlength=bins)[filled] / count[filled]
+    frequency = np.bincount(ids, weights=outcome.astype(float), minlength=bins)[filled] / count[filled]
+    ece = float(np.sum(count[filled] * np.abs(frequency - mean_conf)) / max(len(confidence), 1))
+    return {"confidence": mean_conf, "frequency": frequency, "count": count[filled], "ece": ece}
+
+
+def expected_calibration_error(task: str, probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Classification: top-label ECE (the winning class's probability against whether it is right). Multilabel: the
+    mean over labels of each label's ECE (its probability against its 0/1 truth)."""
+    if task == "classification":
+        hit = probabilities.argmax(1) == targets
+        return reliability_bins(probabilities.max(1), hit)["ece"]
+    return float(
+        np.mean([reliability_bins(probabilities[:, k], targets[:, k])["ece"] for k in range(targets.shape[1])])
+    )
+
+
+def brier(task: str, probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """scikit-learn's Brier score: of the positive class when binary, summed over classes otherwise; multilabel:
+    the mean of the labels' binary scores."""
+    if task == "classification":
+        labels = list(range(probabilities.shape[1]))
+        return float(skm.brier_score_loss(targets, probabilities, labels=labels))
+    return float(
+        np.mean(
+            [skm.brier_score_loss(targets[:, k], probabilities[:, k], labels=[0, 1]) for k in range(targets.shape[1])]
+        )
+    )
+
+
+def calibration(labels, out, targets) -> dict:
+    """ECE and Brier score of the probabilities ``predict_proba`` gives, and, for a calibrated model, of the
+    uncalibrated ones (empty for regression)."""
+    if labels.task == "regression":
+        return {}
+    y = targets.numpy() if labels.task == "classification" else targets.numpy().astype(int)
+    result = {}
+    variants = [("", True)] + ([("_uncalibrated", False)] if labels.calibrated else [])
+    for suffix, calibrated in variants:
+        p = labels.probabilities(out, calibrated=calibrated).astype(np.float64)
+        if labels.task == "classification":
+            p /= p.sum(1, keepdims=True)  # float32 softmax rows sum to 1 within ~1e-7, which scikit-learn warns about
+        result[f"ece{suffix}"] = expected_calibration_error(labels.task, p, y)
+        result[f"brier{suffix}"] = brier(labels.task, p, y)
+    return result
+
+
 def load_hub_metric(name: str):
     """An ``evaluate`` metric by name. evaluate fetches each metric's script from the hub, so this needs
     network access or a warm cache; the built-in metrics above never do."""

@@ -10,6 +10,7 @@ FROZEN_MODES = ("head", "probe", "lmhead")  # the backbone is never trained: fea
 CHAT = ("auto", "on", "off")
 SCHEDULES = ("linear", "cosine", "constant")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")  # the training autocast (accelerate's name)
+CALIBRATIONS = ("auto", "temperature", "platt", "none")  # calibration.py; auto: by task
 LONG_INPUTS = ("truncate", "chunk")
 CHUNK_AGGREGATES = ("mean", "max")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from llmhead.config.checks import changed, choice, invalid, is_int, is_number, is_path, is_str_list
-from llmhead.config.choices import FROZEN_MODES, MIXED_PRECISIONS, MODES, SCHEDULES
+from llmhead.config.choices import CALIBRATIONS, FROZEN_MODES, MIXED_PRECISIONS, MODES, SCHEDULES
 from llmhead.config.usage import FINE_TUNING, TRAIN_FIELD_MODES, check, unused_by_mode
 
 
@@ -36,6 +36,9 @@ class TrainConfig:
     focal_gamma: float = 0.0  # > 0: focal loss (classification, multilabel)
     patience: int | None = None  # evaluations without a better selection score; None: 10 (head) or 3; 0: never
     val_fraction: float = 0.1  # carved from training (stratified, seeded) when no eval set is given
+    # probabilities calibrated on the validation split after training (calibration.py): auto = temperature
+    # (classification; argmax unchanged) | platt (multilabel, per label) | none; regression has no probabilities
+    calibrate: str = "auto"
     # ---- multilabel thresholds (head, probe, lora, qlora, full) ------------------------------------------------------
     tune_thresholds: bool = True  # per-label decision thresholds chosen on validation F1
     # ---- fine-tuning (lora, qlora, full) -----------------------------------------------------------------------------
@@ -163,6 +166,7 @@ class TrainConfig:
                 p.append(f"{name} must be a list of names, got {value!r}")
             else:
                 setattr(self, name, list(value))
+        choice(p, self, "calibrate", CALIBRATIONS)
         if not (is_number(self.val_fraction) and 0 < self.val_fraction < 0.5):
             p.append(f"val_fraction must be a number in (0, 0.5), got {self.val_fraction!r}")
 

@@ -78,6 +78,7 @@ TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in TrainConfig's order, by 
     "focal_gamma": TRAINED,
     "patience": TRAINED,
     "val_fraction": TRAINED,  # probe and icl carve no validation split
+    "calibrate": TRAINED,  # fitted on the validation split, which probe and icl do not carve
     # multilabel thresholds
     "tune_thresholds": ("head", "probe", *FINE_TUNING),  # multilabel only; lmhead and icl are for classification
     # fine-tuning
@@ -119,6 +120,8 @@ WHY = {  # said after the list of modes, where the reason is not obvious
     "neftune_alpha": "neftune_alpha perturbs embeddings while fine-tuning",
     "augment": "icl trains nothing, it only picks demonstrations",
     "mixed_precision": "head training always runs float32 on cached float32 features",
+    "calibrate": "probe and icl carve no validation split to calibrate on (probe='svm' and icl_calibrate calibrate "
+    "in their own way)",
 }
 
 

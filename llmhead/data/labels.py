@@ -18,6 +18,9 @@ class LabelSpace:
     shift: list[float] = field(default_factory=list)  # regression: targets are standardized for training
     scale: list[float] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)  # multilabel: per-label decision thresholds
+    # fitted on validation after training (calibration.py): {"method": "temperature", "temperature": T, ...} or
+    # {"method": "platt", "a": [...], "b": [...], ...}; None or method "none": probabilities as the head gives them
+    calibration: dict | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -142,11 +145,21 @@ class LabelSpace:
             chosen.append(float(grid[int(np.argmax(scores))]))
         self.thresholds = chosen
 
-    def probabilities(self, logits: torch.Tensor) -> np.ndarray:
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.calibration) and self.calibration["method"] != "none"
+
+    def probabilities(self, logits: torch.Tensor, calibrated: bool = True) -> np.ndarray:
+        """(N, C) float32: softmax(logits / T) (classification) or sigmoid(a * logits + b) per label (multilabel), with
+        the fitted calibration unless ``calibrated=False`` (or none was fitted: T = 1, a = 1, b = 0)."""
+        z = logits.float()
+        cal = self.calibration if calibrated and self.calibrated else None
         if self.task == "classification":
-            return logits.float().softmax(-1).numpy()
+            return (z / cal["temperature"] if cal else z).softmax(-1).numpy()  # one T > 0: the argmax is unchanged
         if self.task == "multilabel":
-            return logits.float().sigmoid().numpy()
+            if cal:
+                z = z * torch.tensor(cal["a"], dtype=torch.float32) + torch.tensor(cal["b"], dtype=torch.float32)
+            return z.sigmoid().numpy()
         raise ValueError("predict_proba is for classification and multilabel; regression has no probabilities")
 
     def values(self, logits: torch.Tensor) -> np.ndarray:
@@ -154,7 +167,8 @@ class LabelSpace:
         return logits.double().numpy() * np.asarray(self.scale) + np.asarray(self.shift)
 
     def multilabel_decisions(self, logits: torch.Tensor) -> np.ndarray:
-        """(N, C) 0/1 with the per-label thresholds (0.5 until tuned)."""
+        """(N, C) 0/1 with the per-label thresholds (0.5 until tuned) on the calibrated probabilities (the
+        thresholds are tuned again after Platt scaling, so decisions and ``predict_proba`` agree)."""
         thresholds = np.asarray(self.thresholds or [0.5] * self.num_outputs)
         return (self.probabilities(logits) >= thresholds).astype(int)
 
@@ -174,6 +188,7 @@ class LabelSpace:
             "shift": self.shift,
             "scale": self.scale,
             "thresholds": self.thresholds,
+            "calibration": self.calibration,
         }
 
     @classmethod
@@ -184,7 +199,11 @@ class LabelSpace:
             list(data["shift"]),
             list(data["scale"]),
             list(data.get("thresholds", [])),
+            data.get("calibration"),  # saves from before calibration have none
         )
         if any(not math.isfinite(v) for v in space.shift + space.scale):
             raise ValueError("saved label space has non-finite target statistics")
+        from llmhead.calibration import check_saved
+
+        check_saved(space.calibration, space.task, space.num_outputs)
         return space

@@ -31,6 +31,7 @@ def load(folder, trust_remote_code: bool = False) -> Classifier:
     extractor.pad_note, extractor.source_blocks = saved.pad_note, saved.source_blocks
     clf = Classifier(config, extractor=extractor)
     clf.labels, clf.history, clf.expected_fingerprint = saved.labels, saved.history, saved.fingerprint
+    clf.run_dir = saved.run_dir
     clf.strategy.restore({**(saved.strategy or {}), "saved_as": saved.saved_as}, folder)
     _ = clf.tokenizer  # now, while the checked files are the ones on disk (it would otherwise load on first use)
     clf.strategy.load_backbone_parts(clf, folder, saved.backbone)

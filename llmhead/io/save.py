@@ -225,6 +225,7 @@ class SavedClassifier:
     history: list
     strategy: dict | None
     pad_note: str | None  # the pad token llmhead added to the tokenizer, if any
+    run_dir: str | None = None  # the training run's folder (train_log.jsonl), as saved
 
     source = property(lambda self: self.backbone["source"])
     source_kind = property(lambda self: self.backbone["kind"])
@@ -257,6 +258,7 @@ def read_classifier(folder: Path, trust_remote_code: bool) -> SavedClassifier:
             manifest.get("history") or [],
             manifest.get("strategy") or manifest.get("icl"),  # format 2 before strategies kept it under "icl"
             manifest["tokenizer"]["pad_token_added"],
+            (manifest.get("train") or {}).get("run_dir"),
         )
         _ = (saved.source, saved.source_kind)
     except LoadError:

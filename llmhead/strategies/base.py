@@ -24,6 +24,7 @@ class Strategy:
     causal_lm = False  # loads the whole causal LM (its LM head scores label words)
     validates = True  # carves a validation split from the training data when no eval set is given
     verbalized = False  # starts from (or scores) the label words' LM-head rows
+    calibrates = True  # its probabilities are calibrated on the validation split after fit (calibration.py)
 
     def __init__(self, config):
         self.config = config

@@ -18,6 +18,7 @@ class InContext(Strategy):
     causal_lm = True
     validates = False
     verbalized = True
+    calibrates = False  # no validation split; icl_calibrate removes the prompt's bias instead
 
     def __init__(self, config):
         super().__init__(config)

@@ -164,6 +164,7 @@ class Probe(Strategy):
     """mode='probe': frozen features + a scikit-learn linear model, its regularisation chosen by cross-validation."""
 
     validates = False  # every example trains; the probe cross-validates its regularisation instead
+    calibrates = False  # logreg's probabilities are its own likelihood fit; svm's are sigmoid-calibrated by CV
 
     def new_head(self, width: int, n_layers: int, labels) -> nn.Module:
         c = self.config
