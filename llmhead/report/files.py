@@ -1,0 +1,173 @@
+"""Write a report's files: the figures for the task, metrics.json, worst.jsonl and report.html."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from llmhead.metrics import brier, expected_calibration_error
+from llmhead.report import html, plots
+from llmhead.report.evaluation import Evaluation
+from llmhead.report.training import curves
+
+
+def _clean(value):
+    """JSON-safe: NaN and infinities as null, numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _confidence(ev: Evaluation, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, outcome) pairs of the reliability diagram: the top class and whether it is right
+    (classification), or every label's probability and truth, pooled (multilabel)."""
+    if ev.task == "classification":
+        return probabilities.max(1), (probabilities.argmax(1) == ev.targets).astype(int)
+    return probabilities.ravel(), ev.targets.ravel()
+
+
+def figures(ev: Evaluation) -> tuple[list[tuple[str, str, str, object]], list[str]]:
+    """(name, title, caption, Figure) in the order shown, and notes on what could not be drawn."""
+    out, notes = [], []
+    names = [str(n) for n in ev.names]
+    if ev.task == "classification":
+        for normalize in (False, True):
+            name = "confusion_normalized" if normalize else "confusion_counts"
+            caption = (
+                "Each true class's row divided by its support: the diagonal is each class's recall."
+                if normalize
+                else "How many examples of each true class (rows) were predicted as each class (columns)."
+            )
+            out.append(
+                (name, name.replace("_", " "), caption, plots.confusion(ev.targets, ev.predictions, names, normalize))
+            )
+    if ev.task in ("classification", "multilabel"):
+        per = ev.metrics.get("per_class", {})
+        out.append(
+            (
+                "per_class",
+                "per-class scores",
+                "Precision, recall and F1 per class; n is the support.",
+                plots.per_class(per),
+            )
+        )
+        before = None
+        if ev.uncalibrated is not None:
+            c, o = _confidence(ev, ev.uncalibrated)
+            before = (
+                c,
+                o,
+                expected_calibration_error(ev.task, ev.uncalibrated, ev.targets),
+                brier(ev.task, ev.uncalibrated, ev.targets),
+            )
+        c, o = _confidence(ev, ev.probabilities)
+        which = (
+            "the predicted class's probability" if ev.task == "classification" else "every label's probability, pooled"
+        )
+        out.append(
+            (
+                "reliability",
+                "reliability diagram",
+                f"Observed frequency against {which}, per bin; below, how many predictions fall in each bin. ECE "
+                + ("(top-label)" if ev.task == "classification" else "(the mean of the labels')")
+                + " and Brier as in metrics.",
+                plots.reliability(c, o, ev.metrics["ece"], ev.metrics["brier"], before),
+            )
+        )
+        if ev.task == "classification" and len(names) == 2:
+            truth, scores, curve_names = (ev.targets == 1)[:, None].astype(int), ev.probabilities[:, 1:], [names[1]]
+            scope = f"'{names[1]}' as the positive class"
+        elif ev.task == "classification":
+            truth = (ev.targets[:, None] == np.arange(len(names))).astype(int)
+            scores, curve_names, scope = ev.probabilities, names, "one class against the rest, per class"
+        else:
+            truth, scores, curve_names, scope = ev.targets, ev.probabilities, names, "per label"
+        for kind, fn, title in (
+            ("roc", plots.roc, "ROC"),
+            ("precision_recall", plots.precision_recall, "precision-recall"),
+        ):
+            fig, missing = fn(truth, scores, curve_names)
+            notes += missing if kind == "roc" else []
+            out.append((kind, f"{title} curves", f"{title} from predict_proba's probabilities, {scope}.", fig))
+    if ev.task == "regression":
+        for k, name in enumerate(names):
+            t, p = ev.targets[:, k], ev.predictions[:, k]
+            suffix = f"_{k}" if len(names) > 1 else ""
+            out.append(
+                (
+                    f"predicted_vs_true{suffix}",
+                    f"predicted vs true: {name}",
+                    "Each point one example; the dashed line is a perfect prediction.",
+                    plots.predicted_vs_true(t, p, name),
+                )
+            )
+            out.append(
+                (
+                    f"residuals{suffix}",
+                    f"residuals: {name}",
+                    "Predicted minus true, against the prediction: structure here is bias.",
+                    plots.residuals(t, p, name),
+                )
+            )
+    training = curves(ev.history, ev.train_log)
+    notes += training.notes
+    if training:
+        source = (
+            "run_dir/train_log.jsonl"
+            if ev.train_log is not None and ev.train_log.is_file()
+            else "the saved training history"
+        )
+        out.append(("training", "training curves", f"From {source}, per {training.x_label}.", plots.training(training)))
+    else:
+        notes.append("no training curves: this model's training logged no per-epoch or per-step losses")
+    return out, notes
+
+
+def write_report(folder, ev: Evaluation) -> Path:
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn, notes = figures(ev)
+    blocks = []
+    for name, title, caption, fig in drawn:
+        image = plots.png(fig)
+        (folder / f"{name}.png").write_bytes(image)
+        blocks.append(html.figure(name, title, caption, image))
+    worst = ev.worst()
+    (folder / "metrics.json").write_text(json.dumps(_clean(ev.metrics), indent=2) + "\n")
+    (folder / "worst.jsonl").write_text("".join(json.dumps(_clean(r), ensure_ascii=False) + "\n" for r in worst))
+    scalars = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float))}
+    sections = [("Figures", f'<div class="figures">{"".join(blocks)}</div>')]
+    if ev.task != "regression":
+        sections.insert(0, ("Calibration", html.calibration_table(ev.calibration)))
+    per = ev.metrics.get("per_class") or ev.metrics.get("per_target")
+    if per:
+        keys = list(next(iter(per.values())))
+        rows = [[name, *(v[k] for k in keys)] for name, v in per.items()]
+        sections.insert(
+            0,
+            (
+                "Per class" if "per_class" in ev.metrics else "Per target",
+                html.table(["", *keys], rows, numeric=set(range(1, len(keys) + 1))),
+            ),
+        )
+    if ev.task == "multilabel" and ev.thresholds:
+        sections.append(
+            (
+                "Decision thresholds",
+                html.table(["label", "threshold"], [[str(n), t] for n, t in zip(ev.names, ev.thresholds)], numeric={1}),
+            )
+        )
+    sections.append((f"The {len(worst)} worst-predicted examples", html.worst_table(ev.task, worst)))
+    page = html.page(ev.about, scalars, sections, notes)
+    path = folder / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
