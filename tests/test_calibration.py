@@ -1,6 +1,6 @@
 """Calibrated probabilities (llmhead/calibration.py): the fits against brute force and scikit-learn, the options
 refused where they mean nothing, predictions unchanged, multilabel decisions consistent with the calibrated
-probabilities, and save -> load exact. On the packaged SmolLM2: tests/test_real.py::test_calibration_on_rotten_tomatoes.
+probabilities, and save -> load exact. On the packaged SmolLM2: tests/test_real.py -k temperature_scaling.
 """
 
 from __future__ import annotations
