@@ -16,8 +16,8 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: 0.85em; color: #555; max-width: 640px; }
+figure { margin: 0; max-width: 540px; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #555; }
 td.text { max-width: 560px; white-space: pre-wrap; word-break: break-word; }
 .note { color: #8a5300; font-size: 0.9em; }
 """

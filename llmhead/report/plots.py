@@ -72,7 +72,6 @@ def per_class(per: dict) -> Figure:
     ax.set_yticks(y, [f"{s}  (n={per[n]['support']})" for s, n in zip(_short(names), names)])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("score")
     ax.set_title("per-class precision, recall and F1 (n = support)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=3, fontsize="small", frameon=False)
     return fig
