@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,23 @@ def test_multilabel_and_regression_reports_from_a_model(tiny_llama, tmp_path, ta
     clf.evaluate(rows, label=label, report=tmp_path / "r")
     assert {p.stem for p in (tmp_path / "r").glob("*.png")} == expected
     assert len((tmp_path / "r" / "worst.jsonl").read_text().splitlines()) == 20
+
+
+def test_a_fine_tuned_model_reports_its_train_log_also_after_load(tiny_llama, tmp_path):
+    """LoRA with a run_dir: the curves come from run_dir/train_log.jsonl (loss, validation metric, learning rate),
+    the fit calibrates after fine-tuning, and a loaded save still finds the log."""
+    flip = {"pos": "neg", "neg": "pos"}
+    val = [{**r, "label": flip[r["label"]] if i % 4 == 0 else r["label"]} for i, r in enumerate(sentiment_rows(3))]
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=2)
+    clf.fit(
+        sentiment_rows(2), val, epochs=2, batch_size=4, warm_start=False, run_dir=str(tmp_path / "run"), progress=False
+    )
+    assert clf.calibration["method"] == "temperature"  # after fine-tuning, on the validation split
+    clf.save(tmp_path / "m")
+    again = llmhead.load(tmp_path / "m")
+    assert again.run_dir == str(tmp_path / "run")
+    again.evaluate(val, report=tmp_path / "r")
+    text = (tmp_path / "r" / "report.html").read_text()
+    assert "From run_dir/train_log.jsonl, per step." in text
+    curves = training.curves(again.history, Path(again.run_dir) / "train_log.jsonl")
+    assert {"train_loss", "lr", "val_loss", "accuracy"} <= set(curves.series) and not curves.notes

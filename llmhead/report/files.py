@@ -35,101 +35,95 @@ def _confidence(ev: Evaluation, probabilities: np.ndarray) -> tuple[np.ndarray, 
     return probabilities.ravel(), ev.targets.ravel()
 
 
+def _confusion(ev: Evaluation, names: list[str]) -> list:
+    out = []
+    for normalize in (False, True):
+        name = "confusion_normalized" if normalize else "confusion_counts"
+        caption = (
+            "Each true class's row divided by its support: the diagonal is each class's recall."
+            if normalize
+            else "How many examples of each true class (rows) were predicted as each class (columns)."
+        )
+        fig = plots.confusion(ev.targets, ev.predictions, names, normalize)
+        out.append((name, name.replace("_", " "), caption, fig))
+    return out
+
+
+def _reliability(ev: Evaluation) -> tuple:
+    before = None
+    if ev.uncalibrated is not None:
+        c, o = _confidence(ev, ev.uncalibrated)
+        raw = ev.uncalibrated
+        before = (c, o, expected_calibration_error(ev.task, raw, ev.targets), brier(ev.task, raw, ev.targets))
+    c, o = _confidence(ev, ev.probabilities)
+    top = ev.task == "classification"
+    which = "the predicted class's probability" if top else "every label's probability, pooled"
+    caption = (
+        f"Observed frequency against {which}, per bin; below, how many predictions fall in each bin. ECE "
+        f"({'top-label' if top else 'the mean of the labels'}) and Brier as in metrics."
+    )
+    fig = plots.reliability(c, o, ev.metrics["ece"], ev.metrics["brier"], before)
+    return ("reliability", "reliability diagram", caption, fig)
+
+
+def _curves(ev: Evaluation, names: list[str], notes: list[str]) -> list:
+    """ROC and precision-recall: the second class of a binary task, else one curve per class or label."""
+    if ev.task == "classification" and len(names) == 2:
+        truth, scores, curve_names = (ev.targets == 1)[:, None].astype(int), ev.probabilities[:, 1:], [names[1]]
+        scope = f"'{names[1]}' as the positive class"
+    elif ev.task == "classification":
+        truth = (ev.targets[:, None] == np.arange(len(names))).astype(int)
+        scores, curve_names, scope = ev.probabilities, names, "one class against the rest, per class"
+    else:
+        truth, scores, curve_names, scope = ev.targets, ev.probabilities, names, "per label"
+    out = []
+    for kind, draw, title in (
+        ("roc", plots.roc, "ROC"),
+        ("precision_recall", plots.precision_recall, "precision-recall"),
+    ):
+        fig, missing = draw(truth, scores, curve_names)
+        notes += missing if kind == "roc" else []  # the same columns lack a PR curve: said once
+        out.append((kind, f"{title} curves", f"{title} from predict_proba's probabilities, {scope}.", fig))
+    return out
+
+
+def _regression(ev: Evaluation, names: list[str]) -> list:
+    out = []
+    for k, name in enumerate(names):
+        t, p = ev.targets[:, k], ev.predictions[:, k]
+        suffix = f"_{k}" if len(names) > 1 else ""
+        caption = "Each point one example; the dashed line is a perfect prediction."
+        out.append(
+            (f"predicted_vs_true{suffix}", f"predicted vs true: {name}", caption, plots.predicted_vs_true(t, p, name))
+        )
+        caption = "Predicted minus true, against the prediction: structure here is bias."
+        out.append((f"residuals{suffix}", f"residuals: {name}", caption, plots.residuals(t, p, name)))
+    return out
+
+
+def _training(ev: Evaluation, notes: list[str]) -> list:
+    found = curves(ev.history, ev.train_log)
+    notes += found.notes
+    if not found:
+        notes.append("no training curves: this model's training logged no per-epoch or per-step losses")
+        return []
+    from_log = ev.train_log is not None and ev.train_log.is_file()
+    source = "run_dir/train_log.jsonl" if from_log else "the saved training history"
+    return [("training", "training curves", f"From {source}, per {found.x_label}.", plots.training(found))]
+
+
 def figures(ev: Evaluation) -> tuple[list[tuple[str, str, str, object]], list[str]]:
     """(name, title, caption, Figure) in the order shown, and notes on what could not be drawn."""
-    out, notes = [], []
-    names = [str(n) for n in ev.names]
-    if ev.task == "classification":
-        for normalize in (False, True):
-            name = "confusion_normalized" if normalize else "confusion_counts"
-            caption = (
-                "Each true class's row divided by its support: the diagonal is each class's recall."
-                if normalize
-                else "How many examples of each true class (rows) were predicted as each class (columns)."
-            )
-            out.append(
-                (name, name.replace("_", " "), caption, plots.confusion(ev.targets, ev.predictions, names, normalize))
-            )
-    if ev.task in ("classification", "multilabel"):
-        per = ev.metrics.get("per_class", {})
-        out.append(
-            (
-                "per_class",
-                "per-class scores",
-                "Precision, recall and F1 per class; n is the support.",
-                plots.per_class(per),
-            )
-        )
-        before = None
-        if ev.uncalibrated is not None:
-            c, o = _confidence(ev, ev.uncalibrated)
-            before = (
-                c,
-                o,
-                expected_calibration_error(ev.task, ev.uncalibrated, ev.targets),
-                brier(ev.task, ev.uncalibrated, ev.targets),
-            )
-        c, o = _confidence(ev, ev.probabilities)
-        which = (
-            "the predicted class's probability" if ev.task == "classification" else "every label's probability, pooled"
-        )
-        out.append(
-            (
-                "reliability",
-                "reliability diagram",
-                f"Observed frequency against {which}, per bin; below, how many predictions fall in each bin. ECE "
-                + ("(top-label)" if ev.task == "classification" else "(the mean of the labels')")
-                + " and Brier as in metrics.",
-                plots.reliability(c, o, ev.metrics["ece"], ev.metrics["brier"], before),
-            )
-        )
-        if ev.task == "classification" and len(names) == 2:
-            truth, scores, curve_names = (ev.targets == 1)[:, None].astype(int), ev.probabilities[:, 1:], [names[1]]
-            scope = f"'{names[1]}' as the positive class"
-        elif ev.task == "classification":
-            truth = (ev.targets[:, None] == np.arange(len(names))).astype(int)
-            scores, curve_names, scope = ev.probabilities, names, "one class against the rest, per class"
-        else:
-            truth, scores, curve_names, scope = ev.targets, ev.probabilities, names, "per label"
-        for kind, fn, title in (
-            ("roc", plots.roc, "ROC"),
-            ("precision_recall", plots.precision_recall, "precision-recall"),
-        ):
-            fig, missing = fn(truth, scores, curve_names)
-            notes += missing if kind == "roc" else []
-            out.append((kind, f"{title} curves", f"{title} from predict_proba's probabilities, {scope}.", fig))
+    names, notes = [str(n) for n in ev.names], []
     if ev.task == "regression":
-        for k, name in enumerate(names):
-            t, p = ev.targets[:, k], ev.predictions[:, k]
-            suffix = f"_{k}" if len(names) > 1 else ""
-            out.append(
-                (
-                    f"predicted_vs_true{suffix}",
-                    f"predicted vs true: {name}",
-                    "Each point one example; the dashed line is a perfect prediction.",
-                    plots.predicted_vs_true(t, p, name),
-                )
-            )
-            out.append(
-                (
-                    f"residuals{suffix}",
-                    f"residuals: {name}",
-                    "Predicted minus true, against the prediction: structure here is bias.",
-                    plots.residuals(t, p, name),
-                )
-            )
-    training = curves(ev.history, ev.train_log)
-    notes += training.notes
-    if training:
-        source = (
-            "run_dir/train_log.jsonl"
-            if ev.train_log is not None and ev.train_log.is_file()
-            else "the saved training history"
-        )
-        out.append(("training", "training curves", f"From {source}, per {training.x_label}.", plots.training(training)))
+        out = _regression(ev, names)
     else:
-        notes.append("no training curves: this model's training logged no per-epoch or per-step losses")
-    return out, notes
+        out = _confusion(ev, names) if ev.task == "classification" else []
+        caption = "Precision, recall and F1 per class; n is the support."
+        out.append(("per_class", "per-class scores", caption, plots.per_class(ev.metrics.get("per_class", {}))))
+        out.append(_reliability(ev))
+        out += _curves(ev, names, notes)
+    return out + _training(ev, notes), notes
 
 
 def write_report(folder, ev: Evaluation) -> Path:
