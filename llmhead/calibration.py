@@ -57,8 +57,8 @@ def fit(method: str, logits: torch.Tensor, targets: torch.Tensor) -> dict | None
     if method == "none":
         return None
     n = len(logits)
-    if n < MIN_EXAMPLES:
-        return {"method": "none", "reason": f"the validation split has {n} examples; calibration needs {MIN_EXAMPLES}"}
+    if too_few(n):
+        return too_few(n)
     z = logits.double().numpy()
     if method == "temperature":
         y = targets.numpy()
@@ -74,6 +74,13 @@ def fit(method: str, logits: torch.Tensor, targets: torch.Tensor) -> dict | None
         a, b, unfitted = _platt(z, y)
         record = {"method": "platt", "a": a, "b": b, "unfitted": unfitted}
     return {**record, "examples": n, **_before_after(method, z, y, record)}
+
+
+def too_few(n: int) -> dict | None:
+    """The record of a validation split too small to calibrate on (None when it is large enough)."""
+    if n >= MIN_EXAMPLES:
+        return None
+    return {"method": "none", "reason": f"the validation split has {n} examples; calibration needs {MIN_EXAMPLES}"}
 
 
 def _nll(beta: float, z: np.ndarray, y: np.ndarray) -> float:

@@ -239,6 +239,9 @@ class Classifier:
     def _calibrate(self, method: str, val: Split, cfg: TrainConfig) -> None:
         """Fit the probabilities' calibration on the validation split (its features are cached in frozen modes);
         multilabel thresholds are tuned again on the calibrated probabilities that decisions compare them with."""
+        if calibration.too_few(len(val.texts)):  # said in the record, without another pass over the split
+            self.labels.calibration = calibration.too_few(len(val.texts))
+            return
         truncated = self.truncated  # these texts were counted when the strategy read them
         out = self.logits(val.texts, batch_size=cfg.batch_size, templated=True, cache=True)
         self.truncated = truncated
