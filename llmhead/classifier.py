@@ -92,6 +92,8 @@ class Classifier:
         self.train_config: TrainConfig | None = None
         self.run_dir: str | None = None  # where fine-tuning wrote train_log.jsonl (also after llmhead.load)
         self.truncated = 0  # training/eval texts cut at max_length in the last fit
+        self.trained_on: dict = {}  # the last fit's data: sources, sizes, columns (saved; shown in the model card)
+        self.metrics: dict[str, dict] = {}  # evaluate()'s results since that fit, by data source (saved; the card)
         self.expected_fingerprint: str | None = None  # a loaded save: the base weights it was trained on
         self.ladder = self.sweep = None  # the table that chose this classifier (llmhead.auto, layer_sweep)
         self._model: HeadModel | None = model  # given: a model trained elsewhere (llmhead.from_model)
@@ -216,6 +218,18 @@ class Classifier:
         elif self.strategy.validates:
             texts, val_texts, y_train, y_val = validation_split(texts, y_train, cfg.val_fraction, c)
         self.labels, self.train_config, self.truncated, self.run_dir = labels, cfg, 0, cfg.run_dir
+        self.metrics, self.trained_on = (
+            {},
+            {
+                "train": examples.origin,
+                "train_rows": len(examples),  # as read; train_examples after the validation split, before augmentation
+                "train_examples": len(texts),
+                "eval": held.origin if eval is not None else f"{len(val_texts)} rows of train" if val_texts else None,
+                "eval_examples": len(val_texts),
+                "text": list(text) if isinstance(text, (list, tuple)) else text,
+                "label": list(label) if isinstance(label, (list, tuple)) else label,
+            },
+        )
         self.extractor.progress = cfg.progress
         if cfg.feature_cache:
             self.extractor.cache.folder = Path(cfg.feature_cache)
@@ -296,6 +310,7 @@ class Classifier:
         out = self.logits(self.inputs(held.texts), batch_size=batch_size, templated=True, cache=cache)
         result = {"n": len(held), **self.score_logits(out, targets, held.raw)}
         result.update(metrics.calibration(self.labels, out, targets))
+        self.metrics[held.origin] = result  # saved with the model, shown in its card
         if report is not None:
             reporting.write(report, reporting.Evaluation.of(self, held.texts, held.raw, out, targets, result))
         return result
@@ -324,6 +339,8 @@ class Classifier:
             "tokenizer": {"pad_token_added": self.extractor.pad_note},
             "train": saving.jsonable(dataclasses.asdict(self.train_config)) if self.train_config else None,
             "history": self.history,
+            "data": saving.jsonable(self.trained_on),
+            "metrics": saving.jsonable(self.metrics),
             "strategy": self.strategy.state(),
             "versions": saving.versions(),
         }
@@ -334,7 +351,7 @@ class Classifier:
             manifest["backbone"].update(self.strategy.write_backbone(model, tmp) or {})
             self.tokenizer.save_pretrained(tmp / saving.TOKENIZER)
 
-        return saving.write_save(folder, write, manifest)
+        return saving.write_save(folder, write, manifest, card=True)
 
     def export(self, folder, format: str = "transformers") -> Path:
         """A plain transformers ``*ForSequenceClassification`` folder (LoRA merged; linear, bias-free heads on

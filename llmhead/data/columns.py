@@ -41,10 +41,16 @@ def _report(table: Table, problems: list[tuple[int, str]]) -> None:
 
 
 def read_texts(
-    table: Table, text: str | tuple[str, str] | list[str], template: str, separator: str, empty_ok: bool = False
+    table: Table,
+    text: str | tuple[str, str] | list[str],
+    template: str,
+    separator: str,
+    empty_ok: bool = False,
+    first_row: int = 1,
 ) -> list[str]:
     """The model inputs: one column, or a text pair joined by ``separator``, put into ``template``. ``empty_ok``
-    (prediction): an empty text is a text to predict; in training data it is a problem."""
+    (prediction): an empty text is a text to predict; in training data it is a problem. ``first_row``: the number
+    of the table's first row in its source (a chunk of a file streamed in parts)."""
     columns = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else [text]
     if not 1 <= len(columns) <= 2 or not all(isinstance(c, str) for c in columns):
         raise DataError(f"text must be a column name or a pair of column names, got {preview(text)}")
@@ -53,13 +59,12 @@ def read_texts(
     for column in columns:
         for i, value in enumerate(table.columns[column]):
             if _is_missing(value):
-                problems.append((i, f"row {i + 1}, column {column!r}: text is missing"))
+                problems.append((i, f"row {i + first_row}, column {column!r}: text is missing"))
             elif not isinstance(value, str):
-                problems.append(
-                    (i, f"row {i + 1}, column {column!r}: expected text, got {type(value).__name__} {preview(value)}")
-                )
+                got = f"{type(value).__name__} {preview(value)}"
+                problems.append((i, f"row {i + first_row}, column {column!r}: expected text, got {got}"))
             elif not value.strip() and not empty_ok:
-                problems.append((i, f"row {i + 1}, column {column!r}: text is empty"))
+                problems.append((i, f"row {i + first_row}, column {column!r}: text is empty"))
     _report(table, sorted(problems, key=lambda p: p[0]) if len(columns) > 1 else problems)
     parts = [table.columns[c] for c in columns]
     joined = parts[0] if len(parts) == 1 else [a + separator + b for a, b in zip(*parts)]

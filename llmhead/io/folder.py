@@ -9,6 +9,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llmhead.io.layout import ADAPTER, BACKBONE, HEAD, MANIFEST, TOKENIZER
+from llmhead.io.layout import ADAPTER, BACKBONE, CARD, HEAD, MANIFEST, TOKENIZER
 
 log = logging.getLogger(__name__)
 WRITER = ".llmhead-writer"  # in a temporary folder while its save runs, locked (flock) by the saving process
@@ -124,17 +125,40 @@ def sync_tree(folder: Path) -> None:
     _sync_dir(folder)
 
 
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _previous_manifest(target: Path) -> dict:
+    try:
+        manifest = json.loads((target / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def written_card(target: Path) -> bool:
+    """Whether ``target``'s model card is the one its last save wrote, unedited (so the next save may replace it)."""
+    recorded, card = _previous_manifest(target).get("card"), target / CARD
+    if not isinstance(recorded, str) or card.is_symlink() or not card.is_file():
+        return False
+    with contextlib.suppress(OSError):
+        return file_digest(card) == recorded
+    return False
+
+
 def _ours(target: Path, marker: str) -> set[str]:
     """Top-level names the previous save in ``target`` wrote."""
     if marker != MANIFEST:
         return set()
-    try:
-        listed = json.loads((target / MANIFEST).read_text()).get("files")
-    except (OSError, ValueError, AttributeError):
-        listed = None
+    listed = _previous_manifest(target).get("files")
     if not isinstance(listed, dict):  # format 1, or unreadable: the names llmhead saves have always had
         return {MANIFEST, HEAD, ADAPTER, BACKBONE, TOKENIZER}
-    return {MANIFEST} | {name.split("/")[0] for name in listed}
+    return {MANIFEST} | {name.split("/")[0] for name in listed} | ({CARD} if written_card(target) else set())
 
 
 def _keep_foreign(target: Path, tmp: Path, marker: str) -> None:

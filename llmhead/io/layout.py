@@ -5,3 +5,4 @@ HEAD = "head.safetensors"
 ADAPTER = "adapter.safetensors"
 BACKBONE = "backbone"  # a transformers folder of fine-tuned (or merged) weights
 TOKENIZER = "tokenizer"
+CARD = "README.md"  # the model card: written by a save, outside its seal (io/save.py)

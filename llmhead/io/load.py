@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmhead.classifier import Classifier
-from llmhead.config import ModelConfig, upgrade, used_options
+from llmhead.config import ModelConfig, TrainConfig, build, upgrade, used_options
 from llmhead.data.labels import LabelSpace
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.io import save as saving
@@ -32,6 +32,7 @@ def load(folder, trust_remote_code: bool = False) -> Classifier:
     clf = Classifier(config, extractor=extractor)
     clf.labels, clf.history, clf.expected_fingerprint = saved.labels, saved.history, saved.fingerprint
     clf.run_dir = saved.run_dir
+    _restore_record(clf, saved.record)
     clf.strategy.restore({**(saved.strategy or {}), "saved_as": saved.saved_as}, folder)
     _ = clf.tokenizer  # now, while the checked files are the ones on disk (it would otherwise load on first use)
     clf.strategy.load_backbone_parts(clf, folder, saved.backbone)
@@ -39,6 +40,18 @@ def load(folder, trust_remote_code: bool = False) -> Classifier:
     saving.load_into(folder / saving.HEAD, lambda: head.load_state_dict(saved.head_state, strict=True))
     clf.model.head = head.eval()
     return clf
+
+
+def _restore_record(clf: Classifier, record: dict) -> None:
+    """What the last fit and evaluations recorded, so that a re-save keeps them in the manifest and the card. They
+    describe the model and never change what it predicts: a record this version cannot read is dropped."""
+    clf.trained_on = record.get("data") if isinstance(record.get("data"), dict) else {}
+    metrics = record.get("metrics")
+    clf.metrics = {k: v for k, v in metrics.items() if isinstance(v, dict)} if isinstance(metrics, dict) else {}
+    try:
+        clf.train_config = build(TrainConfig, upgrade(TrainConfig, record["train"]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        clf.train_config = None
 
 
 def from_model(model: HeadModel, tokenizer, labels: list | None = None, template: str = "{text}") -> Classifier:

