@@ -41,7 +41,7 @@ def test_recipe_trains_saves_and_reports(tiny_llama, tmp_path):
     assert metrics["test"]["n"] == 8 and 0 <= metrics["test"]["accuracy"] <= 1
     assert metrics["evaluations"] == 3 and metrics["config"]["train"]["epochs"] == 3
     assert result["test"] == metrics["test"]
-    assert {p.name for p in (out / "model").iterdir()} == {"llmhead.json", "head.safetensors", "tokenizer"}
+    assert {p.name for p in (out / "model").iterdir()} == {"llmhead.json", "head.safetensors", "tokenizer", "README.md"}
     clf = llmhead.load(out / "model")
     assert clf.evaluate(tmp_path / "test.jsonl") == metrics["test"]
 
