@@ -76,9 +76,17 @@ def inputs(chunk: Chunk, p: Plan, origin: str) -> list[str]:
 
 def check(p: Plan) -> int:
     """Read the whole input file and check it; the number of rows. (Standard input is checked as it is scored.)"""
-    rows = 0
+    rows, columns = 0, None
     for chunk in read_chunks(p.input, CHUNK_ROWS):
         inputs(chunk, p, p.input)
+        columns = columns or list(chunk.columns)
+        new = [c for c in chunk.columns if c not in columns]
+        if new and p.out_format != "jsonl":  # JSON objects with keys the first rows lack: a table has fixed columns
+            raise DataError(
+                f"{p.input}: row {chunk.first_row} or later has the key {new[0]!r}, which the first {rows} rows lack; "
+                f"a {p.out_format.upper()} output has the first rows' columns: write the output as .jsonl to keep "
+                "every key"
+            )
         rows += len(chunk)
     return rows
 
@@ -89,6 +97,7 @@ def run(p: Plan, batch_size: int, rows: int | None) -> int:
 
     origin = "standard input" if p.input == STDIO else p.input
     clf = llmhead.load(p.model)
+    clf.extractor.progress = False  # the bar below counts rows of the whole file
     labels = clf.labels
     writer = Writer(p.out, p.out_format)
     done = 0
