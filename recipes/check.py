@@ -2,6 +2,7 @@
 merge and export (when the head exports).
 
     python recipes/check.py runs/demo/model [--texts-file my_texts.txt]
+    (the same as: llmhead check runs/demo/model [--texts-file my_texts.txt])
 
 Prints one line per check and exits with 1 when any difference exceeds the stated tolerance; a folder that is not a
 saved classifier, or a missing or empty texts file, is one ``error: ...`` line with exit code 2.
@@ -20,16 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import CONFIG_ERRORS, fail  # noqa: E402
 
 import llmhead  # noqa: E402
-
-
-def read_texts_file(path: str) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"texts file not found: {file}")
-    texts = [line for line in file.read_text().splitlines() if line.strip()]
-    if not texts:
-        raise ValueError(f"{file} holds no text (one text per line)")
-    return texts
+from llmhead.cli.main import read_texts_file  # noqa: E402  (shared with `llmhead check`)
 
 
 def main(argv: list[str] | None = None) -> dict:

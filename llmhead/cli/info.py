@@ -83,7 +83,7 @@ def format_info(info: dict) -> str:
     lines = []
     for key, value in info.items():
         if key == "size_bytes":
-            value = f"{value / 1e6:.1f} MB"
+            key, value = "size", f"{value / 1e6:.1f} MB on disk"
         elif key == "head_parameters" and isinstance(value, int):
             value = f"{value:,}"
         elif isinstance(value, (dict, list)):

@@ -65,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="llmhead",
         description="Turn a pretrained decoder LLM into a text classifier or regressor.",
-        epilog="Run llmhead COMMAND --help for a command's options and an example.",
+        epilog="""examples:
+  llmhead train --model smollm2-135m --train train.csv --test test.csv --out runs/mine
+  llmhead predict runs/mine/model big.csv --out scored.csv --proba
+  llmhead info runs/mine/model
+
+Run llmhead COMMAND --help for a command's options and an example.""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
     from llmhead import __version__
@@ -95,13 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="classification, multilabel or regression")
     p.add_argument("--out", metavar="DIR", help="output folder (model in DIR/model); default runs/train")
 
-    p = command("predict", "add predictions (and probabilities) to every row of a file")
+    p = command("predict", "add predictions (and probabilities) to every row of a file, streamed in chunks")
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("input", metavar="INPUT", help="a .csv .tsv .jsonl .parquet file, or - (JSON Lines on stdin)")
     p.add_argument("--out", metavar="FILE", help="output file; its extension picks the format (default: stdout)")
     p.add_argument("--proba", action="store_true", help="add one probability column per label")
     p.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="texts per forward pass (32)")
     p.add_argument("--text", nargs="+", metavar="COLUMN", help="text column(s) (default: those it was trained on)")
+    p.add_argument("--threads", type=_positive, metavar="N", help="torch CPU threads (default: torch's choice)")
 
     p = command("evaluate", "metrics of a saved model on labelled data")
     p.add_argument("model", metavar="MODEL_DIR")
@@ -186,6 +193,10 @@ def predict(args) -> int:
     from llmhead.cli import predict as scoring
 
     p = scoring.plan(args.model, args.input, args.out, args.text, args.proba)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # a shared machine: more threads than free cores spin and stall
     rows = None if p.input == scoring.STDIO else scoring.check(p)  # every row checked before the model loads
     written = scoring.run(p, args.batch_size, rows)
     if p.out is not None:
