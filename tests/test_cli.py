@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -173,13 +174,13 @@ def test_predict_keeps_every_row_and_column_in_order_across_chunks(saved, tmp_pa
 
 def test_a_bad_row_deep_in_the_file_is_named_before_the_model_loads(saved, tmp_path, capsys, small_chunks, monkeypatch):
     rows = [{"text": t} for t in TEXTS]
-    rows[6]["text"] = "   "
+    rows[6]["text"] = None  # an empty cell
     pd.DataFrame(rows).to_csv(tmp_path / "in.csv", index=False)
     (tmp_path / "out.csv").write_text("previous output\n")
     monkeypatch.setattr(llmhead, "load", lambda *a, **k: pytest.fail("the model loaded before the data was checked"))
     code, _, err = run(capsys, "predict", saved, tmp_path / "in.csv", "--out", tmp_path / "out.csv")
     assert code == 2 and re.search(
-        r"^error: .*in.csv: 1 problem\(s\).* row 7, column 'text': text is empty \(line 8\)", err
+        r"^error: .*in.csv: 1 problem\(s\).* row 7, column 'text': text is missing \(line 8\)", err
     )
     assert (tmp_path / "out.csv").read_text() == "previous output\n"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]
@@ -257,3 +258,16 @@ def test_evaluate_passes_report_on_or_says_it_cannot(saved, tmp_path, capsys):
         assert code == 2 and "--report: this version of llmhead cannot write evaluation reports yet" in err
     code, _, err = run(capsys, "evaluate", saved, tmp_path / "test.csv", "--label", "sentiment")
     assert code == 2 and "test.csv: no label column 'sentiment'" in err
+
+
+def test_the_llmhead_commands_the_readme_shows_parse():
+    """Each `llmhead ...` line of README.md's bash blocks names a real subcommand with its real options."""
+    shown = [
+        line.split("  #")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+        for line in block.splitlines()
+        if line.startswith("llmhead ")
+    ]
+    assert len(shown) >= 7 and {line.split()[1] for line in shown} == set(cli.COMMANDS)
+    for line in shown:
+        cli.build_parser().parse_args(shlex.split(line)[1:])  # argparse exits 2 on an unknown option

@@ -59,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser = _Parser(
@@ -278,7 +278,7 @@ COMMANDS = {"train": train, "predict": predict, "evaluate": evaluate, "check": c
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     errors.DEBUG = args.debug or os.environ.get("LLMHEAD_DEBUG") == "1"
     try:
         code = COMMANDS[args.command](args)

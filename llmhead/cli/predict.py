@@ -71,7 +71,7 @@ def inputs(chunk: Chunk, p: Plan, origin: str) -> list[str]:
         )
     table.lines = chunk.lines
     text = p.text[0] if len(p.text) == 1 else tuple(p.text)
-    return read_texts(table, text, p.template, p.separator, first_row=chunk.first_row)
+    return read_texts(table, text, p.template, p.separator, empty_ok=True, first_row=chunk.first_row)  # as predict
 
 
 def check(p: Plan) -> int:
@@ -101,9 +101,9 @@ def run(p: Plan, batch_size: int, rows: int | None) -> int:
     labels = clf.labels
     writer = Writer(p.out, p.out_format)
     done = 0
-    from tqdm import tqdm
+    from llmhead.progress import bar as progress_bar
 
-    bar = tqdm(total=rows, unit="rows", file=sys.stderr, disable=not sys.stderr.isatty(), desc="predict")
+    bar = progress_bar(sys.stderr.isatty(), total=rows, unit="rows", file=sys.stderr, desc="predict")
     try:
         for chunk in read_chunks(p.input, CHUNK_ROWS):
             logits = clf.logits(inputs(chunk, p, origin), batch_size=batch_size, templated=True)  # (N, outputs)
