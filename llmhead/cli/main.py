@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from llmhead.cli import errors
@@ -193,6 +194,8 @@ def predict(args) -> int:
     from llmhead.cli import predict as scoring
 
     p = scoring.plan(args.model, args.input, args.out, args.text, args.proba)
+    # `kill` or a scheduler's SIGTERM: exit through Python, so that the partial output file is removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.threads:
         import torch
 
