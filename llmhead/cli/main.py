@@ -181,12 +181,14 @@ def train(args) -> int:
     if args.train is not None:  # a file given on the command line replaces the config's packaged corpus
         raw["data"].pop("dataset", None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from llmhead.finetuning.loop import TrainingInterrupted
-
     try:
         train(raw)
-    except TrainingInterrupted as exc:  # SIGTERM: a checkpoint was written; resume=true continues
-        print(f"interrupted: {exc}")
+    except Exception as exc:
+        from llmhead.finetuning.loop import TrainingInterrupted  # (torch is loaded by then; not before the checks)
+
+        if not isinstance(exc, TrainingInterrupted):
+            raise
+        print(f"interrupted: {exc}")  # SIGTERM: a checkpoint was written; resume=true continues
     return 0
 
 

@@ -23,7 +23,6 @@ import yaml
 from llmhead.cli.errors import CONFIG_ERRORS, fail
 from llmhead.config import TRAIN_FIELD_MODES, ModelConfig, TrainConfig, build, for_mode, invalid, modes_using
 from llmhead.data import corpora, read_raw_labels, read_table, read_texts
-from llmhead.data.labels import LabelSpace
 
 CORPORA = {
     "rotten_tomatoes": corpora.rotten_tomatoes,
@@ -188,11 +187,24 @@ def splits(cfg: DataConfig):
 
 def check_test_labels(cfg: RecipeConfig, train, test) -> None:
     """Fail on a test label that training never saw now, not after training."""
+    from llmhead.data.labels import LabelSpace
+
     m, d = cfg.model, cfg.data
     train_raw = read_raw_labels(read_table(train, "train"), d.label, m.task)
     table = read_table(test, "test")
     read_texts(table, d.text, m.template, m.pair_separator)
     LabelSpace.learn(m.task, train_raw, m.labels, d.label).encode(read_raw_labels(table, d.label, m.task), table.origin)
+
+
+def check_data(cfg: RecipeConfig, train, eval_) -> None:
+    """The training and validation data's columns, texts and labels, checked before torch is even imported: a
+    misspelled column is reported in a second. (fit checks them again, with the labels it learns.)"""
+    m, d = cfg.model, cfg.data
+    for source, role in ((train, "train"), (eval_, "eval")):
+        if source is not None:
+            table = read_table(source, role)
+            read_texts(table, d.text, m.template, m.pair_separator)
+            read_raw_labels(table, d.label, m.task)
 
 
 def prepare(raw: dict):
@@ -202,6 +214,7 @@ def prepare(raw: dict):
 
     cfg = load_config(None, [], raw)
     train, eval_, test = splits(cfg.data)
+    check_data(cfg, train, eval_)
     if test is not None:
         check_test_labels(cfg, train, test)
     clf = llmhead.Classifier(cfg.model)  # resolves the model: a misspelled alias, a missing file, an offline hub
