@@ -65,6 +65,8 @@ def describe(folder: str | Path) -> dict:
         "task": labels.get("task"),
         "labels": labels.get("names"),
         "template": model.get("template"),
+        "pooling": model.get("pooling"),
+        "layer": model.get("layers") or model.get("layer"),  # None: the last block
         "text_column": data.get("text"),
         "train_examples": data.get("train_examples"),
         "eval_examples": data.get("eval_examples"),
@@ -86,7 +88,7 @@ def format_info(info: dict) -> str:
             key, value = "size", f"{value / 1e6:.1f} MB on disk"
         elif key == "head_parameters" and isinstance(value, int):
             value = f"{value:,}"
-        elif isinstance(value, (dict, list)):
+        elif isinstance(value, (dict, list)) or (isinstance(value, str) and not value.isprintable()):
             value = json.dumps(value, ensure_ascii=False)
         lines.append(f"{key:>{width}}: {value}")
     return "\n".join(lines)

@@ -132,7 +132,8 @@ def render(manifest: dict, name: str) -> str:
     task, mode, names = labels["task"], model["mode"], labels["names"]
     base = base_model(backbone)
     where = f"[`{base}`](https://huggingface.co/{base})" if base else f"`{backbone['source']}`"
-    alias = f" (llmhead's packaged `{backbone['source']}`)" if backbone.get("kind") == "alias" else ""
+    packaged = PACKAGED_MODELS.get(backbone["source"]) if backbone.get("kind") == "alias" else None
+    alias = f" (llmhead's packaged `{backbone['source']}`, the GGUF `{packaged.file}`)" if packaged else ""
     parts = [
         f"---\n{front_matter(manifest, name)}\n---\n",
         f"# {name}\n",
