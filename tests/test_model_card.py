@@ -73,6 +73,25 @@ def test_an_edited_card_is_kept_and_never_stops_a_load(tiny_llama, tmp_path, cap
     assert front_matter((folder / CARD).read_text())[0]["library_name"] == "llmhead"
 
 
+def test_a_recipe_on_a_packaged_corpus_names_its_splits_in_the_card(tiny_llama, tmp_path, monkeypatch):
+    import datasets
+
+    from llmhead.cli import recipe
+
+    split = {k: [r[k] for r in sentiment_rows(2)] for k in ("text", "label")}
+    corpus = datasets.DatasetDict({s: datasets.Dataset.from_dict(split) for s in ("train", "validation", "test")})
+    monkeypatch.setitem(recipe.CORPORA, "rotten_tomatoes", lambda: corpus)
+    raw = recipe.read_raw(None, [f"model.model={tiny_llama}", "model.dtype=float32", f"output_dir={tmp_path}"])
+    raw["data"] = {"dataset": "rotten_tomatoes"}
+    raw["train"] = {"epochs": 1, "progress": False}
+    result = recipe.train(raw)
+    meta, body = front_matter((tmp_path / "model" / CARD).read_text())
+    (entry,) = meta["model-index"][0]["results"]
+    assert entry["dataset"]["name"] == "rotten_tomatoes (test split)"
+    assert entry["metrics"][0]["value"] == round(result["test"]["accuracy"], 4)
+    assert "rotten_tomatoes (train split): 16 examples" in body and "rotten_tomatoes (validation split): 16" in body
+
+
 def test_regression_and_packaged_base_cards(tiny_llama, tmp_path):
     from llmhead.io.card import base_model, render
 

@@ -270,8 +270,8 @@ def train(raw: dict) -> dict:
         result["test"] = clf.evaluate(test, text=text, label=label)
         if cfg.data.dataset:  # a packaged corpus's split reads "Dataset"; name it
             clf.metrics = {f"{cfg.data.dataset} (test split)": clf.metrics.popitem()[1]}
-    if cfg.data.dataset:
-        clf.data_info["train"] = f"{cfg.data.dataset} (train split)"
+    if cfg.data.dataset:  # likewise the training and validation data
+        clf.trained_on.update(train=f"{cfg.data.dataset} (train split)", eval=f"{cfg.data.dataset} (validation split)")
     saved = clf.save(out / "model")
     result["total_seconds"] = round(time.perf_counter() - start, 1)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
