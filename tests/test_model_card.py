@@ -8,6 +8,7 @@ import yaml
 from conftest import sentiment_rows
 
 import llmhead
+from llmhead.io.card import HUB_METRICS
 from llmhead.io.save import CARD
 
 
@@ -47,12 +48,14 @@ def test_every_save_writes_a_card_in_the_hub_format_and_a_resave_updates_it(tiny
     (entry,) = meta["model-index"]
     assert entry["name"] == "sentiment" and entry["results"][0]["dataset"]["name"] == "test.csv"
     values = {m["name"]: m["value"] for m in entry["results"][0]["metrics"]}
-    assert values == {"Accuracy": round(metrics["accuracy"], 4), "Macro F1": round(metrics["macro_f1"], 4)}
+    expected = {HUB_METRICS[k][1]: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    assert values == expected and {"Accuracy", "Macro F1", "Expected calibration error"} <= set(values)
     # huggingface_hub reads it back as the same evaluation results
     card = ModelCard(text)
     assert card.data.library_name == "llmhead" and card.data.model_name == "sentiment"
     assert {r.metric_name: r.metric_value for r in card.data.eval_results} == values
     assert "On `test.csv` (8 examples)" in body
+    assert clf.calibration is None or "Probabilities are " in body  # calibrated, or why not
 
     loaded = llmhead.load(folder)  # what describes the model survives a load and a re-save
     assert loaded.metrics == clf.metrics and loaded.trained_on == clf.trained_on

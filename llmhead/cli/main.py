@@ -38,7 +38,9 @@ complete. Memory stays flat in the number of rows: the input is streamed in chun
   llmhead evaluate runs/demo/model test.csv
   llmhead evaluate runs/demo/model test.csv --label sentiment --report runs/demo/report
 
-Prints the metrics as JSON (accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman).""",
+Prints the metrics as JSON (accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman;
+ece and brier for probabilities). --report DIR also writes metrics.json, worst.jsonl, one PNG per figure and
+report.html there (needs matplotlib: pip install 'llmhead[report]').""",
     "check": """example:
   llmhead check runs/demo/model [--texts-file my_texts.txt]
 

@@ -43,6 +43,10 @@ HUB_METRICS = {
     "r2": ("r_squared", "R²", None),
     "pearson": ("pearsonr", "Pearson r", None),
     "spearman": ("spearmanr", "Spearman ρ", None),
+    "ece": ("ece", "Expected calibration error", None),
+    "brier": ("brier_score", "Brier score", None),
+    "ece_uncalibrated": ("ece", "ECE before calibration", None),
+    "brier_uncalibrated": ("brier_score", "Brier score before calibration", None),
 }
 PIPELINE_TAG = "text-classification"
 
@@ -125,6 +129,26 @@ def _number(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _calibration(record) -> str:
+    """What was done to the probabilities (the record calibration.py saves with the labels)."""
+    if not isinstance(record, dict) or not record.get("method"):
+        return ""
+    if record["method"] == "none":
+        return f"\nProbabilities are not calibrated: {record.get('reason', 'none fitted')}."
+    how = (
+        f"temperature scaling (T = {record['temperature']:.3f})"
+        if record["method"] == "temperature"
+        else "Platt scaling per label"
+    )
+    before, after = record.get("val_ece_before"), record.get("val_ece_after")
+    ece = (
+        f": validation ECE {before:.4f} -> {after:.4f}"
+        if isinstance(before, float) and isinstance(after, float)
+        else ""
+    )
+    return f"\nProbabilities are calibrated by {how}, fitted on the validation split{ece}."
+
+
 def render(manifest: dict, name: str) -> str:
     """The card's text: front matter, then what the model is, its labels, data, settings, metrics and how to use it."""
     model, labels, backbone = manifest["model"], manifest["labels"], manifest["backbone"]
@@ -160,6 +184,8 @@ def render(manifest: dict, name: str) -> str:
             + "."
             + (f" Decision thresholds (per label): {labels['thresholds']}." if labels.get("thresholds") else "")
         )
+
+    parts.append(_calibration(labels.get("calibration")))
 
     parts.append("\n## Data\n")
     if data:
