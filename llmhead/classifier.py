@@ -85,7 +85,7 @@ class Classifier:
     ):
         self.config = config
         self.strategy = strategies.for_config(config)  # the one place a mode becomes behaviour
-        self.source = extractor.source if extractor else source or bb.resolve(config.model)  # fails now if missing
+        self.source = extractor.source if extractor else source or self._source(config)  # fails now if missing
         self.extractor = extractor or FeatureExtractor(self.source, config.trust_remote_code)
         self.labels: LabelSpace | None = None
         self.history: list[dict] = []
@@ -112,6 +112,10 @@ class Classifier:
         return f"Classifier(model={self.source.name!r}, mode={c.mode!r}, task={c.task!r}; {state}; {loaded})"
 
     # ---- the model -------------------------------------------------------------------------------------------
+    def _source(self, config: ModelConfig) -> bb.Source:
+        """Where the weights come from; a mode that reads none (tfidf) needs no model installed."""
+        return bb.resolve(config.model) if self.strategy.reads_backbone else bb.Source(config.model, "none")
+
     @property
     def tokenizer(self):
         return self.extractor.tokenizer
@@ -119,6 +123,8 @@ class Classifier:
     @property
     def model(self) -> HeadModel:
         """The head-swapping module (backbone -> pooling -> head), loading the weights if they are not yet."""
+        if self._model is None and not self.strategy.reads_backbone:  # a head on texts alone (tfidf)
+            self._model = HeadModel(None, MLPHead(1, 1), task=self.config.task)
         if self._model is None:
             c = self.config
             keep, layers = bb.block_plan(self.extractor.blocks(), c.layer, c.layers)
@@ -146,8 +152,8 @@ class Classifier:
 
     @property
     def loaded(self) -> bool:
-        """Whether the weights are in memory (they load on the first call that needs them)."""
-        return self._model is not None
+        """Whether the weights are in memory (they load on the first call that needs them; never for tfidf)."""
+        return self._loaded is not None
 
     def _load(self) -> Loaded:
         keep, _ = bb.block_plan(self.extractor.blocks(), self.config.layer, self.config.layers)  # blocks built
@@ -160,7 +166,8 @@ class Classifier:
 
     def new_head(self) -> torch.nn.Module:
         """The strategy's head for these labels, initialised from ``seed`` without touching the global RNG."""
-        width = self.model.backbone.get_input_embeddings().embedding_dim
+        reads = self.strategy.reads_backbone
+        width = self.model.backbone.get_input_embeddings().embedding_dim if reads else 0
         with seeded_fork(self.config.seed):
             return self.strategy.new_head(width, len(self.model.layers or [None]), self.labels)
 
@@ -332,9 +339,9 @@ class Classifier:
             "backbone": {
                 "source": self.source.name,
                 "kind": self.source.kind,
-                "fingerprint": self.fingerprint if kind != "weights" else None,
+                "fingerprint": self.fingerprint if kind not in ("weights", "none") else None,
                 "saved_as": kind,
-                "source_blocks": self.extractor.blocks(),
+                "source_blocks": self.extractor.blocks() if kind != "none" else None,
             },
             "tokenizer": {"pad_token_added": self.extractor.pad_note},
             "train": saving.jsonable(dataclasses.asdict(self.train_config)) if self.train_config else None,
@@ -349,7 +356,8 @@ class Classifier:
         def write(tmp: Path) -> None:
             saving.save_head(tmp, head_state)
             manifest["backbone"].update(self.strategy.write_backbone(model, tmp) or {})
-            self.tokenizer.save_pretrained(tmp / saving.TOKENIZER)
+            if kind != "none":
+                self.tokenizer.save_pretrained(tmp / saving.TOKENIZER)
 
         return saving.write_save(folder, write, manifest, card=True)
 

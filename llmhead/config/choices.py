@@ -5,8 +5,8 @@ from __future__ import annotations
 SPEEDUPS = ("short_attention", "mapped_load")  # llmhead/speedups/
 
 TASKS = ("classification", "multilabel", "regression")
-MODES = ("head", "lora", "qlora", "full", "probe", "icl", "lmhead", "auto")
-FROZEN_MODES = ("head", "probe", "lmhead")  # the backbone is never trained: features are computed once, cached
+MODES = ("head", "lora", "qlora", "full", "probe", "icl", "lmhead", "tfidf", "hybrid", "auto")
+FROZEN_MODES = ("head", "probe", "hybrid", "lmhead")  # the backbone is never trained: features are computed once, cached
 CHAT = ("auto", "on", "off")
 SCHEDULES = ("linear", "cosine", "constant")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")  # the training autocast (accelerate's name)
@@ -22,4 +22,4 @@ INITS = ("default", "normal", "lmhead")  # lmhead: set from the LM head's rows o
 POOLINGS = ("last", "mean", "max", "attention")  # model/pooling.py
 FIXED = ("last", "mean", "max")  # no parameters: computed once from a frozen backbone and cached
 DTYPES = ("auto", "float32", "bfloat16")  # model/precision.py
-PROBES = ("logreg", "svm", "ridge")  # strategies/probe.py
+PROBES = ("logreg", "svm", "ridge")  # strategies/probe.py (also the linear model of tfidf and hybrid)

@@ -47,7 +47,9 @@ class ModelConfig:
     labels: list | None = None  # fixed label order; learnt from training data when None
     # head: frozen backbone (cached features) + MLP | lora | qlora (4-bit NF4 base + LoRA) | full
     # probe: frozen features + a scikit-learn linear model | icl: in-context learning with the LM head
-    # lmhead: train only the label words' LM-head rows | auto: the ladder picks one by cross-validation
+    # lmhead: train only the label words' LM-head rows | tfidf: word + character n-gram TF-IDF and a linear model
+    # (no LLM: the baseline) | hybrid: frozen features and TF-IDF side by side in one linear model
+    # auto: the ladder picks one by cross-validation
     mode: str = "head"
     template: str = "{text}"  # text fed to the model; e.g. "Review: {text}\nSentiment:"
     pair_separator: str = "\n"  # between the two texts of a text pair
@@ -78,7 +80,7 @@ class ModelConfig:
     # the zero-shot classifier, as mode='lmhead' does; give a `template` that ends where the label word would come)
     # ---- label words (icl, lmhead; MLP heads with head_init='lmhead') ------------------------------------------------
     verbalizers: dict | None = None  # label -> the word(s) naming it
-    # ---- probe -------------------------------------------------------------------------------------------------------
+    # ---- probe (and the linear model of tfidf and hybrid) -------------------------------------------------------------
     probe: str = "logreg"  # logreg | svm (calibrated probabilities) | ridge (regression)
     probe_c: float | None = None  # C of probe logreg / svm (inverse regularisation); None: chosen by CV
     probe_alpha: float | None = None  # alpha of probe='ridge' (its penalty); None: chosen by cross-validation
@@ -179,9 +181,9 @@ class ModelConfig:
         """What a mode needs of the other options."""
         if self.mode in ("icl", "lmhead") and self.task != "classification":
             p.append(f"mode={self.mode!r} scores label words, so it is for task='classification' only")
-        if self.mode == "probe" and self.pooling == "attention":
-            p.append("mode='probe' fits a linear model on fixed pooled vectors: use pooling last, mean or max")
-        if self.mode == "probe" and (self.task == "regression") != (self.probe == "ridge"):
+        if self.mode in ("probe", "hybrid") and self.pooling == "attention":
+            p.append(f"mode={self.mode!r} fits a linear model on fixed pooled vectors: use pooling last, mean or max")
+        if self.mode in ("probe", "tfidf", "hybrid") and (self.task == "regression") != (self.probe == "ridge"):
             p.append(f"probe={self.probe!r} does not fit task={self.task!r}: ridge is for regression, logreg/svm not")
         if self.head_init == "lmhead" or self.mode == "lmhead":
             if self.pooling != "last" or self.layer is not None or self.layers is not None:

@@ -16,20 +16,29 @@ FINE_TUNING = ("lora", "qlora", "full")  # the backbone trains (finetune.py): ch
 LORA = ("lora", "qlora")  # peft adapters (modes.lora_config)
 MLP_HEAD = ("head", *FINE_TUNING)  # the head is the configurable MLPHead; lmhead's and probe's heads are fixed
 TRAINED = ("head", "lmhead", *FINE_TUNING)  # a gradient-descent loop (training.py, finetune.py); probe and icl fit none
-FEATURES = ("head", "probe", "lmhead", *FINE_TUNING)  # pooled backbone states; icl scores label words instead
-LADDER_RUNGS = ("icl", "lmhead", "probe", "head", "lora", "full")  # what mode='auto' runs (llmhead.ladder.RUNGS)
+# pooled backbone states; icl scores label words instead, tfidf reads no model at all
+FEATURES = ("head", "probe", "hybrid", "lmhead", *FINE_TUNING)
+LINEAR = ("probe", "tfidf", "hybrid")  # a scikit-learn linear model, its penalty chosen by CV (strategies/probe.py)
+POOLED = ("head", "probe", "hybrid")  # fixed pooled vectors of any block, long inputs chunked
+LADDER_RUNGS = ("tfidf", "icl", "lmhead", "probe", "head", "hybrid", "lora", "full")  # llmhead.ladder.RUNGS
 CONCRETE_MODES = tuple(m for m in MODES if m != "auto")
+WITH_MODEL = tuple(m for m in CONCRETE_MODES if m != "tfidf")  # tfidf (strategies/tfidf.py) loads no weights
 
 MODEL_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in ModelConfig's order, by section
+    # the model's weights and prompt (tfidf reads the texts as written and loads no weights)
+    "template": WITH_MODEL,
+    "dtype": WITH_MODEL,
+    "speedups": WITH_MODEL,
+    "trust_remote_code": WITH_MODEL,
     # features
     "pooling": FEATURES,  # (lmhead and head_init='lmhead' need 'last')
-    "layer": ("head", "probe", *FINE_TUNING),  # icl loads the whole causal LM; lmhead reads the LM head's input
-    "layers": ("head", "probe", *FINE_TUNING),
+    "layer": (*POOLED, *FINE_TUNING),  # icl loads the whole causal LM; lmhead reads the LM head's input
+    "layers": (*POOLED, *FINE_TUNING),
     "max_length": FEATURES,  # icl scores whole prompts, never truncated
     # long inputs
-    "long_inputs": ("head", "probe"),
-    "chunk_overlap": ("head", "probe"),  # (and only with long_inputs='chunk')
-    "chunk_aggregate": ("head", "probe"),
+    "long_inputs": POOLED,
+    "chunk_overlap": POOLED,  # (and only with long_inputs='chunk')
+    "chunk_aggregate": POOLED,
     # MLP head
     "head_hidden": MLP_HEAD,
     "activation": MLP_HEAD,  # (and only with a hidden layer)
@@ -40,10 +49,10 @@ MODEL_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in ModelConfig's order, by 
     "head_init": MLP_HEAD,
     # label words
     "verbalizers": ("icl", "lmhead"),  # and the MLP_HEAD modes with head_init='lmhead'
-    # probe
-    "probe": ("probe",),
-    "probe_c": ("probe",),  # (and only with probe logreg or svm)
-    "probe_alpha": ("probe",),  # (and only with probe='ridge')
+    # probe (and the linear model of tfidf and hybrid)
+    "probe": LINEAR,
+    "probe_c": LINEAR,  # (and only with probe logreg or svm)
+    "probe_alpha": LINEAR,  # (and only with probe='ridge')
     # icl
     "icl_shots": ("icl",),
     "icl_template": ("icl",),
@@ -66,9 +75,9 @@ TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in TrainConfig's order, by 
     "batch_size": FEATURES,  # icl scores with its own batches
     "feature_cache": FEATURES,
     # augmentation
-    "augment": FEATURES,  # icl trains nothing: it only picks demonstrations
-    "augment_ops": FEATURES,
-    "augment_p": FEATURES,
+    "augment": (*FEATURES, "tfidf"),  # icl trains nothing: it only picks demonstrations
+    "augment_ops": (*FEATURES, "tfidf"),
+    "augment_p": (*FEATURES, "tfidf"),
     # trained heads
     "epochs": TRAINED,
     "lr": TRAINED,
@@ -77,10 +86,10 @@ TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in TrainConfig's order, by 
     "class_weights": TRAINED,
     "focal_gamma": TRAINED,
     "patience": TRAINED,
-    "val_fraction": TRAINED,  # probe and icl carve no validation split
-    "calibrate": TRAINED,  # fitted on the validation split, which probe and icl do not carve
-    # multilabel thresholds
-    "tune_thresholds": ("head", "probe", *FINE_TUNING),  # multilabel only; lmhead and icl are for classification
+    "val_fraction": TRAINED,  # the linear models and icl carve no validation split
+    "calibrate": TRAINED,  # fitted on the validation split, which the linear models and icl do not carve
+    # multilabel thresholds (on the eval data, for the linear models)
+    "tune_thresholds": ("head", *LINEAR, *FINE_TUNING),  # multilabel only; lmhead and icl are for classification
     # fine-tuning
     "backbone_lr_ratio": FINE_TUNING,
     "layer_decay": FINE_TUNING,

@@ -26,7 +26,8 @@ def load(folder, trust_remote_code: bool = False) -> Classifier:
         config = ModelConfig(**used_options(ModelConfig, options, options.get("mode")))
     except (TypeError, ValueError) as exc:
         raise saving.LoadError(f"{folder / saving.MANIFEST}: not a manifest this version can load ({exc!r})") from exc
-    source = bb.Source(saved.source, saved.source_kind) if saved.saved_as == "weights" else bb.resolve(config.model)
+    own = saved.saved_as in ("weights", "none")  # the weights are in the save, or there are none (tfidf)
+    source = bb.Source(saved.source, saved.source_kind) if own else bb.resolve(config.model)
     extractor = FeatureExtractor(source, trust_remote_code, None, saved.tokenizer_dir)
     extractor.pad_note, extractor.source_blocks = saved.pad_note, saved.source_blocks
     clf = Classifier(config, extractor=extractor)
@@ -34,7 +35,8 @@ def load(folder, trust_remote_code: bool = False) -> Classifier:
     clf.run_dir = saved.run_dir
     _restore_record(clf, saved.record)
     clf.strategy.restore({**(saved.strategy or {}), "saved_as": saved.saved_as}, folder)
-    _ = clf.tokenizer  # now, while the checked files are the ones on disk (it would otherwise load on first use)
+    if saved.saved_as != "none":
+        _ = clf.tokenizer  # now, while the checked files are the ones on disk (it would otherwise load on first use)
     clf.strategy.load_backbone_parts(clf, folder, saved.backbone)
     head = clf.new_head()
     saving.load_into(folder / saving.HEAD, lambda: head.load_state_dict(saved.head_state, strict=True))

@@ -7,6 +7,8 @@
     lora    finetune.py  peft adapters + the head, trained by the Accelerate loop (finetuning/)
     qlora   finetune.py  the same on a 4-bit NF4 base (bitsandbytes)
     full    finetune.py  every backbone weight (but frozen blocks) + the head
+    tfidf   tfidf.py     no LLM: word + character n-gram TF-IDF and a linear model (the baseline)
+    hybrid  hybrid.py    frozen features and TF-IDF side by side in one linear model
 
 To add one: a ``Strategy`` subclass (base.py) with ``new_head`` and ``fit``, an entry below, and its options in
 ``config/usage.py`` (which modes read each option).
@@ -17,8 +19,10 @@ from __future__ import annotations
 from llmhead.strategies.base import Split, Strategy
 from llmhead.strategies.finetune import Full, LoRA, QLoRA
 from llmhead.strategies.frozen import FrozenHead, LMHeadRows
+from llmhead.strategies.hybrid import Hybrid
 from llmhead.strategies.icl import InContext
 from llmhead.strategies.probe import Probe
+from llmhead.strategies.tfidf import Tfidf
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "head": FrozenHead,
@@ -28,6 +32,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "lora": LoRA,
     "qlora": QLoRA,
     "full": Full,
+    "tfidf": Tfidf,
+    "hybrid": Hybrid,
 }
 
 

@@ -25,6 +25,7 @@ class Strategy:
     validates = True  # carves a validation split from the training data when no eval set is given
     verbalized = False  # starts from (or scores) the label words' LM-head rows
     calibrates = True  # its probabilities are calibrated on the validation split after fit (calibration.py)
+    reads_backbone = True  # False: no weights are ever loaded, saved, referenced or fingerprinted (tfidf)
 
     def __init__(self, config):
         self.config = config

@@ -27,12 +27,21 @@ class ProbeHead(nn.Module):
     - regression: standardized targets (``LabelSpace`` maps them back to user units).
     """
 
-    def __init__(self, in_features: int, num_outputs: int, kind: str, task: str, num_linear: int | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        num_outputs: int,
+        kind: str,
+        task: str,
+        num_linear: int | None = None,
+        standardize: bool = True,
+    ):
         super().__init__()
         self.kind, self.task = kind, task
         rows = num_linear or num_outputs
-        self.register_buffer("mean", torch.zeros(in_features, dtype=torch.float64))
-        self.register_buffer("std", torch.ones(in_features, dtype=torch.float64))
+        if standardize:  # heads on other inputs (TF-IDF rows, strategies/tfidf.py) subclass without it
+            self.register_buffer("mean", torch.zeros(in_features, dtype=torch.float64))
+            self.register_buffer("std", torch.ones(in_features, dtype=torch.float64))
         self.register_buffer("coef", torch.zeros(rows, in_features, dtype=torch.float64))
         self.register_buffer("intercept", torch.zeros(rows, dtype=torch.float64))
         # sigmoid calibration of SVM scores, per output: p = 1 / (1 + exp(a * score + b))
@@ -45,7 +54,15 @@ class ProbeHead(nn.Module):
         return x @ self.coef.T + self.intercept
 
     def forward(self, pooled: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        d = self.decision(pooled)
+        return self.outputs(self.decision(pooled))
+
+    def copy_linear(self, fitted: ProbeHead) -> None:
+        """Take the linear model (and the SVM's calibration) of a head ``fit_linear`` returned."""
+        for name in ("coef", "intercept", "cal_a", "cal_b"):
+            getattr(self, name).copy_(getattr(fitted, name))
+
+    def outputs(self, d: torch.Tensor) -> torch.Tensor:
+        """(N, rows) float64 decision values -> the task's output (see the class docstring)."""
         if self.task == "regression":
             return d.float()
         if self.kind == "svm":
@@ -72,27 +89,35 @@ def fit_probe(
     from sklearn.preprocessing import StandardScaler
 
     x = features.flatten(1).double().numpy()
-    y = targets.numpy()
     scaler = StandardScaler().fit(x)
-    xs = scaler.transform(x)
+    head, info = fit_linear(scaler.transform(x), targets.numpy(), kind, task, c, seed, folds)
+    head.mean.copy_(torch.from_numpy(scaler.mean_))
+    head.std.copy_(torch.from_numpy(scaler.scale_))
+    return head, info
+
+
+def fit_linear(
+    xs, y: np.ndarray, kind: str, task: str, c: float | None, seed: int, folds: int | None = 5, grid=None
+) -> tuple[ProbeHead, dict]:
+    """The linear model on rows ``xs`` (dense, or scipy sparse): C (or ridge's alpha) from ``grid`` by
+    ``folds``-fold cross-validation unless ``c`` is given. ``folds=None``: ridge's efficient leave-one-out."""
     if task == "regression":
         if kind != "ridge":
             raise ValueError(f"probe={kind!r} is a classifier; regression uses probe='ridge'")
-        head, info = _ridge(xs, y, c, folds)
+        head, info = _ridge(xs, y, c, folds, ALPHA_GRID if grid is None else grid)
     elif kind == "ridge":
         raise ValueError("probe='ridge' is for task='regression'; use 'logreg' or 'svm' for classification")
     elif task == "classification":
-        head, info = _classifier(xs, y, kind, c, seed, folds)
+        head, info = _classifier(xs, y, kind, c, seed, folds or 5, C_GRID if grid is None else grid)
     else:  # multilabel: one binary model per label
-        parts = [_classifier(xs, y[:, j].astype(int), kind, c, seed, folds) for j in range(y.shape[1])]
+        grid = C_GRID if grid is None else grid
+        parts = [_classifier(xs, y[:, j].astype(int), kind, c, seed, folds or 5, grid) for j in range(y.shape[1])]
         head = ProbeHead(xs.shape[1], y.shape[1], kind, task)
         for j, (part, _) in enumerate(parts):
             for name in ("coef", "intercept", "cal_a", "cal_b"):
                 getattr(head, name)[j] = getattr(part, name)[0]
         info = {"C": [p[1]["C"] for p in parts], "cv_score": float(np.mean([p[1]["cv_score"] for p in parts]))}
     head.task = task
-    head.mean.copy_(torch.from_numpy(scaler.mean_))
-    head.std.copy_(torch.from_numpy(scaler.scale_))
     return head, info
 
 
@@ -103,7 +128,7 @@ def _cv(y: np.ndarray, folds: int, seed: int):
     return StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=seed)
 
 
-def _classifier(x: np.ndarray, y: np.ndarray, kind: str, c: float | None, seed: int, folds: int):
+def _classifier(x, y: np.ndarray, kind: str, c: float | None, seed: int, folds: int, grid):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
@@ -122,7 +147,7 @@ def _classifier(x: np.ndarray, y: np.ndarray, kind: str, c: float | None, seed: 
     )
     score = None
     if c is None:  # choose the regularisation by stratified cross-validation on the training data
-        search = GridSearchCV(base, {"C": C_GRID}, cv=_cv(y, folds, seed), scoring="accuracy").fit(x, y)
+        search = GridSearchCV(base, {"C": grid}, cv=_cv(y, folds, seed), scoring="accuracy").fit(x, y)
         c, score = float(search.best_params_["C"]), float(search.best_score_)
     base.set_params(C=c)
     binary = n_out == 2
@@ -144,11 +169,11 @@ def _classifier(x: np.ndarray, y: np.ndarray, kind: str, c: float | None, seed: 
     return head, {"C": c, "cv_score": score}
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float | None, folds: int):
+def _ridge(x, y: np.ndarray, alpha: float | None, folds: int | None, grid):
     from sklearn.linear_model import Ridge, RidgeCV
 
     if alpha is None:
-        model = RidgeCV(alphas=ALPHA_GRID, cv=min(folds, len(y))).fit(x, y)
+        model = RidgeCV(alphas=grid, cv=None if folds is None else min(folds, len(y))).fit(x, y)
         alpha, score = float(model.alpha_), float(model.best_score_)
     else:
         model, score = Ridge(alpha=alpha).fit(x, y), None
