@@ -96,6 +96,8 @@ class Classifier:
         self.metrics: dict[str, dict] = {}  # evaluate()'s results since that fit, by data source (saved; the card)
         self.expected_fingerprint: str | None = None  # a loaded save: the base weights it was trained on
         self.ladder = self.sweep = None  # the table that chose this classifier (llmhead.auto, layer_sweep)
+        self.train_examples: Examples | None = None  # what the last fit read (evaluate(baseline=True) trains on it)
+        self.baseline: Classifier | None = None  # the tfidf baseline evaluate(baseline=True) fitted
         self._model: HeadModel | None = model  # given: a model trained elsewhere (llmhead.from_model)
         self._loaded = Loaded(model.backbone, bb.fingerprint(model.backbone)) if model is not None else None
 
@@ -237,6 +239,7 @@ class Classifier:
                 "label": list(label) if isinstance(label, (list, tuple)) else label,
             },
         )
+        self.train_examples, self.baseline = examples, None
         self.extractor.progress = cfg.progress
         if cfg.feature_cache:
             self.extractor.cache.folder = Path(cfg.feature_cache)
@@ -302,21 +305,48 @@ class Classifier:
         return self.labels.probabilities(self.logits(data, text, batch_size))
 
     def evaluate(
-        self, data: Any, text="text", label="label", batch_size: int = 32, cache: bool = False, report=None
+        self,
+        data: Any,
+        text="text",
+        label="label",
+        batch_size: int = 32,
+        cache: bool = False,
+        report=None,
+        baseline=False,
     ) -> dict:
         """Metrics: accuracy, macro_f1, per_class | micro/macro F1 | mse, mae, r2, pearson, spearman; for
         probabilities, ece and brier (and ece_uncalibrated, brier_uncalibrated when calibrated). ``report=DIR``
-        also writes metrics.json, figures and a self-contained report.html there (needs ``llmhead[report]``)."""
+        also writes metrics.json, figures and a self-contained report.html there (needs ``llmhead[report]``).
+        ``baseline=True``: also those of TF-IDF + a linear model (mode='tfidf') trained on this classifier's
+        training data (``result["baseline"]``), and by how much the model beats it (``result["over_baseline"]``);
+        ``baseline=<a fitted classifier>`` compares with that one instead."""
         self._require_fitted()
+        if not isinstance(baseline, (bool, Classifier)):
+            raise TypeError(f"baseline must be True, False or a fitted Classifier, got {type(baseline).__name__}")
         if report is not None:
             from llmhead import report as reporting
 
             reporting.require()  # a missing matplotlib is said before any data is read or any forward pass
         held = Examples.read(data, text, label, self.config.task, self.config.pair_separator, "test")
         targets = self.labels.encode(held.raw, held.origin)  # unseen labels fail here, before any forward pass
+        if baseline is True and self.baseline is None:
+            if self.train_examples is None:
+                raise ValueError(
+                    "evaluate(baseline=True) trains the baseline on this classifier's training data, which a loaded "
+                    "classifier does not have: pass baseline=<a fitted classifier>, e.g. a mode='tfidf' one"
+                )
+            from llmhead.selection.baseline import fit_baseline
+
+            self.baseline = fit_baseline(self.config, self.train_examples)
         out = self.logits(self.inputs(held.texts), batch_size=batch_size, templated=True, cache=cache)
         result = {"n": len(held), **self.score_logits(out, targets, held.raw)}
         result.update(metrics.calibration(self.labels, out, targets))
+        if baseline is not False:
+            from llmhead.selection.baseline import beside
+
+            other = self.baseline if baseline is True else baseline
+            result["baseline"] = {"mode": other.config.mode, **other.evaluate(held, text=text, label=label)}
+            result["over_baseline"] = beside(result, result["baseline"], self.config.task)
         self.metrics[held.origin] = result  # saved with the model, shown in its card
         if report is not None:
             reporting.write(report, reporting.Evaluation.of(self, held.texts, held.raw, out, targets, result))
