@@ -103,7 +103,8 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the data was checked")
 
-    from llmhead.model import backbone
+    from llmhead.model import backbone, loading  # loading imported now, so it never binds the refusal for good
 
     monkeypatch.setattr(backbone, "load_backbone", refuse)
+    monkeypatch.setattr(loading, "load_backbone", refuse)
     monkeypatch.setattr(backbone, "load_tokenizer", refuse)

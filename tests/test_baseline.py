@@ -147,3 +147,39 @@ def test_evaluate_baseline_needs_training_data_on_a_loaded_classifier(no_model_l
 def test_options_the_baseline_and_hybrid_do_not_read_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         build(ModelConfig, options)
+
+
+def test_ladder_runs_the_baseline_and_the_hybrid_and_never_picks_below_the_baseline(tiny_llama):
+    from llmhead.selection.ladder import run_ladder
+
+    result = run_ladder(rare_token_rows(100, 0), tiny_llama, folds=3, dtype="float32", progress=False)
+    rows = {r["rung"]: r for r in result.rows}
+    assert rows["tfidf"]["status"] == rows["hybrid"]["status"] == rows["probe"]["status"] == "ran"
+    assert result.rows[0]["rung"] == "tfidf" and "| vs baseline |" in result.format()
+    assert rows[result.winner]["mean"] >= rows["tfidf"]["mean"]
+    assert f"| {rows['probe']['mean'] - rows['tfidf']['mean']:+.4f} |" in result.format()
+
+
+def test_the_winner_is_never_below_the_baseline_even_when_cheaper():
+    from llmhead.selection.ladder import _choose
+
+    def row(rung, mean, std, cost, trainable):
+        return {"rung": rung, "mean": mean, "std": std, "predict_per_1000": cost, "trainable": trainable, "status": "ran"}
+
+    # probe is within one standard error of the best and the cheapest, but below the baseline
+    rows = [row("tfidf", 0.84, 0.01, 50.0, 10_000), row("probe", 0.83, 0.1, 5.0, 100), row("hybrid", 0.86, 0.1, 60.0, 10_100)]
+    winner, _ = _choose(rows, folds=5)
+    assert winner["rung"] == "tfidf"
+    rows[0]["mean"] = 0.80  # now the probe is above the baseline: the cheapest within one standard error wins
+    assert _choose(rows, folds=5)[0]["rung"] == "probe"
+
+
+def test_ladder_on_regression_runs_the_linear_rungs_with_ridge(tiny_llama):
+    from llmhead.selection.ladder import run_ladder
+
+    rows = [{"text": t, "label": float(i % 4) + ("great" in t)} for i, t in enumerate(CORPUS * 6)]
+    result = run_ladder(rows, tiny_llama, task="regression", folds=3, dtype="float32", progress=False)
+    status = {r["rung"]: r["status"] for r in result.rows}
+    assert result.metric == "pearson" and status["tfidf"] == status["hybrid"] == status["probe"] == "ran", status
+    assert status["icl"].startswith("skipped: scores label words")
+    assert result.classifier.config.probe == "ridge" or result.winner == "head"

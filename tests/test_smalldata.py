@@ -293,7 +293,7 @@ def test_ladder_abandons_a_rung_at_its_budget_and_writes_its_table_as_it_goes(
         )  # fmt: skip
     assert time.perf_counter() - start < 60  # 10,000 epochs would take hours: the rung stopped at the budget
     table = (out / "ladder.md").read_text()
-    assert "| lora |" in table and "abandoned" in table and "| probe |  | - | - | - | - | not requested |" in table
+    assert "| lora |" in table and "abandoned" in table and "| probe |  | - | - | - | - | - | not requested |" in table
     err = capsys.readouterr().err
     assert "lora: running" in err and "lora: abandoned" in err and "probe" not in err
 

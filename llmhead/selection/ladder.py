@@ -1,8 +1,13 @@
 """The ladder: run the strategies that fit the data and the time budget under one cross-validation,
 print one table, recommend a winner with the reason, and refit and save it.
 
-Rungs, cheapest first: icl (few-shot prompt, nothing trained) -> lmhead (the label words' LM-head rows)
--> probe (frozen features + calibrated linear SVM) -> head (frozen features + MLP) -> lora -> full.
+Rungs, cheapest first: tfidf (the classic baseline, no LLM: it costs seconds) -> icl (few-shot prompt, nothing
+trained) -> lmhead (the label words' LM-head rows) -> probe (frozen features + calibrated linear SVM) -> head
+(frozen features + MLP) -> hybrid (frozen features and TF-IDF in one linear model) -> lora -> full.
+
+The baseline and the hybrid always run (unless ``rungs=`` names the rungs to run): the table says by how much
+each rung beats the baseline, and the winner is never a rung whose cross-validated score is below the baseline's.
+Regression and multilabel data run too, without the rungs that score label words.
 
 The playbook's thresholds decide what is tried by default: below 100 examples, prompting and LM-head
 tuning (an MLP or fine-tuning would overfit); below 1,000, frozen features with a linear model; from
@@ -28,13 +33,15 @@ from llmhead.data.examples import Examples
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.model import backbone as bb
 from llmhead.progress import shown
-from llmhead.selection.cv import cross_validate
-from llmhead.selection.table import LadderProgress, LadderResult
+from llmhead.selection.cv import MAIN_METRIC, cross_validate
+from llmhead.selection.table import BASELINE, LadderProgress, LadderResult
 from llmhead.strategies import for_config
 
 log = logging.getLogger(__name__)
 
-RUNGS = ("icl", "lmhead", "probe", "head", "lora", "full")
+RUNGS = ("tfidf", "icl", "lmhead", "probe", "head", "hybrid", "lora", "full")
+ALWAYS = ("tfidf", "hybrid")  # the baseline and the route that combines it with the LLM: in every table
+WORDS = ("icl", "lmhead")  # they score label words: classification only
 # forward-pass equivalents per training example and epoch (forward + backward), for the budget estimate
 TRAIN_COST = {"lora": 3.0, "full": 4.0}
 
@@ -42,11 +49,16 @@ TRAIN_COST = {"lora": 3.0, "full": 4.0}
 def playbook(n: int, requested: list[str] | None = None) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     """(rungs tried, rungs the playbook picks, why) for ``n`` training examples; ``requested`` rungs are tried
     instead of the playbook's."""
-    if requested is not None:
+    if requested is not None:  # exactly those
         unknown = [r for r in requested if r not in RUNGS]
         if unknown:
             raise ValueError(f"unknown rungs {unknown}; choose from {RUNGS}")
         return tuple(r for r in RUNGS if r in requested), *playbook(n)[1:]
+    tried, pick, why = _by_size(n)
+    return tuple(r for r in RUNGS if r in tried or r in ALWAYS), pick, why
+
+
+def _by_size(n: int) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     if n < 100:
         return ("icl", "lmhead", "probe"), ("icl", "lmhead"), "< 100 examples: prompting or LM-head tuning"
     if n < 1000:
@@ -88,10 +100,16 @@ def run_ladder(
         )
         n = len(examples)
         tried, pick, why = playbook(n, rungs)
-        counts = np.unique(np.asarray([repr(v) for v in examples.raw]), return_counts=True)[1]
-        folds = max(2, min(folds, int(counts.min())))
+        task = base_config.task
+        if task != "classification":  # no label words to score
+            if rungs is not None and set(rungs) & set(WORDS):
+                raise ValueError(f"rungs {sorted(set(rungs) & set(WORDS))} score label words: classification only")
+            tried = tuple(r for r in tried if r not in WORDS)
+        else:  # stratified folds need every class in each
+            counts = np.unique(np.asarray([repr(v) for v in examples.raw]), return_counts=True)[1]
+            folds = max(2, min(folds, int(counts.min())))
         end = start + budget_s
-        result = LadderResult(n, folds, "accuracy", [], "", "", pick, False, 0.0)
+        result = LadderResult(n, folds, MAIN_METRIC[task], [], "", "", pick, False, 0.0)
         report = LadderProgress(result, Path(out_dir) if out_dir is not None else None, progress, start)
         report.say(f"{n} examples, {folds}-fold cross-validation, budget {budget_s:.0f} s; playbook: {why}")
         # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
@@ -123,7 +141,7 @@ def run_ladder(
                 )
             )
             report.row(result.rows[-1])
-        winner, result.reason = _choose(result.rows, folds)
+        winner, result.reason = _choose(result.rows, folds, result.metric)
         result.winner, result.agreed = winner["rung"], winner["rung"] in pick
         refit = winner["fit_seconds"] * folds / (folds - 1)  # a fold's fit, on all the data instead of (k-1)/k of it
         report.say(f"winner: {result.winner}; refitting it on all {n} examples (about {refit:.0f} s)")
@@ -144,6 +162,8 @@ def _rung(
 ) -> dict:
     """The rung's row: run it under the deadline, or say why it did not run."""
     if rung not in tried:
+        if base_config.task != "classification" and rung in WORDS:
+            return {"rung": rung, "status": "skipped: scores label words (classification only)"}
         return {"rung": rung, "status": "not requested" if requested is not None else f"skipped: playbook ({why})"}
     estimate = _estimate(rung, len(examples), folds, per_example, fit)
     refit = estimate / folds  # the winner's refit on all the data: about one more fold, kept back from the budget
@@ -167,8 +187,6 @@ def _checked(data, model, text, label, test, budget_s, fit, feature_cache, model
     model_options.pop("mode", None)
     build(ModelConfig, {**model_options, "mode": "auto"})
     base_config = build(ModelConfig, {**used_options(ModelConfig, model_options, "head"), "mode": "head"})
-    if base_config.task != "classification":
-        raise ValueError("the ladder's rungs include prompting, which scores label words: task='classification'")
     if isinstance(budget_s, bool) or not (isinstance(budget_s, (int, float)) and 0 < budget_s < math.inf):
         raise ValueError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     examples = Examples.read(data, text, label, base_config.task, base_config.pair_separator, "train")
@@ -206,7 +224,8 @@ def _cross_validate(rung, examples, options, rung_fit, folds, extractor, per_exa
         log.exception("rung %s failed", rung)
         return {"status": f"failed: {type(exc).__name__}: {str(exc)[:120]}"}
     per_1000 = np.mean([f["predict_seconds"] / f["n_heldout"] for f in cv.folds]) * 1000
-    if for_config(build(ModelConfig, options)).shares_weights():
+    strategy = for_config(build(ModelConfig, options))
+    if strategy.reads_backbone and strategy.shares_weights():
         per_1000 += per_example * 1000  # held-out features came from the cache: add the forward pass they need
     return {
         "mean": cv.mean,
@@ -219,9 +238,10 @@ def _cross_validate(rung, examples, options, rung_fit, folds, extractor, per_exa
     }
 
 
-def _choose(rows: list[dict], folds: int) -> tuple[dict, str]:
-    """Among rungs within one standard error of the best: the cheapest to run (costs within 20% count as equal),
-    then the one with the fewest trained parameters (the least room to overfit)."""
+def _choose(rows: list[dict], folds: int, metric: str = "accuracy") -> tuple[dict, str]:
+    """Among rungs within one standard error of the best and not below the baseline (tfidf): the cheapest to run
+    (costs within 20% count as equal), then the one with the fewest trained parameters (the least room to
+    overfit)."""
     ran = [r for r in rows if r["status"] == "ran"]
     if not ran:
         raise RuntimeError(
@@ -229,12 +249,13 @@ def _choose(rows: list[dict], folds: int) -> tuple[dict, str]:
         )
     best = max(ran, key=lambda r: r["mean"])
     se = best["std"] / math.sqrt(folds)
-    close = [r for r in ran if r["mean"] >= best["mean"] - se]
+    floor = next((r["mean"] for r in ran if r["rung"] == BASELINE), -math.inf)
+    close = [r for r in ran if r["mean"] >= max(best["mean"] - se, floor)]
     cheapest = min(r["predict_per_1000"] for r in close)
     affordable = [r for r in close if r["predict_per_1000"] <= 1.2 * cheapest]
     winner = min(affordable, key=lambda r: (r["trainable"], RUNGS.index(r["rung"])))
     if winner is best:
-        return winner, f"highest mean CV accuracy ({best['mean']:.4f} +/- {best['std']:.4f})"
+        return winner, f"highest mean CV {metric} ({best['mean']:.4f} +/- {best['std']:.4f})"
     reason = (
         f"{winner['mean']:.4f} is within one standard error ({se:.4f}) of the best, {best['rung']} "
         f"({best['mean']:.4f}); among those it costs {winner['predict_per_1000']:.1f} s per 1,000 predictions "
@@ -249,6 +270,8 @@ def _estimate(rung: str, n: int, folds: int, per_example: float, fit: dict) -> f
     """Seconds for the rung's cross-validation, from the measured forward cost per example."""
     if rung in ("lmhead", "probe", "head"):
         return 2.0 * folds  # features are cached: only the head trains
+    if rung in ("tfidf", "hybrid"):  # n-gram counting and a cross-validated linear model per fold, no forward pass
+        return (2.0 + 0.01 * n) * folds * (3 if rung == "hybrid" else 1)
     if rung == "icl":
         return 4.0 * n * per_example + 60  # each example scored once (demonstrations cached) + prompt choice
     epochs = fit.get("epochs") or 1
@@ -263,7 +286,9 @@ def _rung_options(rung: str, base: ModelConfig, user: dict) -> dict:
         if base.template != "{text}":  # the user's prompt, followed by the label word (and applied once)
             options["icl_template"] = base.template.rstrip() + " {label}"
             options["template"] = "{text}"
-    if rung == "probe":
+    if rung in ("tfidf", "probe", "hybrid") and base.task == "regression":
+        options["probe"] = "ridge"
+    elif rung == "probe":
         options.setdefault("probe", "svm")
     if rung == "full":
         options.setdefault("freeze_blocks", 0)

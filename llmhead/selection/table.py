@@ -13,6 +13,9 @@ from llmhead.classifier import Classifier
 from llmhead.progress import say
 
 
+BASELINE = "tfidf"  # the rung every other is measured against (its lead in the table; never picked below it)
+
+
 @dataclass(repr=False)
 class LadderResult:
     n: int
@@ -31,9 +34,11 @@ class LadderResult:
         out = [
             f"Ladder on {self.n} examples, {self.folds}-fold cross-validation, metric {self.metric}",
             "",
-            "| rung | playbook | CV score (mean +/- std) | fit s / fold | predict s / 1,000 | trainable | status |",
-            "|---|---|---|---:|---:|---:|---|",
+            "| rung | playbook | CV score (mean +/- std) | vs baseline | fit s / fold | predict s / 1,000 | trainable "
+            "| status |",
+            "|---|---|---|---:|---:|---:|---:|---|",
         ]
+        floor = next((r.get("mean") for r in self.rows if r["rung"] == BASELINE), None)
         for r in self.rows:
             score = f"{r['mean']:.4f} +/- {r['std']:.4f}" if r.get("mean") is not None else "-"
             fit = f"{r['fit_seconds']:.1f}" if r.get("fit_seconds") is not None else "-"
@@ -41,7 +46,8 @@ class LadderResult:
             params = f"{r['trainable']:,}" if r.get("trainable") is not None else "-"
             pick = "yes" if r["rung"] in self.playbook_pick else ""
             name = f"**{r['rung']}**" if r["rung"] == self.winner else r["rung"]
-            out.append(f"| {name} | {pick} | {score} | {fit} | {pred} | {params} | {r['status']} |")
+            gain = f"{r['mean'] - floor:+.4f}" if r.get("mean") is not None and floor is not None else "-"
+            out.append(f"| {name} | {pick} | {score} | {gain} | {fit} | {pred} | {params} | {r['status']} |")
         if not self.winner:  # written while the ladder runs
             return "\n".join([*out, "", "(running: the rungs above have ended)"])
         out += [
@@ -78,7 +84,8 @@ class LadderProgress:
 
     def row(self, row: dict) -> None:
         if row.get("mean") is not None:
-            self.say(f"{row['rung']}: {row['mean']:.4f} +/- {row['std']:.4f} CV accuracy in {row['seconds']:.0f} s")
+            score = f"{row['mean']:.4f} +/- {row['std']:.4f} CV {self.result.metric}"
+            self.say(f"{row['rung']}: {score} in {row['seconds']:.0f} s")
         elif row["status"] != "not requested":
             self.say(f"{row['rung']}: {row['status']}")
         self.write(final=False)
