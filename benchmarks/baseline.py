@@ -169,7 +169,8 @@ def main(argv=None) -> dict:
 
 def format_table(results: list[dict]) -> str:
     lines = [
-        "| data set (train / test) | metric | tfidf | probe | head | hybrid | auto's pick (test) | hybrid fit s / probe fit s |",
+        "| data set (train / test) | metric | tfidf | probe | head | hybrid | auto's pick (test) "
+        "| hybrid fit s / probe fit s |",
         "|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
@@ -178,7 +179,9 @@ def format_table(results: list[dict]) -> str:
         pick = f"{auto['winner']} ({auto['test']:.4f})" if "winner" in auto else "failed"
         ratio = by["hybrid"]["fit_seconds"] / max(by["probe"]["fit_seconds"], 1e-9)
         cells = " | ".join(f"{by[k]['test']:.4f}" for k in ROUTES)
-        lines.append(f"| {r['dataset']} ({r['n_train']} / {r['n_test']}) | {r['metric']} | {cells} | {pick} | {ratio:.1f}x |")
+        lines.append(
+            f"| {r['dataset']} ({r['n_train']} / {r['n_test']}) | {r['metric']} | {cells} | {pick} | {ratio:.1f}x |"
+        )
     return "\n".join(lines)
 
 

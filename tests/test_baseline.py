@@ -29,8 +29,16 @@ def three_class_rows(n_repeat: int = 4) -> list[dict]:
     [
         ("classification", sentiment_rows(3), {}),
         ("classification", three_class_rows(), {"probe": "svm"}),
-        ("regression", [{"text": t, "label": float(i % 4) - 1.5} for i, t in enumerate(CORPUS * 3)], {"probe": "ridge"}),
-        ("multilabel", [{"text": t, "label": [["a"], ["b"], ["a", "b"], []][i % 4]} for i, t in enumerate(CORPUS * 3)], {}),
+        (
+            "regression",
+            [{"text": t, "label": float(i % 4) - 1.5} for i, t in enumerate(CORPUS * 3)],
+            {"probe": "ridge"},
+        ),
+        (
+            "multilabel",
+            [{"text": t, "label": [["a"], ["b"], ["a", "b"], []][i % 4]} for i, t in enumerate(CORPUS * 3)],
+            {},
+        ),
     ],
     ids=["binary", "3-class-svm", "ridge", "multilabel"],
 )
@@ -149,12 +157,16 @@ def test_options_the_baseline_and_hybrid_do_not_read_are_refused(options, messag
         build(ModelConfig, options)
 
 
-def test_ladder_runs_the_baseline_and_the_hybrid_and_never_picks_below_the_baseline(tiny_llama):
-    from llmhead.selection.ladder import run_ladder
+def test_ladder_runs_the_baseline_and_the_hybrid_and_never_picks_below_the_baseline(tiny_llama, monkeypatch):
+    from llmhead.selection import ladder
 
-    result = run_ladder(rare_token_rows(100, 0), tiny_llama, folds=3, dtype="float32", progress=False)
+    # the playbook's rungs cut to the probe: the baseline and the hybrid join it whatever the playbook says
+    monkeypatch.setattr(ladder, "playbook", lambda n: (("probe",), ("probe",), "test"))
+    options = {"dtype": "float32", "probe_c": 1.0, "progress": False}  # a fixed C: no inner search, a quicker test
+    result = ladder.run_ladder(rare_token_rows(100, 0), tiny_llama, folds=3, **options)
     rows = {r["rung"]: r for r in result.rows}
     assert rows["tfidf"]["status"] == rows["hybrid"]["status"] == rows["probe"]["status"] == "ran"
+    assert rows["head"]["status"].startswith("skipped: playbook")
     assert result.rows[0]["rung"] == "tfidf" and "| vs baseline |" in result.format()
     assert rows[result.winner]["mean"] >= rows["tfidf"]["mean"]
     assert f"| {rows['probe']['mean'] - rows['tfidf']['mean']:+.4f} |" in result.format()
@@ -164,10 +176,21 @@ def test_the_winner_is_never_below_the_baseline_even_when_cheaper():
     from llmhead.selection.ladder import _choose
 
     def row(rung, mean, std, cost, trainable):
-        return {"rung": rung, "mean": mean, "std": std, "predict_per_1000": cost, "trainable": trainable, "status": "ran"}
+        return {
+            "rung": rung,
+            "mean": mean,
+            "std": std,
+            "predict_per_1000": cost,
+            "trainable": trainable,
+            "status": "ran",
+        }
 
     # probe is within one standard error of the best and the cheapest, but below the baseline
-    rows = [row("tfidf", 0.84, 0.01, 50.0, 10_000), row("probe", 0.83, 0.1, 5.0, 100), row("hybrid", 0.86, 0.1, 60.0, 10_100)]
+    rows = [
+        row("tfidf", 0.84, 0.01, 50.0, 10_000),
+        row("probe", 0.83, 0.1, 5.0, 100),
+        row("hybrid", 0.86, 0.1, 60.0, 10_100),
+    ]
     winner, _ = _choose(rows, folds=5)
     assert winner["rung"] == "tfidf"
     rows[0]["mean"] = 0.80  # now the probe is above the baseline: the cheapest within one standard error wins

@@ -6,7 +6,12 @@ SPEEDUPS = ("short_attention", "mapped_load")  # llmhead/speedups/
 
 TASKS = ("classification", "multilabel", "regression")
 MODES = ("head", "lora", "qlora", "full", "probe", "icl", "lmhead", "tfidf", "hybrid", "auto")
-FROZEN_MODES = ("head", "probe", "hybrid", "lmhead")  # the backbone is never trained: features are computed once, cached
+FROZEN_MODES = (
+    "head",
+    "probe",
+    "hybrid",
+    "lmhead",
+)  # the backbone is never trained: features are computed once, cached
 CHAT = ("auto", "on", "off")
 SCHEDULES = ("linear", "cosine", "constant")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")  # the training autocast (accelerate's name)

@@ -80,7 +80,7 @@ class ModelConfig:
     # the zero-shot classifier, as mode='lmhead' does; give a `template` that ends where the label word would come)
     # ---- label words (icl, lmhead; MLP heads with head_init='lmhead') ------------------------------------------------
     verbalizers: dict | None = None  # label -> the word(s) naming it
-    # ---- probe (and the linear model of tfidf and hybrid) -------------------------------------------------------------
+    # ---- probe (and the linear model of tfidf and hybrid) ------------------------------------------------------------
     probe: str = "logreg"  # logreg | svm (calibrated probabilities) | ridge (regression)
     probe_c: float | None = None  # C of probe logreg / svm (inverse regularisation); None: chosen by CV
     probe_alpha: float | None = None  # alpha of probe='ridge' (its penalty); None: chosen by cross-validation

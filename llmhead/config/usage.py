@@ -30,6 +30,7 @@ MODEL_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in ModelConfig's order, by 
     "dtype": WITH_MODEL,
     "speedups": WITH_MODEL,
     "trust_remote_code": WITH_MODEL,
+    "threads": WITH_MODEL,  # torch's threads; tfidf runs scikit-learn only
     # features
     "pooling": FEATURES,  # (lmhead and head_init='lmhead' need 'last')
     "layer": (*POOLED, *FINE_TUNING),  # icl loads the whole causal LM; lmhead reads the LM head's input

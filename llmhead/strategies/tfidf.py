@@ -122,7 +122,16 @@ class Tfidf(Strategy):
         featurizer = TfidfFeaturizer.fit(texts)
         kind, strength = linear_kind(c)
         grid = ALPHA_GRID if kind == "ridge" else C_GRID
-        fitted, info = fit_linear(featurizer.transform(texts), train.targets.numpy(), kind, c.task, strength, c.seed, 5 if kind != "ridge" else None, grid)
+        fitted, info = fit_linear(
+            featurizer.transform(texts),
+            train.targets.numpy(),
+            kind,
+            c.task,
+            strength,
+            c.seed,
+            5 if kind != "ridge" else None,
+            grid,
+        )
         self.vocabulary.vocabularies = featurizer.vocabularies
         head = clf.new_head()
         head.copy_linear(fitted)
