@@ -37,7 +37,6 @@ SETUP = {  # template, label column, task, metric (the test metric the table rep
     "vader": ("Tweet: {text}\nSentiment:", "rating", "regression", "pearson"),
     "quick": ("{text}", "label", "classification", "accuracy"),
 }
-MAX_LENGTH = 256  # BBC articles are cut there (the count is reported); snippets and tweets are shorter
 
 
 def load(name: str):
@@ -52,30 +51,30 @@ def load(name: str):
     return list(train), list(data["test"])
 
 
-def route_options(route: str, task: str, template: str) -> dict:
+def route_options(route: str, task: str, template: str, max_length: int) -> dict:
     options = {"mode": route, "task": task}
     if route != "tfidf":
-        options.update(template=template, max_length=MAX_LENGTH)
+        options.update(template=template, max_length=max_length)
     if route in ("tfidf", "probe", "hybrid") and task == "regression":
         options["probe"] = "ridge"
     return options
 
 
-def run_dataset(name: str, model: str, cache: str, budget_s: float) -> dict:
+def run_dataset(name: str, model: str, cache: str, budget_s: float, max_length: int) -> dict:
     template, label, task, metric = SETUP[name]
     train, test = load(name)
     fit = {"label": label, "progress": False}
     head_fit = {"epochs": 3} if name == "quick" else {}  # the smoke test's head: a few epochs
     # One feature pass over every text, timed on its own: each LLM route below reads the cache.
     start = time.perf_counter()
-    warm = llmhead.from_pretrained(model, template=template, max_length=MAX_LENGTH, task=task)
+    warm = llmhead.from_pretrained(model, template=template, max_length=max_length, task=task)
     warm.extractor.progress = False
     warm.extractor.cache.folder = Path(cache)  # on disk too: the ladder's own extractor reads them there
     warm.embed(train + test)
     feature_seconds = time.perf_counter() - start
     rows = []
     for route in ROUTES:
-        config = build(ModelConfig, {"model": model, **route_options(route, task, template)})
+        config = build(ModelConfig, {"model": model, **route_options(route, task, template, max_length)})
         clf = llmhead.Classifier(config, extractor=warm.extractor)  # the loaded weights and cached features
         start = time.perf_counter()
         clf.fit(train, **fit, **(head_fit if route == "head" else {}))
@@ -94,7 +93,7 @@ def run_dataset(name: str, model: str, cache: str, budget_s: float) -> dict:
         )
         print(f"{name:<7} {route:<7} {metric} {scores[metric]:.4f}  fit {fit_seconds:.1f} s", flush=True)
     best = max(r["test"] for r in rows)
-    auto = _auto(name, model, train, test, template, label, task, metric, cache, budget_s, head_fit)
+    auto = _auto(name, model, train, test, (template, max_length), label, task, metric, cache, budget_s, head_fit)
     by_route = {r["route"]: r["test"] for r in rows}
     hybrid, baseline = by_route["hybrid"], by_route["tfidf"]
     return {
@@ -115,8 +114,9 @@ def run_dataset(name: str, model: str, cache: str, budget_s: float) -> dict:
     }
 
 
-def _auto(name, model, train, test, template, label, task, metric, cache, budget_s, fit) -> dict:
+def _auto(name, model, train, test, prompt, label, task, metric, cache, budget_s, fit) -> dict:
     """mode='auto' over the same four rungs, its table and its pick's test metric."""
+    template, max_length = prompt
     start = time.perf_counter()
     try:
         result = llmhead.run_ladder(
@@ -129,7 +129,7 @@ def _auto(name, model, train, test, template, label, task, metric, cache, budget
             feature_cache=cache,
             fit=fit,
             template=template,
-            max_length=MAX_LENGTH,
+            max_length=max_length,
             task=task,
         )
     except Exception as exc:  # the table says why rather than losing the other rows
@@ -152,14 +152,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", type=float, default=3600, help="the ladder's budget per data set, seconds")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--cache", default=None, help="a feature cache folder to reuse (default: a new temporary one)")
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per text (BBC articles are cut there)")
     args = parser.parse_args(argv)
+    import sklearn.calibration  # noqa: F401  (imported before any timing: the first route would pay for it)
+    import sklearn.feature_extraction.text  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
     import torch
 
     torch.set_num_threads(args.threads)
     model = make_tiny(Path(tempfile.mkdtemp()) / "tiny") if args.quick else "smollm2-135m"
     names = ["quick"] if args.quick else args.datasets
-    cache = tempfile.mkdtemp()
-    results = [run_dataset(name, model, cache, args.budget) for name in names]
+    cache = args.cache or tempfile.mkdtemp()
+    results = [run_dataset(name, model, cache, args.budget, args.max_length) for name in names]
     result = {"setup": {**machine(args.threads), "model": "tiny" if args.quick else model}, "datasets": results}
     print(format_table(results))
     if args.out:

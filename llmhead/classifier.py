@@ -397,6 +397,8 @@ class Classifier:
         if format != "transformers":
             raise ValueError(f"format must be 'transformers', got {format!r}")
         self._require_fitted()
+        if not self.strategy.reads_backbone:
+            raise ValueError(f"mode={self.config.mode!r} has no LLM to export: keep it with clf.save(folder)")
         from llmhead.io.export import export_transformers
 
         return saving.write_atomically(folder, lambda tmp: export_transformers(self, tmp), marker="config.json")

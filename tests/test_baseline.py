@@ -57,6 +57,8 @@ def test_tfidf_reloads_bit_identically_with_no_weights_and_no_pickle(no_model_lo
     assert again.predict([r["text"] for r in rows]) == clf.predict([r["text"] for r in rows])
     if task != "regression":
         assert np.array_equal(again.predict_proba(rows), clf.predict_proba(rows))
+    with pytest.raises(ValueError, match="no LLM to export"):
+        again.export(tmp_path / "exported")
 
 
 def test_tfidf_head_computes_what_scikit_learn_does(no_model_load):

@@ -83,3 +83,15 @@ def test_digests_quick():
 
     result = digests.main(["--quick"])
     assert result["fingerprint_s_per_gib"] > 0 and result["file_digest_s_per_gib"] > 0
+
+
+def test_baseline_quick(tmp_path):
+    import baseline
+
+    result = baseline.main(["--quick", "--out", str(tmp_path / "baseline.json")])
+    (data,) = result["datasets"]
+    assert [r["route"] for r in data["routes"]] == ["tfidf", "probe", "head", "hybrid"]
+    assert all(0 <= r["test"] <= 1 for r in data["routes"]) and data["auto"]["winner"] in baseline.ROUTES
+    cv = data["auto"]["cv"]
+    assert cv[data["auto"]["winner"]] >= cv["tfidf"]  # the ladder never picks below the baseline
+    assert (tmp_path / "baseline.json").is_file()
