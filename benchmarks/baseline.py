@@ -51,8 +51,11 @@ def load(name: str):
     return list(train), list(data["test"])
 
 
-def route_options(route: str, task: str, template: str, max_length: int) -> dict:
-    options = {"mode": route, "task": task}
+QUICK = {"probe_c": 1.0}  # the smoke test: a fixed C, no inner cross-validation
+
+
+def route_options(route: str, task: str, template: str, max_length: int, quick: bool = False) -> dict:
+    options = {"mode": route, "task": task, **(QUICK if quick and route != "head" else {})}
     if route != "tfidf":
         options.update(template=template, max_length=max_length)
     if route in ("tfidf", "probe", "hybrid") and task == "regression":
@@ -74,7 +77,7 @@ def run_dataset(name: str, model: str, cache: str, budget_s: float, max_length: 
     feature_seconds = time.perf_counter() - start
     rows = []
     for route in ROUTES:
-        config = build(ModelConfig, {"model": model, **route_options(route, task, template, max_length)})
+        config = build(ModelConfig, {"model": model, **route_options(route, task, template, max_length, name == "quick")})
         clf = llmhead.Classifier(config, extractor=warm.extractor)  # the loaded weights and cached features
         start = time.perf_counter()
         clf.fit(train, **fit, **(head_fit if route == "head" else {}))
@@ -125,6 +128,8 @@ def _auto(name, model, train, test, prompt, label, task, metric, cache, budget_s
             label=label,
             test=test,
             rungs=list(ROUTES),
+            folds=2 if name == "quick" else 5,
+            **(QUICK if name == "quick" else {}),
             budget_s=budget_s,
             feature_cache=cache,
             fit=fit,
