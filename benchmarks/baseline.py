@@ -77,7 +77,8 @@ def run_dataset(name: str, model: str, cache: str, budget_s: float, max_length: 
     feature_seconds = time.perf_counter() - start
     rows = []
     for route in ROUTES:
-        config = build(ModelConfig, {"model": model, **route_options(route, task, template, max_length, name == "quick")})
+        options = route_options(route, task, template, max_length, name == "quick")
+        config = build(ModelConfig, {"model": model, **options})
         clf = llmhead.Classifier(config, extractor=warm.extractor)  # the loaded weights and cached features
         start = time.perf_counter()
         clf.fit(train, **fit, **(head_fit if route == "head" else {}))
