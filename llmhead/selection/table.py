@@ -12,7 +12,6 @@ from pathlib import Path
 from llmhead.classifier import Classifier
 from llmhead.progress import say
 
-
 BASELINE = "tfidf"  # the rung every other is measured against (its lead in the table; never picked below it)
 
 
