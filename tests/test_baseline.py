@@ -163,7 +163,7 @@ def test_ladder_runs_the_baseline_and_the_hybrid_and_never_picks_below_the_basel
     from llmhead.selection import ladder
 
     # the playbook's rungs cut to the probe: the baseline and the hybrid join it whatever the playbook says
-    monkeypatch.setattr(ladder, "playbook", lambda n: (("probe",), ("probe",), "test"))
+    monkeypatch.setattr(ladder, "_by_size", lambda n: (("probe",), ("probe",), "test"))
     options = {"dtype": "float32", "probe_c": 1.0, "progress": False}  # a fixed C: no inner search, a quicker test
     result = ladder.run_ladder(rare_token_rows(100, 0), tiny_llama, folds=3, **options)
     rows = {r["rung"]: r for r in result.rows}
