@@ -43,6 +43,7 @@ class Hybrid(Strategy):
     """mode='hybrid': frozen pooled features + TF-IDF, one linear model chosen by cross-validation."""
 
     validates = False  # every example trains; the penalty and the blocks' weight are chosen by cross-validation
+    calibrates = False  # as the probe's: logreg's probabilities are its own fit, svm's sigmoid-calibrated by CV
 
     def __init__(self, config):
         super().__init__(config)

@@ -103,6 +103,7 @@ class Tfidf(Strategy):
 
     validates = False  # every example trains; the penalty is chosen by cross-validation instead
     reads_backbone = False
+    calibrates = False  # as the probe's: logreg's probabilities are its own fit, svm's sigmoid-calibrated by CV
 
     def __init__(self, config):
         super().__init__(config)
