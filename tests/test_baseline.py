@@ -51,7 +51,7 @@ def test_tfidf_reloads_bit_identically_with_no_weights_and_no_pickle(no_model_lo
     out = clf.logits([r["text"] for r in rows] + ["an unseen sentence entirely"])
     clf.save(tmp_path / "m")
     files = saved_files(tmp_path / "m")
-    assert files == ["head.safetensors", "llmhead.json", "tfidf.json"], files
+    assert files == ["README.md", "head.safetensors", "llmhead.json", "tfidf.json"], files  # README.md: the card
     again = llmhead.load(tmp_path / "m")
     assert torch.equal(again.logits([r["text"] for r in rows] + ["an unseen sentence entirely"]), out)
     assert again.predict([r["text"] for r in rows]) == clf.predict([r["text"] for r in rows])
