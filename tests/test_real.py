@@ -173,7 +173,7 @@ def test_probe_on_500_examples_beats_tfidf(rt_small, tmp_path_factory):
     cache = str(tmp_path_factory.getbasetemp() / "rt-features")
     probe = llmhead.from_pretrained("smollm2-135m", mode="probe", template="Review: {text}\nSentiment:")
     probe.fit(train, feature_cache=cache, progress=False)
-    accuracy = probe.evaluate(test)["accuracy"]
+    accuracy = probe.evaluate(test, cache=True)["accuracy"]  # the test features kept for the hybrid test below
     vectorizer = TfidfVectorizer().fit(train["text"])
     tfidf = LogisticRegression(max_iter=2000).fit(vectorizer.transform(train["text"]), train["label"])
     baseline = float(np.mean(tfidf.predict(vectorizer.transform(test["text"])) == np.array(test["label"])))
