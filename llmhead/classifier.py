@@ -335,9 +335,10 @@ class Classifier:
                     "evaluate(baseline=True) trains the baseline on this classifier's training data, which a loaded "
                     "classifier does not have: pass baseline=<a fitted classifier>, e.g. a mode='tfidf' one"
                 )
-            from llmhead.selection.baseline import fit_baseline
+            from llmhead.selection.baseline import baseline_options
 
-            self.baseline = fit_baseline(self.config, self.train_examples)
+            tfidf = Classifier(build(ModelConfig, baseline_options(self.config)))  # no weights: seconds
+            self.baseline = tfidf.fit(self.train_examples, progress=False)
         out = self.logits(self.inputs(held.texts), batch_size=batch_size, templated=True, cache=cache)
         result = {"n": len(held), **self.score_logits(out, targets, held.raw)}
         result.update(metrics.calibration(self.labels, out, targets))

@@ -11,7 +11,6 @@ saved classifier, or a missing or empty texts file, is one ``error: ...`` line w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import CONFIG_ERRORS, fail  # noqa: E402
 
 import llmhead  # noqa: E402
-from llmhead.cli.main import read_texts_file  # noqa: E402  (shared with `llmhead check`)
+from llmhead.cli.main import print_check, read_texts_file  # noqa: E402  (shared with `llmhead check`)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,11 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     except CONFIG_ERRORS as exc:
         fail(exc)
     report = llmhead.check(clf, texts)
-    for name, value in report["checks"].items():
-        shown = f"{value:.2e}" if isinstance(value, float) else value
-        print(f"{name:>28}: {shown}")
-    print(f"tolerance {report['tolerance']}: {'PASSED' if report['passed'] else 'FAILED'}")
-    print(json.dumps(report))
+    print_check(report)
     return report
 
 

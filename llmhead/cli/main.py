@@ -245,12 +245,17 @@ def check(args) -> int:
     texts = read_texts_file(args.texts_file) if args.texts_file else None
     clf = llmhead.load(args.model)  # not a saved classifier, another format, weights that differ from the saved
     report = llmhead.check(clf, texts)
+    print_check(report)
+    return 0 if report["passed"] else 1
+
+
+def print_check(report: dict) -> None:
+    """One line per parity check, the verdict, then the report as JSON (recipes/check.py prints the same)."""
     for name, value in report["checks"].items():
         shown = f"{value:.2e}" if isinstance(value, float) else value
         print(f"{name:>28}: {shown}")
     print(f"tolerance {report['tolerance']}: {'PASSED' if report['passed'] else 'FAILED'}")
     print(json.dumps(report))
-    return 0 if report["passed"] else 1
 
 
 def read_texts_file(path: str) -> list[str]:

@@ -3,7 +3,7 @@ trained on the same data, so a report shows at once what the LLM buys (``clf.eva
 
 from __future__ import annotations
 
-from llmhead.config import ModelConfig, build
+from llmhead.config import ModelConfig
 
 MAIN = {"classification": ("accuracy", "macro_f1"), "multilabel": ("micro_f1", "macro_f1"), "regression": ("r2",)}
 
@@ -19,14 +19,6 @@ def baseline_options(config: ModelConfig) -> dict:
         "seed": config.seed,
         "probe": "ridge" if config.task == "regression" else "logreg",
     }
-
-
-def fit_baseline(config: ModelConfig, examples):
-    """A tfidf classifier fitted on ``examples`` (an ``Examples``, as the classifier read its training data)."""
-    from llmhead.classifier import Classifier
-
-    baseline = Classifier(build(ModelConfig, baseline_options(config)))
-    return baseline.fit(examples, progress=False)
 
 
 def beside(model: dict, baseline: dict, task: str) -> dict:
