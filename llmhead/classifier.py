@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmhead import calibration, metrics, strategies
+from llmhead import calibration, events, metrics, strategies
 from llmhead.config import ModelConfig, TrainConfig, build, for_mode
 from llmhead.data import read_inputs
 from llmhead.data.augment import augment
@@ -203,11 +203,14 @@ class Classifier:
         return features
 
     # ---- training ---------------------------------------------------------------------------------------------
-    def fit(self, train: Any, eval: Any = None, *, text="text", label="label", **options) -> Classifier:
+    def fit(self, train: Any, eval: Any = None, *, text="text", label="label", on_evaluate=None, **options):
         """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ... ``train`` and
-        ``eval`` are files, tables, datasets objects or ``Examples``."""
+        ``eval`` are files, tables, datasets objects or ``Examples``. ``on_evaluate``: called with a copy of each
+        validation record as it is made (a head epoch, a fine-tuning evaluation: step/epoch, val_loss, the
+        metrics), on the main process; e.g. to time a run or stop watching it."""
         with cpu_threads(self.config.threads), shown(options.get("progress", True) is not False):
-            return self._fit(train, eval, text, label, options)
+            with events.listening(on_evaluate):
+                return self._fit(train, eval, text, label, options)
 
     def _fit(self, train: Any, eval: Any, text, label, options: dict) -> Classifier:
         c, began = self.config, time.perf_counter()

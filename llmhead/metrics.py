@@ -145,3 +145,15 @@ def of_task(labels, out, targets, raw: list) -> dict:
         return multilabel(targets.numpy().astype(int), labels.multilabel_decisions(out), labels.names)
     truth = np.asarray([[float(v) for v in (row if isinstance(row, (list, tuple)) else [row])] for row in raw])
     return regression(truth, labels.values(out), labels.names)
+
+
+def validation(labels, logits, targets) -> dict:
+    """The float metrics of head outputs on encoded targets, as training loops record them per evaluation."""
+    if labels.task == "classification":
+        m = classification(targets.numpy(), logits.argmax(-1).numpy(), labels.names)
+    elif labels.task == "multilabel":
+        m = multilabel(targets.numpy().astype(int), labels.multilabel_decisions(logits), labels.names)
+    else:
+        truth = targets.double().numpy() * np.asarray(labels.scale) + np.asarray(labels.shift)
+        m = regression(truth, labels.values(logits), labels.names)
+    return {k: v for k, v in m.items() if isinstance(v, float)}

@@ -336,3 +336,27 @@ def test_the_seed_decides_a_fit_whatever_the_global_rng_holds(tiny_llama, mode):
         clf = llmhead.from_pretrained(tiny_llama, mode=mode, dtype="float32")
         probabilities.append(clf.fit(rows(16), EVAL, progress=False, **options).predict_proba(CORPUS))
     assert np.array_equal(*probabilities)
+
+
+# ---- on_evaluate ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["head", "lora"])
+def test_on_evaluate_hears_each_validation_record_as_it_is_made(tiny_llama, mode):
+    # The callback gets every record of clf.history, in order, with the validation metrics of the task; the warm start's records (scored on a sample of the training
+    # data) are not among them; nothing is left listening after the fit.
+    heard = []
+    clf = llmhead.from_pretrained(tiny_llama, mode=mode, dtype="float32", **({"lora_r": 2} if mode == "lora" else {}))
+
+    def on_evaluate(record):
+        heard.append(record)
+        record["changed"] = True  # a copy: the history keeps its own
+
+    options = dict(epochs=4, lr=LR, patience=0) if mode == "head" else dict(epochs=1, batch_size=4, eval_every=2)
+    clf.fit(rows(16), EVAL, on_evaluate=on_evaluate, progress=False, **options)
+    assert heard and [{k: v for k, v in r.items() if k != "changed"} for r in heard] == clf.history
+    assert len(heard) == (4 if mode == "head" else 2)  # head: one per epoch; lora: steps 2 and 4 of 4
+    assert all(0.0 <= r["accuracy"] <= 1.0 and "macro_f1" in r and "val_loss" in r for r in heard)
+    assert not any("changed" in r for r in clf.history)
+    clf.fit(rows(16), EVAL, progress=False, **options)  # no callback now: the old one hears nothing
+    assert len(heard) == (4 if mode == "head" else 2)
+    with pytest.raises(TypeError, match="on_evaluate must be a callable"):
+        clf.fit(rows(16), EVAL, on_evaluate="print", progress=False, **options)

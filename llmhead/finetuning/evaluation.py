@@ -8,6 +8,7 @@ import json
 import numpy as np
 import torch
 
+from llmhead import events
 from llmhead import metrics as metric_fns
 from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
@@ -44,7 +45,7 @@ def evaluate(
         "step": state["step"],
         "epoch": state["epoch"] + (0 if state["batch_in_epoch"] == 0 else 1),
         "val_loss": labels.loss(logits, targets).item(),
-        **validation_metrics(labels, logits, targets),
+        **metric_fns.validation(labels, logits, targets),
     }
     for name, metric in (extra_metrics or {}).items():
         predictions = logits.argmax(-1) if labels.task == "classification" else labels.values(logits)[:, 0]
@@ -64,19 +65,9 @@ def evaluate(
         state["stale"] += 1
     record["best"] = improved
     state["history"].append(record)
+    events.evaluated(record, accelerator.is_main_process)
     if jsonl:
         jsonl.write(json.dumps({"eval": record}) + "\n")
         jsonl.flush()
     accelerator.log({f"val/{k}": v for k, v in record.items() if isinstance(v, float)}, step=state["step"])
     return best_weights, bool(cfg.patience) and state["stale"] >= cfg.patience
-
-
-def validation_metrics(labels: LabelSpace, logits: torch.Tensor, targets: torch.Tensor) -> dict:
-    if labels.task == "classification":
-        m = metric_fns.classification(targets.numpy(), logits.argmax(-1).numpy(), labels.names)
-    elif labels.task == "multilabel":
-        m = metric_fns.multilabel(targets.numpy().astype(int), labels.multilabel_decisions(logits), labels.names)
-    else:
-        truth = targets.double().numpy() * np.asarray(labels.scale) + np.asarray(labels.shift)
-        m = metric_fns.regression(truth, labels.values(logits), labels.names)
-    return {k: v for k, v in m.items() if isinstance(v, float)}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmhead import events
 from llmhead.config import warm_start_config
 from llmhead.features.extract import FeatureSet
 from llmhead.finetuning import adapters, runstate
@@ -110,7 +111,8 @@ class FineTune(FrozenHead):
             rows, index, tokens = x_train.rows(), torch.as_tensor(sample), x_train.lengths is not None
             fit_on = (FeatureSet.from_rows(rows[:cut], tokens), train.targets[index[:cut]])
             stop_on = (FeatureSet.from_rows(rows[cut:], tokens), train.targets[index[cut:]])
-        train_head(head, clf.labels, fit_on, stop_on, warm, self.config.seed, progress=cfg.progress)
+        with events.muted():  # scored on a sample of the training data, not on the validation set
+            train_head(head, clf.labels, fit_on, stop_on, warm, self.config.seed, progress=cfg.progress)
         return head
 
     def after_training(self, clf) -> None:

@@ -14,7 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import get_cosine_schedule_with_warmup
 
-from llmhead import budget
+from llmhead import budget, events
+from llmhead import metrics as metric_fns
 from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
 from llmhead.features.extract import FeatureSet
@@ -46,7 +47,7 @@ def fit_head(
     progress: bool = True,
     start_is_candidate: bool = False,
 ) -> list[dict]:
-    """Train ``head`` in place; return one record per epoch (train_loss, val_loss, best).
+    """Train ``head`` in place; return one record per epoch (train_loss, val_loss, the validation metrics, best).
 
     ``start_is_candidate``: the initial head is meaningful (e.g. the zero-shot verbalizer head), so it is
     evaluated as epoch 0 and kept if no epoch beats it."""
@@ -75,9 +76,10 @@ def fit_head(
 
     best_loss, best_state, stale, history = math.inf, None, 0, []
     if start_is_candidate or cfg.epochs == 0:
-        best_loss = evaluate_loss(head, labels, val, cfg.batch_size)
+        best_loss, scores = evaluate(head, labels, val, cfg.batch_size)
         best_state = copy.deepcopy(head.state_dict())
-        history.append({"epoch": 0, "val_loss": best_loss, "best": True})
+        history.append({"epoch": 0, "val_loss": best_loss, **scores, "best": True})
+        events.evaluated(history[-1], is_main_process())
     bar = progress_bar(progress and is_main_process(), iterable=range(cfg.epochs), desc="head", unit="epoch")
     for epoch in bar:
         head.train()
@@ -96,14 +98,17 @@ def fit_head(
             scheduler.step()
             running += loss.item() * len(index)
             seen += len(index)
-        val_loss = evaluate_loss(head, labels, val, cfg.batch_size)
+        val_loss, scores = evaluate(head, labels, val, cfg.batch_size)
         improved = val_loss < best_loss - 1e-6
         if improved:
             best_loss, stale = val_loss, 0
             best_state = copy.deepcopy(head.state_dict())
         else:
             stale += 1
-        history.append({"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss, "best": improved})
+        history.append(
+            {"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss, **scores, "best": improved}
+        )
+        events.evaluated(history[-1], is_main_process())
         bar.set_postfix(train=f"{running / seen:.4f}", val=f"{val_loss:.4f}", refresh=False)
         budget.check("head training")
         if cfg.patience and stale >= cfg.patience:
@@ -127,6 +132,8 @@ def head_logits(head: torch.nn.Module, features: FeatureSet, batch_size: int) ->
     return torch.cat(out)
 
 
-def evaluate_loss(head: torch.nn.Module, labels: LabelSpace, data: tuple[FeatureSet, torch.Tensor], batch_size: int):
+def evaluate(head: torch.nn.Module, labels: LabelSpace, data: tuple[FeatureSet, torch.Tensor], batch_size: int):
+    """The validation loss and metrics (accuracy, f1, pearson ... as the task has them) of ``head``."""
     features, targets = data
-    return labels.loss(head_logits(head, features, 4 * batch_size), targets).item()
+    logits = head_logits(head, features, 4 * batch_size)
+    return labels.loss(logits, targets).item(), metric_fns.validation(labels, logits, targets)
