@@ -207,7 +207,7 @@ class Classifier:
         """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ... ``train`` and
         ``eval`` are files, tables, datasets objects or ``Examples``. ``on_evaluate``: called with a copy of each
         validation record as it is made (a head epoch, a fine-tuning evaluation: step/epoch, val_loss, the
-        metrics), on the main process; e.g. to time a run or stop watching it."""
+        metrics, and ``eval_seconds``, the pass's wall time), on the main process; e.g. to time a run."""
         with cpu_threads(self.config.threads), shown(options.get("progress", True) is not False):
             with events.listening(on_evaluate):
                 return self._fit(train, eval, text, label, options)

@@ -34,8 +34,9 @@ def muted():
         yield
 
 
-def evaluated(record: dict, main_process: bool = True) -> None:
-    """Hand ``record`` (a copy: the caller may keep or change it) to the listener, if any."""
+def evaluated(record: dict, seconds: float, main_process: bool = True) -> None:
+    """Hand a copy of ``record`` (the caller may keep or change it) to the listener, if any, with ``eval_seconds``:
+    the validation pass's wall time (not kept in the history: a rerun's history is the same, its times are not)."""
     fn = _LISTENER.get()
     if fn is not None and main_process:
-        fn(dict(record))
+        fn({**record, "eval_seconds": seconds})

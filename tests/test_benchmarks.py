@@ -95,3 +95,24 @@ def test_baseline_quick(tmp_path):
     cv = data["auto"]["cv"]
     assert cv[data["auto"]["winner"]] >= cv["tfidf"]  # the ladder never picks below the baseline
     assert (tmp_path / "baseline.json").is_file()
+
+
+def test_time_to_accuracy_quick(tmp_path):
+    import time_to_accuracy as tta
+
+    out = tmp_path / "tta.json"
+    result = tta.main(["--quick", "--mode", "lora", "--out", str(out)])
+    ours, peer = result["runs"]
+    assert ours["who"] == "llmhead" and peer["who"] == "peer" and peer["lr"] == tta.MODES["lora"]["lrs"][-1]
+    for run in (ours, peer):  # each evaluation: elapsed time growing, a metric, the evaluations' time within it
+        times = [p["elapsed_s"] for p in run["curve"]]
+        assert times and times == sorted(times) and all(0 <= p["metric"] <= 1 for p in run["curve"])
+        assert all(p["elapsed_without_evals_s"] <= p["elapsed_s"] for p in run["curve"])
+    # the peer's epoch ends are evaluated once each, even where eval_steps lands on them
+    assert len({p["examples"] for p in peer["curve"]}) == len(peer["curve"])
+    assert result["target"] == round(0.98 * max(ours["best_val"], peer["best_val"]), 4)
+    assert "this run" in result["target_source"]
+    assert out.is_file() and out.with_suffix(".png").stat().st_size > 10_000
+    # time to target: the first evaluation at or above it
+    curve = [{"elapsed_s": 1.0, "metric": 0.5}, {"elapsed_s": 2.0, "metric": 0.9}, {"elapsed_s": 3.0, "metric": 0.95}]
+    assert tta.time_to(curve, 0.9) == 2.0 and tta.time_to(curve, 0.96) is None and tta.best_by(curve, 2.5) == 0.9

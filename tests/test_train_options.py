@@ -341,7 +341,8 @@ def test_the_seed_decides_a_fit_whatever_the_global_rng_holds(tiny_llama, mode):
 # ---- on_evaluate ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["head", "lora"])
 def test_on_evaluate_hears_each_validation_record_as_it_is_made(tiny_llama, mode):
-    # The callback gets every record of clf.history, in order, with the validation metrics of the task; the warm start's records (scored on a sample of the training
+    # The callback gets every record of clf.history, in order, and the validation pass's time, with the
+    # validation metrics of the task; the warm start's records (scored on a sample of the training
     # data) are not among them; nothing is left listening after the fit.
     heard = []
     clf = llmhead.from_pretrained(tiny_llama, mode=mode, dtype="float32", **({"lora_r": 2} if mode == "lora" else {}))
@@ -352,6 +353,7 @@ def test_on_evaluate_hears_each_validation_record_as_it_is_made(tiny_llama, mode
 
     options = dict(epochs=4, lr=LR, patience=0) if mode == "head" else dict(epochs=1, batch_size=4, eval_every=2)
     clf.fit(rows(16), EVAL, on_evaluate=on_evaluate, progress=False, **options)
+    assert all(r.pop("eval_seconds") > 0 for r in heard)  # the validation pass's time, not kept in the history
     assert heard and [{k: v for k, v in r.items() if k != "changed"} for r in heard] == clf.history
     assert len(heard) == (4 if mode == "head" else 2)  # head: one per epoch; lora: steps 2 and 4 of 4
     assert all(0.0 <= r["accuracy"] <= 1.0 and "macro_f1" in r and "val_loss" in r for r in heard)

@@ -4,6 +4,7 @@ selection score, early stopping, and the best weights so far."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ def evaluate(
 
     The best weights are copied when they improve, except at the ``final`` evaluation: nothing trains after it,
     so the weights in place are the best and no copy is kept (for full fine-tuning, a copy is the whole model)."""
+    began = time.perf_counter()
     model.eval()
     logits, targets = [], []
     for batch in val_loader:
@@ -65,7 +67,7 @@ def evaluate(
         state["stale"] += 1
     record["best"] = improved
     state["history"].append(record)
-    events.evaluated(record, accelerator.is_main_process)
+    events.evaluated(record, time.perf_counter() - began, accelerator.is_main_process)
     if jsonl:
         jsonl.write(json.dumps({"eval": record}) + "\n")
         jsonl.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 
 import torch
 from torch.utils.data import DataLoader
@@ -76,10 +77,11 @@ def fit_head(
 
     best_loss, best_state, stale, history = math.inf, None, 0, []
     if start_is_candidate or cfg.epochs == 0:
+        began = time.perf_counter()
         best_loss, scores = evaluate(head, labels, val, cfg.batch_size)
         best_state = copy.deepcopy(head.state_dict())
         history.append({"epoch": 0, "val_loss": best_loss, **scores, "best": True})
-        events.evaluated(history[-1], is_main_process())
+        events.evaluated(history[-1], time.perf_counter() - began, is_main_process())
     bar = progress_bar(progress and is_main_process(), iterable=range(cfg.epochs), desc="head", unit="epoch")
     for epoch in bar:
         head.train()
@@ -98,6 +100,7 @@ def fit_head(
             scheduler.step()
             running += loss.item() * len(index)
             seen += len(index)
+        began = time.perf_counter()
         val_loss, scores = evaluate(head, labels, val, cfg.batch_size)
         improved = val_loss < best_loss - 1e-6
         if improved:
@@ -108,7 +111,7 @@ def fit_head(
         history.append(
             {"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss, **scores, "best": improved}
         )
-        events.evaluated(history[-1], is_main_process())
+        events.evaluated(history[-1], time.perf_counter() - began, is_main_process())
         bar.set_postfix(train=f"{running / seen:.4f}", val=f"{val_loss:.4f}", refresh=False)
         budget.check("head training")
         if cfg.patience and stale >= cfg.patience:
