@@ -275,9 +275,11 @@ def ours_run(dataset: str, mode: str, threads: int, eval_examples: int) -> dict:
 
 # ---- the table ----------------------------------------------------------------------------------------------
 def eval_every_examples(dataset: str) -> int:
-    """E: a multiple of both batch sizes, so that llmhead's 1-epoch run is evaluated at least 8 times."""
-    n = DATASETS[dataset]["n_train"]
-    return max(OURS_BATCH, (n // 8) // OURS_BATCH * OURS_BATCH)
+    """E: a multiple of both batch sizes, as large as leaves llmhead's 1-epoch run at least 8 evaluations (every
+    k steps and one at the epoch's end), so that the longer peer runs are not evaluated more than needed."""
+    steps = math.ceil(DATASETS[dataset]["n_train"] / OURS_BATCH)
+    k = max([1] + [k for k in range(1, steps + 1) if steps // k + (steps % k != 0) >= 8])
+    return k * OURS_BATCH
 
 
 def time_to(curve: list[dict], target: float, key: str = "elapsed_s") -> float | None:
