@@ -180,3 +180,32 @@ def make_tiny(folder) -> str:
     AutoModelForCausalLM.from_config(tiny_config(len(tokenizer))).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+# ---- the peer's Trainer settings ------------------------------------------------------------------------------
+def peer_training_args(epochs: int, **overrides):
+    """The peer's ``TrainingArguments`` as a user writes them: batch 16, bf16 where the CPU has it (or on CUDA), no
+    saving, logging or tqdm, seed 0; ``overrides`` (learning rate, evaluation) on top."""
+    import tempfile
+
+    import torch
+    from transformers import TrainingArguments
+
+    from llmhead.model.precision import resolve_dtype
+
+    settings = dict(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=16,
+        num_train_epochs=epochs,
+        bf16=resolve_dtype("auto") == "bfloat16" or torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    return TrainingArguments(**{**settings, **overrides})

@@ -37,6 +37,7 @@ from common import (  # noqa: E402
     isolated,
     machine,
     make_tiny,
+    peer_training_args,
     rotten_tomatoes,
     sentiment_rows,
     smollm2_path,
@@ -107,17 +108,13 @@ def _accuracy(predicted, rows) -> float:
 def peer_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, threads: int, max_length: int) -> dict:
     _threads(threads)
     import datasets
-    import torch
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
         TrainerCallback,
-        TrainingArguments,
     )
-
-    from llmhead.model.precision import resolve_dtype
 
     model_path, train, test, _ = load_data(source, n_train, n_test)
     names = sorted({r["label"] for r in train})
@@ -149,22 +146,7 @@ def peer_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
         def on_epoch_end(self, args, state, control, **kw):
             stamps[round(state.epoch)] = time.perf_counter()
 
-    bf16 = resolve_dtype("auto") == "bfloat16" or torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=16,
-        per_device_eval_batch_size=16,
-        num_train_epochs=epochs,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        eval_strategy="no",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=0,
-    )
+    args = peer_training_args(epochs)
     trainer = Trainer(
         model=model,
         args=args,

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import isolated, machine, make_tiny, sentiment_rows, smollm2_path  # noqa: E402
+from common import isolated, machine, make_tiny, peer_training_args, sentiment_rows, smollm2_path  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = RESULTS / "tta-targets.json"
@@ -113,10 +113,7 @@ def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: in
         PrinterCallback,
         Trainer,
         TrainerCallback,
-        TrainingArguments,
     )
-
-    from llmhead.model.precision import resolve_dtype
 
     torch.set_num_threads(threads)
     spec = DATASETS[dataset]
@@ -180,24 +177,8 @@ def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: in
 
     epochs = MODES[mode]["epochs"] if dataset != "quick" else 2
     steps = None if mode == "head" else max(1, eval_examples // PEER_BATCH)
-    bf16 = resolve_dtype("auto") == "bfloat16" or torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=PEER_BATCH,
-        per_device_eval_batch_size=PEER_BATCH,
-        learning_rate=lr,
-        num_train_epochs=epochs,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        eval_strategy="steps" if steps else "no",
-        eval_steps=steps,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=0,
-    )
+    steps_kw = dict(eval_strategy="steps", eval_steps=steps) if steps else {}
+    args = peer_training_args(epochs, per_device_train_batch_size=PEER_BATCH, learning_rate=lr, **steps_kw)
     trainer = Trainer(
         model=model,
         args=args,
