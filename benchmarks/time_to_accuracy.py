@@ -39,7 +39,7 @@ from common import isolated, machine, make_tiny, peer_training_args, sentiment_r
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = RESULTS / "tta-targets.json"
 TARGET_FRACTION = 0.98
-PEER_BATCH, OURS_BATCH = 16, 32  # the peer's batch as in peer.py; llmhead's default batch_size
+PEER_BATCH = 16  # the peer's batch, as in peer.py
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 DATASETS = {  # training / validation / test rows, max_length, label column, task, the metric compared
@@ -223,12 +223,13 @@ def ours_run(dataset: str, mode: str, threads: int, eval_examples: int) -> dict:
     curve = Curve()
 
     def on_evaluate(record):  # llmhead's own validation records, with the pass's own time
-        seen = record["step"] * OURS_BATCH if "step" in record else record["epoch"] * len(train)
+        seen = record["step"] * per_step if "step" in record else record["epoch"] * len(train)
         curve.add(record.get(metric), seen, record["eval_seconds"])
 
     fit = {"label": spec["label"], "progress": False}
+    per_step = ours_batch()
     if mode != "head":
-        fit["eval_every"] = max(1, eval_examples // OURS_BATCH)
+        fit["eval_every"] = max(1, eval_examples // per_step)
     curve.begin()
     clf.fit(train, val, on_evaluate=on_evaluate, **fit)
     total = time.perf_counter() - curve.start
@@ -254,13 +255,22 @@ def ours_run(dataset: str, mode: str, threads: int, eval_examples: int) -> dict:
     }
 
 
+def ours_batch() -> int:
+    """Training examples per optimizer step with llmhead's defaults (its batch_size x grad_accum)."""
+    from llmhead import TrainConfig
+
+    cfg = TrainConfig()
+    return cfg.batch_size * cfg.grad_accum
+
+
 # ---- the table ----------------------------------------------------------------------------------------------
 def eval_every_examples(dataset: str) -> int:
     """E: a multiple of both batch sizes, as large as leaves llmhead's 1-epoch run at least 8 evaluations (every
     k steps and one at the epoch's end), so that the longer peer runs are not evaluated more than needed."""
-    steps = math.ceil(DATASETS[dataset]["n_train"] / OURS_BATCH)
+    per_step = ours_batch()
+    steps = math.ceil(DATASETS[dataset]["n_train"] / per_step)
     k = max([1] + [k for k in range(1, steps + 1) if steps // k + (steps % k != 0) >= 8])
-    return k * OURS_BATCH
+    return k * per_step
 
 
 def time_to(curve: list[dict], target: float, key: str = "elapsed_s") -> float | None:
@@ -366,7 +376,7 @@ def main(argv=None) -> dict:
             "model": "tiny-llama" if args.quick else "smollm2-135m",
             **{k: v for k, v in spec.items()},
             "peer_batch": PEER_BATCH,
-            "llmhead_batch": OURS_BATCH,
+            "llmhead_batch": ours_batch(),
             "eval_every_examples": every if args.mode != "head" else "each epoch",
             "command": "benchmarks/time_to_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         },

@@ -116,3 +116,17 @@ def test_time_to_accuracy_quick(tmp_path):
     # time to target: the first evaluation at or above it
     curve = [{"elapsed_s": 1.0, "metric": 0.5}, {"elapsed_s": 2.0, "metric": 0.9}, {"elapsed_s": 3.0, "metric": 0.95}]
     assert tta.time_to(curve, 0.9) == 2.0 and tta.time_to(curve, 0.96) is None and tta.best_by(curve, 2.5) == 0.9
+
+
+def test_layer_probe_quick(tmp_path):
+    import layer_probe
+
+    result = layer_probe.main(["--quick", "--out", str(tmp_path / "layers.json")])["quick"]
+    blocks = result["blocks"]
+    for pooling in ("last", "mean"):  # every block scored, on validation and test, as an accuracy
+        assert [r["block"] for r in result[pooling]] == list(range(1, blocks + 1))
+        assert all(0 <= r["val"] <= 1 and 0 <= r["test"] <= 1 for r in result[pooling])
+    assert (tmp_path / "layers.json").is_file()
+    # the states come from one forward pass per batch: block k's last-token state differs from block k+1's
+    states, _ = layer_probe.pooled_states(layer_probe.load("quick")[0], ["a short text", "another one"], 16)
+    assert states.shape[:2] == (2, blocks) and not (states[:, 0] == states[:, 1]).all()

@@ -130,12 +130,12 @@ def test_save_load_merge_and_export_after_finetuning(tiny_llama, tmp_path, mode)
 
 
 def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
-    from llmhead.config import TrainConfig
+    from llmhead.config import TrainConfig, for_mode
     from llmhead.finetuning.optim import param_groups
 
     clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
     clf.model.backbone = clf.strategy.adapt(clf.model.backbone)
-    groups = param_groups(clf.model, TrainConfig(lr=1e-3, layer_decay=0.5))
+    groups = param_groups(clf.model, for_mode(TrainConfig(lr=1e-3, layer_decay=0.5), "full"))
     by_name = {}
     for group in groups:
         for p in group["params"]:
@@ -146,6 +146,21 @@ def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
     assert by_name[id(named["backbone.layers.1.mlp.up_proj.weight"])] == pytest.approx(1e-4)
     assert by_name[id(named["backbone.layers.0.mlp.up_proj.weight"])] == pytest.approx(0.5e-4)
     assert by_name[id(named["backbone.embed_tokens.weight"])] == pytest.approx(1e-4 * 0.25)
+
+
+def test_lora_adapters_learn_at_the_head_rate(tiny_llama):
+    """Adapters are new weights (B starts at zero) on a frozen base: by default they learn at the head's rate; the
+    playbook's tenth is for pretrained weights (full), and an explicit ratio still applies."""
+    from llmhead.config import TrainConfig, for_mode
+    from llmhead.finetuning.optim import param_groups
+
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32")
+    clf.model.backbone = clf.strategy.adapt(clf.model.backbone)
+    for ratio, expected in ((None, 1e-3), (0.1, 1e-4)):
+        groups = param_groups(clf.model, for_mode(TrainConfig(lr=1e-3, backbone_lr_ratio=ratio), "lora"))
+        named = {id(p): n for n, p in clf.model.named_parameters()}
+        rates = {named[id(p)].split(".")[0]: group["lr"] for group in groups for p in group["params"]}
+        assert rates == {"head": pytest.approx(1e-3), "backbone": pytest.approx(expected)}
 
 
 def _ab_rows(rows: list[dict], minority_every: int | None = None) -> list[dict]:

@@ -11,6 +11,10 @@ from llmhead.config.checks import changed, choice, invalid, is_int, is_number, i
 from llmhead.config.choices import CALIBRATIONS, FROZEN_MODES, MIXED_PRECISIONS, MODES, SCHEDULES
 from llmhead.config.usage import FINE_TUNING, TRAIN_FIELD_MODES, check, unused_by_mode
 
+# backbone_lr_ratio=None per fine-tuning mode: pretrained weights (full) ~10x slower than the new head; LoRA
+# adapters are new weights and learn at the head's rate
+BACKBONE_LR_RATIO = {"full": 0.1, "lora": 1.0, "qlora": 1.0}
+
 
 @dataclass
 class TrainConfig:
@@ -42,7 +46,10 @@ class TrainConfig:
     # ---- multilabel thresholds (head, probe, lora, qlora, full) ------------------------------------------------------
     tune_thresholds: bool = True  # per-label decision thresholds chosen on validation F1
     # ---- fine-tuning (lora, qlora, full) -----------------------------------------------------------------------------
-    backbone_lr_ratio: float = 0.1  # backbone (LoRA or full) learning rate = lr * this
+    # the backbone's learning rate = lr * this. None: 0.1 for full (pretrained weights learn ~10x slower than the new
+    # head: the playbook), 1.0 for LoRA (adapters are new weights, B starts at zero; the base stays frozen, so
+    # there is nothing pretrained to protect: at 0.1 a 1-epoch fit barely moved them, benchmarks/time_to_accuracy.py)
+    backbone_lr_ratio: float | None = None
     layer_decay: float = 1.0  # < 1: block i's rate is multiplied by layer_decay ** (blocks - 1 - i)
     schedule: str = "cosine"  # linear | cosine | constant, after warmup
     grad_accum: int = 1
@@ -119,8 +126,10 @@ class TrainConfig:
         """The schedule, mixed precision, the backbone's rates, clipping and the loss."""
         choice(p, self, "schedule", SCHEDULES)
         choice(p, self, "mixed_precision", MIXED_PRECISIONS)
-        if not (is_number(self.backbone_lr_ratio) and self.backbone_lr_ratio > 0):
-            p.append(f"backbone_lr_ratio must be a number > 0, got {self.backbone_lr_ratio!r}")
+        if self.backbone_lr_ratio is not None and not (
+            is_number(self.backbone_lr_ratio) and self.backbone_lr_ratio > 0
+        ):
+            p.append(f"backbone_lr_ratio must be a number > 0 or None (per mode), got {self.backbone_lr_ratio!r}")
         if not (is_number(self.layer_decay) and 0 < self.layer_decay <= 1):
             p.append(f"layer_decay must be a number in (0, 1], got {self.layer_decay!r}")
         if self.max_grad_norm is not None and not (is_number(self.max_grad_norm) and self.max_grad_norm > 0):
@@ -200,6 +209,8 @@ def for_mode(cfg: TrainConfig, mode: str) -> TrainConfig:
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
     values["epochs"] = cfg.epochs if cfg.epochs is not None else (100 if head else 1)
     values["patience"] = cfg.patience if cfg.patience is not None else (10 if head else 3)
+    if mode in FINE_TUNING and cfg.backbone_lr_ratio is None:
+        values["backbone_lr_ratio"] = BACKBONE_LR_RATIO[mode]
     return (FineTuneConfig if mode in FINE_TUNING else TrainConfig)(**values)
 
 
