@@ -20,6 +20,7 @@ import torch
 
 from llmhead import calibration, events, metrics, strategies
 from llmhead.config import ModelConfig, TrainConfig, build, for_mode
+from llmhead.config.usage import TRAINED
 from llmhead.data import read_inputs
 from llmhead.data.augment import augment
 from llmhead.data.examples import Examples
@@ -207,7 +208,13 @@ class Classifier:
         """Train. ``options`` are ``TrainConfig`` fields: epochs, batch_size, lr, run_dir, resume, ... ``train`` and
         ``eval`` are files, tables, datasets objects or ``Examples``. ``on_evaluate``: called with a copy of each
         validation record as it is made (a head epoch, a fine-tuning evaluation: step/epoch, val_loss, the
-        metrics, and ``eval_seconds``, the pass's wall time), on the main process; e.g. to time a run."""
+        metrics, and ``eval_seconds``, the pass's wall time), on the main process; e.g. to time a run. Refused for
+        the modes that fit without validation passes (probe, tfidf, hybrid, icl): it would never be called."""
+        if on_evaluate is not None and self.config.mode not in TRAINED:
+            raise ValueError(
+                f"on_evaluate is not used by mode={self.config.mode!r}: that mode makes no validation pass while it "
+                f"fits, so the callback would never be called; modes that do: {', '.join(TRAINED)}"
+            )
         with cpu_threads(self.config.threads), shown(options.get("progress", True) is not False):
             with events.listening(on_evaluate):
                 return self._fit(train, eval, text, label, options)

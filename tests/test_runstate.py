@@ -72,3 +72,53 @@ def test_a_second_run_in_the_same_run_dir_is_refused_while_the_first_trains(tiny
             fit(tiny_llama, run_dir)
     fit(tiny_llama, run_dir)  # free again: trains
     assert (run_dir / "train_log.jsonl").is_file()
+
+
+# ---- the best weights so far: in memory when small, in a temporary safetensors file when large ----------------
+def test_best_weights_spilled_to_a_file_restore_exactly_and_leave_nothing_behind(tiny_llama):
+    import torch
+    from safetensors.torch import load_file
+
+    from llmhead.finetuning.best import BestWeights
+
+    model = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32").model
+    for p in model.parameters():
+        p.requires_grad_(True)
+    kept = {n: t.clone() for n, t in model.state_dict().items()}
+    best = BestWeights(spill_bytes=0)  # everything goes to the file
+    best.keep(model)
+    assert best.tensors is None and best.path.is_file()
+    on_disk = load_file(best.path)  # a valid safetensors file, every trainable tensor, exact
+    assert set(on_disk) == {n for n, p in model.named_parameters()} | {n for n in kept if n.startswith("head.")}
+    assert all(torch.equal(on_disk[n], kept[n]) for n in on_disk)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    best.restore(model)
+    assert all(torch.equal(t, kept[n]) for n, t in model.state_dict().items())
+    folder = best.path.parent
+    best.close()
+    assert not folder.exists() and not best
+
+
+def test_full_fine_tuning_restores_the_same_best_weights_from_memory_or_from_a_file(tiny_llama, monkeypatch):
+    # validation rows with the training texts' labels flipped: the better training fits, the worse validation gets,
+    # so the best evaluation is an early one and the restore matters
+    import llmhead.finetuning.best as best
+
+    kept = []
+    original = best.BestWeights.keep_state
+    monkeypatch.setattr(best.BestWeights, "keep_state", lambda self, s: (original(self, s), kept.append(self.path)))
+    results = []
+    for spill in (best.SPILL_BYTES, 0):
+        monkeypatch.setattr(best, "SPILL_BYTES", spill)
+        clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", head_hidden=[16], seed=0)
+        options = dict(epochs=2, batch_size=4, lr=1e-2, eval_every=1, patience=0, warm_start=False, progress=False)
+        flipped = [{**r, "label": "neg" if r["label"] == "pos" else "pos"} for r in rows(8)]
+        clf.fit(rows(), flipped, **options)
+        losses = [r["val_loss"] for r in clf.history]
+        assert min(range(len(losses)), key=losses.__getitem__) < len(losses) - 1  # weights were restored
+        results.append(clf.predict_proba(CORPUS))
+    assert kept and any(p is None for p in kept) and any(p is not None for p in kept)  # memory, then the file
+    assert all(not p.exists() for p in kept if p is not None)  # the temporary file is gone
+    assert (results[0] == results[1]).all()

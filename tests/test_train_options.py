@@ -362,3 +362,12 @@ def test_on_evaluate_hears_each_validation_record_as_it_is_made(tiny_llama, mode
     assert len(heard) == (4 if mode == "head" else 2)
     with pytest.raises(TypeError, match="on_evaluate must be a callable"):
         clf.fit(rows(16), EVAL, on_evaluate="print", progress=False, **options)
+
+
+@pytest.mark.parametrize("mode", ["probe", "tfidf", "hybrid", "icl"])
+def test_on_evaluate_is_refused_where_no_validation_pass_is_made(tiny_llama, mode):
+    # refused, never ignored: these modes fit without validation passes, the callback would never be called
+    clf = llmhead.from_pretrained(tiny_llama, mode=mode, **({} if mode == "tfidf" else {"dtype": "float32"}))
+    with pytest.raises(ValueError, match=f"on_evaluate is not used by mode='{mode}'.*head, lmhead, lora"):
+        clf.fit(rows(16), EVAL, on_evaluate=print, progress=False)
+    assert clf.train_config is None and clf.history == []  # refused before anything was read or fit

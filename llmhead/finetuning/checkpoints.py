@@ -14,6 +14,7 @@ import torch
 
 from llmhead.finetuning import runstate
 from llmhead.finetuning.adapters import trainable_names, trainable_state
+from llmhead.finetuning.best import BestWeights
 from llmhead.io.folder import honour_umask
 
 TRAINER_STATE = runstate.TRAINER_STATE
@@ -45,9 +46,9 @@ def run_dir_lock(run_dir: str | None, main: bool):
         yield
 
 
-def restore(accelerator, model, optimizer, scheduler, latest: Path, identity: dict, rank: int):
-    """Put a checkpoint's weights, optimizer, scheduler and this rank's RNG states back; return our counters and
-    the best weights so far. Only safetensors and JSON are read."""
+def restore(accelerator, model, optimizer, scheduler, latest: Path, identity: dict, rank: int, best: BestWeights):
+    """Put a checkpoint's weights, optimizer, scheduler and this rank's RNG states back, and its best weights so far
+    into ``best``; return our counters. Only safetensors and JSON are read."""
     state = runstate.read_json(latest / TRAINER_STATE)
     runstate.check_identity(latest, state.pop("identity", None), identity)
     runstate.check_files(latest, state.pop("files", None))
@@ -62,10 +63,14 @@ def restore(accelerator, model, optimizer, scheduler, latest: Path, identity: di
     if accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(runstate.read_json(latest / runstate.SCALER))
     runstate.load_rng(latest, rank)
-    return state, runstate.load_tensors(latest / runstate.BEST)
+    if (latest / runstate.BEST).is_file():  # its digest was checked above
+        best.keep_file(latest / runstate.BEST)
+    else:
+        best.close()
+    return state
 
 
-def write(accelerator, parts, run_dir: Path, state: dict, identity: dict, best_weights, keep: int) -> None:
+def write(accelerator, parts, run_dir: Path, state: dict, identity: dict, best_weights: BestWeights, keep: int) -> None:
     """Weights that train, optimizer, scheduler, every rank's RNG states and our counters, made visible only once
     complete: written under a temporary name, then renamed. Only safetensors and JSON (``runstate.py``)."""
     model, optimizer, scheduler = parts
@@ -90,7 +95,7 @@ def write(accelerator, parts, run_dir: Path, state: dict, identity: dict, best_w
         (tmp / runstate.SCHEDULER).write_text(json.dumps(scheduler.state_dict()))
         if accelerator.scaler is not None:  # fp16: the loss scale and its growth counter
             (tmp / runstate.SCALER).write_text(json.dumps(accelerator.scaler.state_dict()))
-        runstate.save_tensors(tmp / runstate.BEST, best_weights)
+        best_weights.write(tmp / runstate.BEST)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         digests = runstate.digests(tmp)

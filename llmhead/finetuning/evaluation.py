@@ -13,7 +13,7 @@ from llmhead import events
 from llmhead import metrics as metric_fns
 from llmhead.config import TrainConfig
 from llmhead.data.labels import LabelSpace
-from llmhead.finetuning.adapters import trainable_state
+from llmhead.finetuning.best import BestWeights
 
 
 @torch.no_grad()
@@ -24,15 +24,16 @@ def evaluate(
     val_loader,
     cfg: TrainConfig,
     state: dict,
-    best_weights,
+    best_weights: BestWeights,
     jsonl,
     extra_metrics: dict | None = None,
     final: bool = False,
-) -> tuple[dict | None, bool]:
+) -> bool:
     """Validation loss and metrics over every example exactly once; early stopping bookkeeping.
 
-    The best weights are copied when they improve, except at the ``final`` evaluation: nothing trains after it,
-    so the weights in place are the best and no copy is kept (for full fine-tuning, a copy is the whole model)."""
+    The best weights are copied into ``best_weights`` when they improve, except at the ``final`` evaluation:
+    nothing trains after it, so the weights in place are the best and no copy is kept (for full fine-tuning, a copy
+    is the whole model). True when early stopping ends the run."""
     began = time.perf_counter()
     model.eval()
     logits, targets = [], []
@@ -62,7 +63,10 @@ def evaluate(
     improved = value < state["best"] - 1e-6
     if improved:
         state["best"], state["stale"] = value, 0
-        best_weights = None if final else trainable_state(accelerator.unwrap_model(model))
+        if final:
+            best_weights.close()
+        else:
+            best_weights.keep(accelerator.unwrap_model(model))
     else:
         state["stale"] += 1
     record["best"] = improved
@@ -72,4 +76,4 @@ def evaluate(
         jsonl.write(json.dumps({"eval": record}) + "\n")
         jsonl.flush()
     accelerator.log({f"val/{k}": v for k, v in record.items() if isinstance(v, float)}, step=state["step"])
-    return best_weights, bool(cfg.patience) and state["stale"] >= cfg.patience
+    return bool(cfg.patience) and state["stale"] >= cfg.patience

@@ -32,6 +32,7 @@ from llmhead.data.labels import LabelSpace
 from llmhead.finetuning import checkpoints, runstate
 from llmhead.finetuning.accel import accelerator_scope
 from llmhead.finetuning.batches import Collate, EpochSampler, Tokenized, rng_neutral
+from llmhead.finetuning.best import BestWeights
 from llmhead.finetuning.evaluation import evaluate
 from llmhead.finetuning.hooks import while_training
 from llmhead.finetuning.optim import param_groups, resolve_precision
@@ -125,7 +126,7 @@ class Run:
             weights = labels.class_weights(train.targets) if auto else torch.tensor(cfg.class_weights)
             self.weights = weights.float().to(accelerator.device)
         self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": math.inf, "stale": 0, "history": []}
-        self.best_weights = None
+        self.best_weights = BestWeights()  # in memory, or in a temporary file when large (full fine-tuning)
         self.jsonl = None
 
     def identity(self, run_config: dict) -> dict:
@@ -161,8 +162,8 @@ class Run:
             parts = (self.model, self.optimizer, self.scheduler)
             for i, latest in enumerate(found):
                 try:
-                    self.state, self.best_weights = checkpoints.restore(
-                        self.accelerator, *parts, latest, self.identity_now, self.rank
+                    self.state = checkpoints.restore(
+                        self.accelerator, *parts, latest, self.identity_now, self.rank, self.best_weights
                     )
                     break
                 except runstate.DamagedCheckpoint as exc:
@@ -269,7 +270,7 @@ class Run:
         return finished
 
     def validate(self, final: bool) -> bool:
-        self.best_weights, finished = evaluate(
+        return evaluate(
             self.accelerator,
             self.model,
             self.labels,
@@ -281,14 +282,13 @@ class Run:
             self.extra_metrics,
             final=final,
         )
-        return finished
 
     def finish(self) -> list[dict]:
         """The best weights back in place (gathered from every shard under FSDP / ZeRO-3); the evaluation records."""
         accelerator = self.accelerator
         unwrapped = accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)  # drops the autocast wrapper
-        if self.best_weights is not None:
-            unwrapped.load_state_dict(self.best_weights, strict=False)
+        self.best_weights.restore(unwrapped)
+        self.best_weights.close()
         full = accelerator.get_state_dict(self.model)
         if accelerator.is_main_process and full is not None and self.sharded:
             unwrapped.load_state_dict(full, strict=False)
