@@ -372,8 +372,9 @@ def test_finetuning_ends_on_the_best_validated_weights(tiny_llama, monkeypatch, 
     """The weights after fit are those of the best evaluation: an earlier one is restored from its copy; when the
     final one is best, they are already in place and no copy of them is made."""
     from llmhead.data.labels import LabelSpace
-    from llmhead.finetuning import evaluation
+    from llmhead.finetuning import best as best_weights
     from llmhead.finetuning import loop as ft
+    from llmhead.finetuning.adapters import trainable_state
 
     scripted, real_loss = iter(losses), LabelSpace.loss
 
@@ -381,7 +382,8 @@ def test_finetuning_ends_on_the_best_validated_weights(tiny_llama, monkeypatch, 
         out = real_loss(self, logits, targets, *args, **kwargs)
         return out if torch.is_grad_enabled() else torch.tensor(next(scripted))
 
-    seen, copies, real_evaluate, real_state = [], [], ft.evaluate, evaluation.trainable_state
+    seen, copies, real_evaluate, real_state = [], [], ft.evaluate, trainable_state
+    real_keep = best_weights.BestWeights.keep
 
     def evaluate(accelerator, model, *args, **kwargs):
         out = real_evaluate(accelerator, model, *args, **kwargs)
@@ -390,7 +392,7 @@ def test_finetuning_ends_on_the_best_validated_weights(tiny_llama, monkeypatch, 
 
     monkeypatch.setattr(LabelSpace, "loss", loss)
     monkeypatch.setattr(ft, "evaluate", evaluate)
-    monkeypatch.setattr(evaluation, "trainable_state", lambda m: copies.append(1) or real_state(m))
+    monkeypatch.setattr(best_weights.BestWeights, "keep", lambda self, m: copies.append(1) or real_keep(self, m))
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
     clf.fit(sentiment_rows(2), sentiment_rows(1), **{**FIT, "epochs": 3})
     assert [r["best"] for r in clf.history] == [True, True, best == 2]

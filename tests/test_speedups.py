@@ -194,7 +194,8 @@ def test_lora_training_through_it_equals_the_plain_path(tiny_llama, name):
     fits = {}
     for speedups in ([], [name]):
         clf = llmhead.from_pretrained(tiny_llama, dtype="float32", speedups=speedups, seed=0, **lora)
-        clf.fit(ROWS, ROWS[:8], epochs=1, batch_size=8, lr=1e-2, warm_start=False, mixed_precision="no", progress=False)
+        plain = dict(warm_start=False, mixed_precision="no", progress=False)
+        clf.fit(ROWS, ROWS[:8], epochs=1, batch_size=8, lr=1e-2, backbone_lr_ratio=0.1, **plain)
         fits[bool(speedups)] = clf
     on, off = fits[True], fits[False]
     assert (on.model.backbone.config._attn_implementation == attention.NAME) == (name == "short_attention")
