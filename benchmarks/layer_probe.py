@@ -15,6 +15,7 @@ keeps 60 fits per set cheap; it is the same for every block, so the comparison b
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -29,9 +30,9 @@ from time_to_accuracy import DATASETS, load, metric_name  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def pooled_states(model_path: str, texts: list[str], max_length: int, batch_size: int = 32):
-    """(last-token, mean) pooled hidden states of every block: two arrays (texts, blocks, hidden), float32."""
-    import numpy as np
+@functools.lru_cache(maxsize=1)
+def backbone(model_path: str):
+    """(tokenizer, model), loaded once for every split of a data set."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -40,7 +41,15 @@ def pooled_states(model_path: str, texts: list[str], max_length: int, batch_size
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     tokenizer.padding_side = "right"
-    model = AutoModel.from_pretrained(model_path, dtype=getattr(torch, resolve_dtype("auto"))).eval()
+    return tokenizer, AutoModel.from_pretrained(model_path, dtype=getattr(torch, resolve_dtype("auto"))).eval()
+
+
+def pooled_states(model_path: str, texts: list[str], max_length: int, batch_size: int = 32):
+    """(last-token, mean) pooled hidden states of every block: two arrays (texts, blocks, hidden), float32."""
+    import numpy as np
+    import torch
+
+    tokenizer, model = backbone(model_path)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths per batch: little padding
     last, mean = [None] * len(texts), [None] * len(texts)
     with torch.inference_mode():

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llmhead.finetuning import runstate
 from llmhead.finetuning.adapters import trainable_names
 
 SPILL_BYTES = 256 * 2**20
@@ -84,8 +85,8 @@ class BestWeights:
         """Into a checkpoint, as best.safetensors."""
         if self.path is not None:
             shutil.copyfile(self.path, path)
-        elif self.tensors is not None:
-            write_streaming(path, self.tensors)
+        else:
+            runstate.save_tensors(path, self.tensors)  # None: no file
 
     def close(self) -> None:
         if self._folder is not None:
