@@ -115,9 +115,15 @@ def rotten_tomatoes():
 
 def smollm2_path() -> str:
     """The local transformers folder of the packaged SmolLM2-135M (converted from its GGUF once, then cached)."""
+    return packaged_model_path("smollm2-135m")
+
+
+def packaged_model_path(alias: str) -> str:
+    """The local transformers folder of a packaged model (``smollm2-135m``, ``gemma3-270m``): converted from its GGUF
+    once, then cached."""
     import llmhead
 
-    return llmhead.from_pretrained("smollm2-135m").source.pretrained_path()
+    return llmhead.from_pretrained(alias).source.pretrained_path()
 
 
 # ---- tiny random models and toy rows for --quick runs ---------------------------------------------------------

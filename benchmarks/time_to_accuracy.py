@@ -5,6 +5,9 @@ which counts. One table = one data set and one mode, both sides, run alone:
     .venv/bin/python benchmarks/time_to_accuracy.py --dataset rt --mode lora    # ~30 min; writes results/tta-rt-lora.*
     .venv/bin/python benchmarks/time_to_accuracy.py --dataset rt --mode head
     .venv/bin/python benchmarks/time_to_accuracy.py --dataset rt --mode full
+    .venv/bin/python benchmarks/time_to_accuracy.py --dataset vader --mode lora
+    .venv/bin/python benchmarks/time_to_accuracy.py --dataset rt --mode lora --model gemma3-270m  # a second family
+    .venv/bin/python benchmarks/time_to_accuracy.py --dataset bbc --mode head --peer-epochs 3     # a smaller budget
     .venv/bin/python benchmarks/time_to_accuracy.py --quick                    # tiny model, seconds (a test runs it)
 
 What is timed (as MLPerf Training and DAWNBench time training): from the raw rows to a model that predicts, so
@@ -16,8 +19,8 @@ kept, so the JSON also gives each time with the evaluations taken out.
 
 The target is fixed in advance: 0.98 x the best validation metric either side reached in a reference run of that
 table, kept in ``results/tta-targets.json``; a table without one takes its target from the run itself and says so.
-Each run is one spawned process (its own peak RSS). Writes ``results/tta-<dataset>-<mode>.json`` and a PNG of the
-validation metric against elapsed seconds for every run, with the target line.
+Each run is one spawned process (its own peak RSS). Writes ``results/tta-<dataset>-<mode>[-<model>].json`` and a PNG
+of the validation metric against elapsed seconds for every run, with the target line.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import isolated, machine, make_tiny, peer_training_args, sentiment_rows, smollm2_path  # noqa: E402
+from common import isolated, machine, make_tiny, packaged_model_path, peer_training_args, sentiment_rows  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = RESULTS / "tta-targets.json"
@@ -48,6 +51,7 @@ DATASETS = {  # training / validation / test rows, max_length, label column, tas
     "vader": dict(n_train=1000, n_val=200, n_test=500, max_length=128, label="rating", task="regression"),
     "quick": dict(n_train=32, n_val=16, n_test=16, max_length=32, label="label", task="classification"),
 }
+MODELS = ["smollm2-135m", "gemma3-270m"]  # packaged weights (llmhead/model/assets.py); a second family and size
 MODES = {  # the peer's learning-rate grid and epoch budget
     "head": dict(lrs=[5e-5, 2e-4, 1e-3], epochs=10),
     "lora": dict(lrs=[5e-5, 2e-4, 1e-3], epochs=3),
@@ -60,8 +64,9 @@ def metric_name(task: str) -> str:
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
-def load(dataset: str):
-    """(model path, train, validation, test rows): fixed samples of the packaged corpora (seed 0)."""
+def load(dataset: str, model: str = "smollm2-135m"):
+    """(model path, train, validation, test rows): fixed samples of the packaged corpora (seed 0); ``model`` is a
+    packaged model's alias (MODELS)."""
     spec = DATASETS[dataset]
     if dataset == "quick":
         folder = Path(tempfile.gettempdir()) / "llmhead-tta-quick"
@@ -74,7 +79,7 @@ def load(dataset: str):
     train = data["train"].shuffle(seed=0).select(range(min(spec["n_train"], len(data["train"]))))
     val = data["validation"].shuffle(seed=0).select(range(min(spec["n_val"], len(data["validation"]))))
     test = data["test"].shuffle(seed=0).select(range(min(spec["n_test"], len(data["test"]))))
-    return smollm2_path(), list(train), list(val), list(test)
+    return packaged_model_path(model), list(train), list(val), list(test)
 
 
 class Curve:
@@ -102,7 +107,7 @@ class Curve:
 
 
 # ---- the peer -----------------------------------------------------------------------------------------------
-def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: int) -> dict:
+def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: int, epochs: int, model: str) -> dict:
     import datasets
     import numpy as np
     import torch
@@ -117,7 +122,7 @@ def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: in
 
     torch.set_num_threads(threads)
     spec = DATASETS[dataset]
-    model_path, train, val, test = load(dataset)
+    model_path, train, val, test = load(dataset, model)
     regression = spec["task"] == "regression"
     names = [] if regression else sorted({r[spec["label"]] for r in train})
     start = time.perf_counter()
@@ -175,7 +180,6 @@ def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: in
             took = time.perf_counter() - clock.get("at", time.perf_counter())
             curve.add(metrics.get("eval_score"), state.global_step * PEER_BATCH, took)
 
-    epochs = MODES[mode]["epochs"] if dataset != "quick" else 2
     steps = None if mode == "head" else max(1, eval_examples // PEER_BATCH)
     steps_kw = dict(eval_strategy="steps", eval_steps=steps) if steps else {}
     args = peer_training_args(epochs, per_device_train_batch_size=PEER_BATCH, learning_rate=lr, **steps_kw)
@@ -206,7 +210,7 @@ def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: in
 
 
 # ---- llmhead ------------------------------------------------------------------------------------------------
-def ours_run(dataset: str, mode: str, threads: int, eval_examples: int) -> dict:
+def ours_run(dataset: str, mode: str, threads: int, eval_examples: int, model: str = "smollm2-135m") -> dict:
     import numpy as np
     import torch
 
@@ -214,7 +218,7 @@ def ours_run(dataset: str, mode: str, threads: int, eval_examples: int) -> dict:
 
     torch.set_num_threads(threads)
     spec = DATASETS[dataset]
-    model_path, train, val, test = load(dataset)
+    model_path, train, val, test = load(dataset, model)
     metric = metric_name(spec["task"])
     start = time.perf_counter()
     clf = llmhead.from_pretrained(model_path, mode=mode, task=spec["task"], max_length=spec["max_length"])
@@ -345,22 +349,29 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=[d for d in DATASETS if d != "quick"], default="rt")
     parser.add_argument("--mode", choices=list(MODES), default="lora")
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0], help="packaged weights (both sides)")
     parser.add_argument("--quick", action="store_true", help="tiny in-process model and toy rows, inline")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lrs", type=float, nargs="+", default=None, help="the peer's grid (default: per mode)")
+    parser.add_argument(
+        "--peer-epochs", type=int, default=None, help="the peer's epoch budget (default: per mode); shown in the JSON"
+    )
     parser.add_argument("--target", type=float, default=None, help="the validation target (default: tta-targets.json)")
     parser.add_argument("--out", default=None, help="the JSON (default results/tta-<dataset>-<mode>.json); PNG beside")
     args = parser.parse_args(argv)
     dataset = "quick" if args.quick else args.dataset
     lrs = args.lrs or (MODES[args.mode]["lrs"][-1:] if args.quick else MODES[args.mode]["lrs"])
     every = eval_every_examples(dataset)
-    out = Path(args.out) if args.out else RESULTS / f"tta-{dataset}-{args.mode}.json"
-    runs = [isolated(ours_run, dataset, args.mode, args.threads, every, inline=args.quick)]
+    epochs = args.peer_epochs or (2 if args.quick else MODES[args.mode]["epochs"])
+    suffix = "" if args.model == MODELS[0] else f"-{args.model}"
+    out = Path(args.out) if args.out else RESULTS / f"tta-{dataset}-{args.mode}{suffix}.json"
+    runs = [isolated(ours_run, dataset, args.mode, args.threads, every, args.model, inline=args.quick)]
     print(f"llmhead: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
     for lr in lrs:
-        runs.append(isolated(peer_run, dataset, args.mode, lr, args.threads, every, inline=args.quick))
+        peer = (dataset, args.mode, lr, args.threads, every, epochs, args.model)
+        runs.append(isolated(peer_run, *peer, inline=args.quick))
         print(f"peer lr {lr:g}: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
-    key = f"{dataset}/{args.mode}"
+    key = f"{dataset}/{args.mode}{suffix.replace('-', '/', 1)}"
     known = json.loads(TARGETS.read_text()) if TARGETS.is_file() else {}
     if args.target is not None:
         target, source = args.target, "--target"
@@ -373,9 +384,10 @@ def main(argv=None) -> dict:
     result = {
         "setup": {
             **machine(args.threads),
-            "model": "tiny-llama" if args.quick else "smollm2-135m",
+            "model": "tiny-llama" if args.quick else args.model,
             **{k: v for k, v in spec.items()},
             "peer_batch": PEER_BATCH,
+            "peer_epochs": epochs,
             "llmhead_batch": ours_batch(),
             "eval_every_examples": every if args.mode != "head" else "each epoch",
             "command": "benchmarks/time_to_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),

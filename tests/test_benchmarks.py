@@ -101,8 +101,11 @@ def test_time_to_accuracy_quick(tmp_path):
     import time_to_accuracy as tta
 
     out = tmp_path / "tta.json"
-    result = tta.main(["--quick", "--mode", "lora", "--out", str(out)])
+    result = tta.main(["--quick", "--mode", "lora", "--peer-epochs", "3", "--out", str(out)])
     ours, peer = result["runs"]
+    # the peer's epoch budget is the one asked for (the default is 2 in quick mode), and the JSON says so
+    assert peer["epochs"] == result["setup"]["peer_epochs"] == 3
+    assert max(p["examples"] for p in peer["curve"]) == 3 * tta.DATASETS["quick"]["n_train"]
     assert ours["who"] == "llmhead" and peer["who"] == "peer" and peer["lr"] == tta.MODES["lora"]["lrs"][-1]
     for run in (ours, peer):  # each evaluation: elapsed time growing, a metric, the evaluations' time within it
         times = [p["elapsed_s"] for p in run["curve"]]
