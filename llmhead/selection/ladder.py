@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 RUNGS = ("tfidf", "icl", "lmhead", "probe", "head", "hybrid", "lora", "full")
 ALWAYS = ("tfidf", "hybrid")  # the baseline and the route that combines it with the LLM: in every table
 WORDS = ("icl", "lmhead")  # they score label words: classification only
-# forward-pass equivalents per training example and epoch (forward + backward), for the budget estimate
-TRAIN_COST = {"lora": 3.0, "full": 4.0}
+# forward-pass equivalents per training example and epoch (forward + backward), for the budget estimate: the
+# training steps' seconds per example in benchmarks/results/tta-rt-{lora,full}.json (evaluations taken out:
+# 0.056 s, 0.068 s) over the head-mode feature pass's (0.021 s, tta-rt-head.json), SmolLM2-135M on 2 CPU threads
+TRAIN_COST = {"lora": 2.7, "full": 3.3}
 
 
 def playbook(n: int, requested: list[str] | None = None) -> tuple[tuple[str, ...], tuple[str, ...], str]:
