@@ -338,7 +338,9 @@ def plot(result: dict, path: Path) -> None:
     axes.axhline(result["target"], color="grey", linestyle="--", label=f"target {result['target']:.4f}")
     axes.set_xlabel("elapsed seconds (data to model; evaluations included)")
     axes.set_ylabel(f"validation {result['metric']}")
-    axes.set_title(f"{result['dataset']}, {result['mode']}: validation {result['metric']} against time")
+    model = result["setup"].get("model", "smollm2-135m")
+    title = f"{result['dataset']}, {result['mode']}, {model}: validation {result['metric']} against time"
+    axes.set_title(title)
     axes.legend(loc="lower right", fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
