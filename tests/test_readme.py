@@ -1,5 +1,6 @@
-"""Every command README.md and docs/design.md show: the scripts, configuration files, Makefile targets and test
-files exist, recipe configurations with their ``key=value`` overrides load, and a script's ``--flags`` are its own.
+"""Every command README.md, docs/design.md and benchmarks/README.md show: the scripts, configuration files,
+Makefile targets and test files exist, recipe configurations with their ``key=value`` overrides load, and a
+script's ``--flags`` are its own.
 (The Python examples are executed in tests/test_real.py; the demo's numbers come from running ``make demo``.)"""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "docs/design.md")
+DOCS = ("README.md", "docs/design.md", "benchmarks/README.md")
 INSTALL = ("python3 -m venv", "pip install", ".venv/bin/pip")  # need a network or a new venv: not run here
 
 
@@ -22,7 +23,8 @@ def commands() -> list[tuple[str, str]]:
     for doc in DOCS:
         text = (ROOT / doc).read_text()
         for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-            found += [(doc, line.split("  #")[0].strip()) for line in block.splitlines() if line.strip()]
+            lines = block.replace("\\\n", " ").splitlines()  # a line ending in a backslash goes on
+            found += [(doc, line.split("  #")[0].strip()) for line in lines if line.strip()]
         for inline in re.findall(r"`((?:\.venv/bin/)?python3? (?:recipes|benchmarks)/[^`]+)`", text):
             found.append((doc, inline))
     return found
