@@ -64,7 +64,7 @@ def metric_name(task: str) -> str:
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
-def load(dataset: str, model: str = "smollm2-135m"):
+def load(dataset: str, model: str = MODELS[0]):
     """(model path, train, validation, test rows): fixed samples of the packaged corpora (seed 0); ``model`` is a
     packaged model's alias (MODELS)."""
     spec = DATASETS[dataset]
@@ -210,7 +210,7 @@ def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: in
 
 
 # ---- llmhead ------------------------------------------------------------------------------------------------
-def ours_run(dataset: str, mode: str, threads: int, eval_examples: int, model: str = "smollm2-135m") -> dict:
+def ours_run(dataset: str, mode: str, threads: int, eval_examples: int, model: str = MODELS[0]) -> dict:
     import numpy as np
     import torch
 
@@ -361,19 +361,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--target", type=float, default=None, help="the validation target (default: tta-targets.json)")
     parser.add_argument("--out", default=None, help="the JSON (default results/tta-<dataset>-<mode>.json); PNG beside")
     args = parser.parse_args(argv)
+    if args.peer_epochs is not None and args.peer_epochs < 1:
+        parser.error(f"--peer-epochs must be a positive number of epochs, got {args.peer_epochs}")
+    if args.quick and args.model != MODELS[0]:
+        parser.error("--quick runs a tiny in-process model: it takes no --model")
     dataset = "quick" if args.quick else args.dataset
     lrs = args.lrs or (MODES[args.mode]["lrs"][-1:] if args.quick else MODES[args.mode]["lrs"])
     every = eval_every_examples(dataset)
     epochs = args.peer_epochs or (2 if args.quick else MODES[args.mode]["epochs"])
-    suffix = "" if args.model == MODELS[0] else f"-{args.model}"
-    out = Path(args.out) if args.out else RESULTS / f"tta-{dataset}-{args.mode}{suffix}.json"
+    names = [dataset, args.mode] + ([args.model] if args.model != MODELS[0] else [])  # the default model unnamed
+    out = Path(args.out) if args.out else RESULTS / f"tta-{'-'.join(names)}.json"
     runs = [isolated(ours_run, dataset, args.mode, args.threads, every, args.model, inline=args.quick)]
     print(f"llmhead: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
     for lr in lrs:
         peer = (dataset, args.mode, lr, args.threads, every, epochs, args.model)
         runs.append(isolated(peer_run, *peer, inline=args.quick))
         print(f"peer lr {lr:g}: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
-    key = f"{dataset}/{args.mode}{suffix.replace('-', '/', 1)}"
+    key = "/".join(names)
     known = json.loads(TARGETS.read_text()) if TARGETS.is_file() else {}
     if args.target is not None:
         target, source = args.target, "--target"

@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import model_cost  # noqa: E402, I001
 
@@ -119,6 +121,15 @@ def test_time_to_accuracy_quick(tmp_path):
     # time to target: the first evaluation at or above it
     curve = [{"elapsed_s": 1.0, "metric": 0.5}, {"elapsed_s": 2.0, "metric": 0.9}, {"elapsed_s": 3.0, "metric": 0.95}]
     assert tta.time_to(curve, 0.9) == 2.0 and tta.time_to(curve, 0.96) is None and tta.best_by(curve, 2.5) == 0.9
+
+
+@pytest.mark.parametrize("bad", [["--peer-epochs", "0"], ["--quick", "--model", "gemma3-270m"]])
+def test_time_to_accuracy_refuses_what_it_cannot_use(bad, capsys):
+    import time_to_accuracy as tta
+
+    with pytest.raises(SystemExit):
+        tta.main(bad)
+    assert ("--peer-epochs" if "0" in bad else "--model") in capsys.readouterr().err
 
 
 def test_layer_probe_quick(tmp_path):
