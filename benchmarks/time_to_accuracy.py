@@ -231,7 +231,7 @@ def ours_run(dataset: str, mode: str, threads: int, eval_examples: int, model: s
         curve.add(record.get(metric), seen, record["eval_seconds"])
 
     fit = {"label": spec["label"], "progress": False}
-    per_step = ours_batch()
+    per_step = ours_batch(mode)
     if mode != "head":
         fit["eval_every"] = max(1, eval_examples // per_step)
     curve.begin()
@@ -259,19 +259,20 @@ def ours_run(dataset: str, mode: str, threads: int, eval_examples: int, model: s
     }
 
 
-def ours_batch() -> int:
-    """Training examples per optimizer step with llmhead's defaults (its batch_size x grad_accum)."""
+def ours_batch(mode: str) -> int:
+    """Training examples per optimizer step with llmhead's defaults for ``mode`` (its batch_size x grad_accum)."""
     from llmhead import TrainConfig
+    from llmhead.config.train import for_mode
 
-    cfg = TrainConfig()
+    cfg = for_mode(TrainConfig(), mode)
     return cfg.batch_size * cfg.grad_accum
 
 
 # ---- the table ----------------------------------------------------------------------------------------------
-def eval_every_examples(dataset: str) -> int:
-    """E: a multiple of both batch sizes, as large as leaves llmhead's 1-epoch run at least 8 evaluations (every
+def eval_every_examples(dataset: str, mode: str) -> int:
+    """E: a multiple of both batch sizes, as large as leaves each epoch of llmhead's at least 8 evaluations (every
     k steps and one at the epoch's end), so that the longer peer runs are not evaluated more than needed."""
-    per_step = ours_batch()
+    per_step = ours_batch(mode)
     steps = math.ceil(DATASETS[dataset]["n_train"] / per_step)
     k = max([1] + [k for k in range(1, steps + 1) if steps // k + (steps % k != 0) >= 8])
     return k * per_step
@@ -358,6 +359,12 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--peer-epochs", type=int, default=None, help="the peer's epoch budget (default: per mode); shown in the JSON"
     )
+    parser.add_argument(
+        "--peer-from",
+        default=None,
+        help="take the peer's runs from an earlier JSON of this table (same setup: checked) instead of rerunning "
+        "them, e.g. after a change to llmhead only; the JSON names the file",
+    )
     parser.add_argument("--target", type=float, default=None, help="the validation target (default: tta-targets.json)")
     parser.add_argument("--out", default=None, help="the JSON (default results/tta-<dataset>-<mode>.json); PNG beside")
     args = parser.parse_args(argv)
@@ -367,13 +374,28 @@ def main(argv=None) -> dict:
         parser.error("--quick runs a tiny in-process model: it takes no --model")
     dataset = "quick" if args.quick else args.dataset
     lrs = args.lrs or (MODES[args.mode]["lrs"][-1:] if args.quick else MODES[args.mode]["lrs"])
-    every = eval_every_examples(dataset)
+    every = eval_every_examples(dataset, args.mode)
     epochs = args.peer_epochs or (2 if args.quick else MODES[args.mode]["epochs"])
     names = [dataset, args.mode] + ([args.model] if args.model != MODELS[0] else [])  # the default model unnamed
     out = Path(args.out) if args.out else RESULTS / f"tta-{'-'.join(names)}.json"
+    spec = DATASETS[dataset]
+    setup = {
+        **machine(args.threads),
+        "model": "tiny-llama" if args.quick else args.model,
+        **{k: v for k, v in spec.items()},
+        "peer_batch": PEER_BATCH,
+        "peer_epochs": epochs,
+        "llmhead_batch": ours_batch(args.mode),
+        "eval_every_examples": every if args.mode != "head" else "each epoch",
+        "command": "benchmarks/time_to_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    reused = reused_peer_runs(Path(args.peer_from), dataset, args.mode, setup, lrs) if args.peer_from else None
     runs = [isolated(ours_run, dataset, args.mode, args.threads, every, args.model, inline=args.quick)]
     print(f"llmhead: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
-    for lr in lrs:
+    if reused is not None:
+        runs += reused
+        setup["peer_runs_from"] = f"{args.peer_from}: the peer's runs of that table, not rerun here"
+    for lr in lrs if reused is None else []:
         peer = (dataset, args.mode, lr, args.threads, every, epochs, args.model)
         runs.append(isolated(peer_run, *peer, inline=args.quick))
         print(f"peer lr {lr:g}: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
@@ -386,18 +408,8 @@ def main(argv=None) -> dict:
     else:
         best = max(max_metric(r) for r in runs)
         target, source = round(TARGET_FRACTION * best, 4), "this run (0.98 x the best validation metric of either side)"
-    spec = DATASETS[dataset]
     result = {
-        "setup": {
-            **machine(args.threads),
-            "model": "tiny-llama" if args.quick else args.model,
-            **{k: v for k, v in spec.items()},
-            "peer_batch": PEER_BATCH,
-            "peer_epochs": epochs,
-            "llmhead_batch": ours_batch(),
-            "eval_every_examples": every if args.mode != "head" else "each epoch",
-            "command": "benchmarks/time_to_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        },
+        "setup": setup,
         "dataset": dataset,
         "mode": args.mode,
         "metric": metric_name(spec["task"]),
@@ -411,6 +423,30 @@ def main(argv=None) -> dict:
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out.with_suffix(".png"))
     return result
+
+
+# what must match for an earlier run of the peer to stand in for a new one (the peer's code is unchanged)
+PEER_SETUP = ("model", "n_train", "n_val", "n_test", "max_length", "peer_batch", "peer_epochs", "eval_every_examples")
+
+
+def reused_peer_runs(path: Path, dataset: str, mode: str, setup: dict, lrs: list[float]) -> list[dict]:
+    """The peer's runs of an earlier JSON of the same table, refused (SystemExit, naming the difference) unless the
+    data, the model, the peer's batch, epochs, evaluation points, grid, threads and CPU are the same."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--peer-from {path}: cannot read it as JSON ({exc})") from exc
+    theirs = old.get("setup", {})
+    wanted = {"dataset": dataset, "mode": mode, **{k: setup[k] for k in PEER_SETUP}}
+    wanted.update(threads=setup["threads"], cpu=setup["cpu"], lrs=sorted(lrs))
+    peers = [r for r in old.get("runs", []) if r.get("who") == "peer"]
+    found = {"dataset": old.get("dataset"), "mode": old.get("mode"), **{k: theirs.get(k) for k in PEER_SETUP}}
+    found.update(threads=theirs.get("threads"), cpu=theirs.get("cpu"), lrs=sorted(r["lr"] for r in peers))
+    differ = [f"{k}: {found[k]!r} there, {wanted[k]!r} here" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        why = "; ".join(differ)
+        raise SystemExit(f"--peer-from {path}: not the same table, so its peer runs cannot stand in: {why}")
+    return [{**r, "reused_from": str(path)} for r in peers]
 
 
 def max_metric(run: dict) -> float:

@@ -122,6 +122,15 @@ def test_time_to_accuracy_quick(tmp_path):
     curve = [{"elapsed_s": 1.0, "metric": 0.5}, {"elapsed_s": 2.0, "metric": 0.9}, {"elapsed_s": 3.0, "metric": 0.95}]
     assert tta.time_to(curve, 0.9) == 2.0 and tta.time_to(curve, 0.96) is None and tta.best_by(curve, 2.5) == 0.9
 
+    # --peer-from: llmhead rerun, the peer's runs taken from that table, and the JSON says where from
+    again = tta.main(["--quick", "--mode", "lora", "--peer-epochs", "3", "--peer-from", str(out), "--out", str(out)])
+    assert [r["who"] for r in again["runs"]] == ["llmhead", "peer"]
+    assert again["runs"][1]["curve"] == peer["curve"] and again["runs"][1]["reused_from"] == str(out)
+    assert str(out) in again["setup"]["peer_runs_from"]
+    # ... and refused for another table: here the peer's epoch budget differs
+    with pytest.raises(SystemExit, match="peer_epochs: 3 there, 2 here"):
+        tta.main(["--quick", "--mode", "lora", "--peer-from", str(out), "--out", str(tmp_path / "other.json")])
+
 
 @pytest.mark.parametrize("bad", [["--peer-epochs", "0"], ["--quick", "--model", "gemma3-270m"]])
 def test_time_to_accuracy_refuses_what_it_cannot_use(bad, capsys):

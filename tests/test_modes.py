@@ -409,3 +409,35 @@ def test_lora_has_no_dropout_by_default(tiny_llama):
     dropouts = [m for name, m in clf.model.backbone.named_modules() if name.endswith("lora_dropout.default")]
     assert dropouts and all(isinstance(m, torch.nn.Identity) for m in dropouts)
     assert llmhead.from_pretrained(tiny_llama, mode="lora", lora_dropout=0.1).config.lora_dropout == 0.1
+
+
+def test_lora_adapts_the_attention_projections_by_default(tiny_llama):
+    """lora_targets='attention' (the default): q/k/v/o of every block, none of the MLP; 'all-linear' takes both."""
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4)
+    clf.fit(sentiment_rows(1), **{**FIT, "epochs": 1})
+    adapted = {
+        n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in clf.model.backbone.named_parameters() if "lora_" in n
+    }
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    every = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", lora_r=4, lora_targets="all-linear")
+    every.fit(sentiment_rows(1), **{**FIT, "epochs": 1})
+    names = {
+        n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in every.model.backbone.named_parameters() if "lora_" in n
+    }
+    assert names == adapted | {"gate_proj", "up_proj", "down_proj"}
+
+
+def test_attention_targets_by_architecture():
+    """GPT-2 names its attention output c_proj, as its MLP's: only attn.c_proj is matched. A model without an
+    attention module is refused with what to do instead."""
+    from transformers import GPT2Config, GPT2Model
+
+    from llmhead.finetuning.adapters import attention_names
+
+    gpt2 = GPT2Model(GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=64, bos_token_id=0, eos_token_id=0))
+    assert attention_names(gpt2) == ["attn.c_attn", "attn.c_proj"]
+    mlp_only = torch.nn.ModuleDict(
+        {"layers": torch.nn.ModuleList([torch.nn.ModuleDict({"mlp": torch.nn.Linear(2, 2)})])}
+    )
+    with pytest.raises(ValueError, match="found no attention projections.*lora_targets='all-linear'"):
+        attention_names(mlp_only)

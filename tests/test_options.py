@@ -146,12 +146,25 @@ def test_the_tables_follow_the_fields_order_and_the_readme_shows_them():
 def test_head_warm_start_of_a_fine_tuning_run_keeps_its_options():
     """Classifier.fit derives the warm start as for_mode(replace(cfg, epochs=None, patience=None), 'head')."""
     lora = for_mode(TrainConfig(run_dir="r", checkpoint_every=2, grad_accum=2, gradient_checkpointing=True), "lora")
-    assert isinstance(lora, FineTuneConfig) and (lora.epochs, lora.patience) == (1, 3)
+    # LoRA's defaults (config/train.py); patience stays None: the loop counts 3 epochs' worth of evaluations
+    assert isinstance(lora, FineTuneConfig) and (lora.epochs, lora.batch_size, lora.patience) == (2, 16, None)
     warm = for_mode(dataclasses.replace(lora, epochs=None, patience=None), "head")
-    assert (warm.epochs, warm.patience, warm.run_dir, warm.grad_accum) == (100, 10, "r", 2)
+    assert (warm.epochs, warm.patience, warm.run_dir, warm.grad_accum, warm.batch_size) == (100, 10, "r", 2, 16)
     assert dataclasses.asdict(warm).keys() == dataclasses.asdict(TrainConfig()).keys()
     with pytest.raises(ValueError, match="run_dir is not used by mode='probe'"):  # only the head warm start
         for_mode(lora, "probe")
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [("head", (100, 32, 10)), ("lmhead", (100, 32, 10)), ("lora", (2, 16, None)), ("full", (1, 32, None))],
+)
+def test_per_mode_defaults_and_what_a_user_sets_wins(mode, expected):
+    cfg = for_mode(TrainConfig(), mode)
+    assert (cfg.epochs, cfg.batch_size, cfg.patience) == expected
+    mine = for_mode(TrainConfig(epochs=5, batch_size=8, patience=2), mode)
+    assert (mine.epochs, mine.batch_size, mine.patience) == (5, 8, 2)
+    assert TrainConfig().batch_size is None and for_mode(TrainConfig(), "auto").batch_size is None  # each rung's own
 
 
 def test_used_options_keeps_what_each_rung_reads():
@@ -186,7 +199,7 @@ MODEL_TYPES = [
     ({"model": 3}, r"model must be a non-empty string .*got 3"),
     ({"mode": "lora", "lora_alpha": "32"}, r"lora_alpha must be a number > 0, got '32'"),
     ({"mode": "lora", "lora_r": True}, r"lora_r must be an int >= 1, got True"),
-    ({"mode": "lora", "lora_targets": 5}, r"lora_targets must be 'all-linear' or a non-empty list"),
+    ({"mode": "lora", "lora_targets": 5}, r"lora_targets must be 'attention', 'all-linear' or a non-empty list"),
     ({"mode": "lora", "lora_dropout": "0.1"}, r"lora_dropout must be a number in \[0, 1\), got '0.1'"),
     ({"mode": "lora", "peft_config": {"r": 8}}, r"peft_config must be a peft.PeftConfig"),
     ({"mode": "icl", "icl_instruction": 5}, r"icl_instruction must be a string or None, got 5"),
@@ -214,7 +227,7 @@ TRAIN_TYPES = [
     ({"lr": float("inf")}, r"lr must be a positive number, got inf"),
     ({"epochs": False}, r"epochs must be an int >= 0 .*got False"),
     ({"epochs": 2.5}, r"epochs must be an int >= 0 .*got 2.5"),
-    ({"batch_size": "32"}, r"batch_size must be an int >= 1, got '32'"),
+    ({"batch_size": "32"}, r"batch_size must be an int >= 1 or None, got '32'"),
     ({"patience": True}, r"patience must be an int >= 0 .*got True"),
     ({"augment": True}, r"augment must be an int >= 0"),
     ({"augment": 1, "augment_ops": [["mask"]]}, r"augment_ops must be a non-empty list from"),

@@ -192,6 +192,15 @@ def eval_loss(clf) -> float:
     return float(torch.nn.functional.cross_entropy(clf.logits(EVAL), targets))
 
 
+def test_default_patience_counts_epochs_not_evaluations(tiny_llama):
+    # lr so small that the validation loss never improves after the first evaluation: every later one is stale.
+    # Evaluated after every step, the default patience is 3 epochs' worth of evaluations (not 3 evaluations), so
+    # the 2-epoch run makes all 8 of them; an explicit patience still counts evaluations.
+    options = dict(epochs=2, eval_every=1, lr=1e-12)
+    assert len(fit(tiny_llama, rows(16), **options).history) == 8
+    assert len(fit(tiny_llama, rows(16), patience=2, **options).history) == 3
+
+
 def test_select_by_marks_and_restores_the_best_evaluation_by_that_metric(tiny_llama):
     # An evaluation after every optimizer step and no early stopping: both runs train identically, and select_by
     # decides only which evaluation is best and whose weights are kept. float32 evaluations (no bf16 autocast), so

@@ -45,6 +45,27 @@ def linear_names(backbone: nn.Module) -> list[str]:
     )
 
 
+def attention_names(backbone: nn.Module) -> list[str]:
+    """The blocks' attention projections as "<attention module>.<projection>" (self_attn.q_proj, ... ; GPT-2:
+    attn.c_attn, attn.c_proj), so that a name shared with the MLP (GPT-2's mlp.c_proj) is not matched."""
+    from transformers.pytorch_utils import Conv1D
+
+    names = set()
+    for name, m in backbone.named_modules():
+        parts = name.split(".")
+        if len(parts) < 2 or not isinstance(m, (nn.Linear, Conv1D)) or block_index(name + ".") is None:
+            continue
+        if "attn" in parts[-2].lower() or "attention" in parts[-2].lower():
+            names.add(".".join(parts[-2:]))
+    if not names:
+        raise ValueError(
+            f"lora_targets='attention' found no attention projections in {type(backbone).__name__} (no linear layer "
+            "inside a block's module named *attn* / *attention*): name the modules (lora_targets=['q_proj', ...]) "
+            "or use lora_targets='all-linear'"
+        )
+    return sorted(names)
+
+
 def lora_config(config: ModelConfig, num_blocks: int, backbone: nn.Module):
     from peft import LoraConfig
 
@@ -54,7 +75,9 @@ def lora_config(config: ModelConfig, num_blocks: int, backbone: nn.Module):
         raise ValueError(f"freeze_blocks={config.freeze_blocks} leaves no block to adapt: the model has {num_blocks}")
     layers = list(range(config.freeze_blocks, num_blocks)) if config.freeze_blocks else None
     targets = config.lora_targets
-    if layers and targets == "all-linear":  # peft takes a block range only with explicit module names
+    if targets == "attention":
+        targets = attention_names(backbone)
+    elif layers and targets == "all-linear":  # peft takes a block range only with explicit module names
         targets = linear_names(backbone)
     return LoraConfig(
         r=config.lora_r,

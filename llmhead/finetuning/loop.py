@@ -17,6 +17,7 @@ The same code runs on one CPU, under ``torchrun`` (several CPU processes over gl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -111,7 +112,11 @@ class Run:
         # The warm start trains the head with its own optimizer and leaves its last gradients on the head's
         # parameters: the first step here would add them to its own (and a resumed run's first step would not).
         self.model.zero_grad(set_to_none=True)
-        self.total = cfg.epochs * math.ceil(len(self.loader) / cfg.grad_accum)
+        steps_per_epoch = math.ceil(len(self.loader) / cfg.grad_accum)
+        self.total = cfg.epochs * steps_per_epoch
+        if cfg.patience is None:  # 3 epochs' worth of evaluations: watching a run more often must not shorten it
+            evaluations = math.ceil(steps_per_epoch / cfg.eval_every) if cfg.eval_every else 1
+            self.cfg = cfg = dataclasses.replace(cfg, patience=3 * evaluations)
         from transformers import get_scheduler
 
         self.scheduler = get_scheduler(
