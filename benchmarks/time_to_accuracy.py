@@ -441,6 +441,8 @@ def reused_peer_runs(path: Path, dataset: str, mode: str, setup: dict, lrs: list
     wanted.update(threads=setup["threads"], cpu=setup["cpu"], lrs=sorted(lrs))
     peers = [r for r in old.get("runs", []) if r.get("who") == "peer"]
     found = {"dataset": old.get("dataset"), "mode": old.get("mode"), **{k: theirs.get(k) for k in PEER_SETUP}}
+    if found["peer_epochs"] is None and peers:  # a JSON from before the setup named it: each run says its own
+        found["peer_epochs"] = peers[0]["epochs"] if len({r["epochs"] for r in peers}) == 1 else None
     found.update(threads=theirs.get("threads"), cpu=theirs.get("cpu"), lrs=sorted(r["lr"] for r in peers))
     differ = [f"{k}: {found[k]!r} there, {wanted[k]!r} here" for k in wanted if found[k] != wanted[k]]
     if differ:

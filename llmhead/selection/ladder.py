@@ -29,6 +29,7 @@ import numpy as np
 from llmhead import budget
 from llmhead.classifier import Classifier
 from llmhead.config import ModelConfig, TrainConfig, build, for_mode, used_options
+from llmhead.config.train import EPOCHS
 from llmhead.data.examples import Examples
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.model import backbone as bb
@@ -282,7 +283,7 @@ def _estimate(rung: str, n: int, folds: int, per_example: float, fit: dict, char
         return (2.0 + 3e-5 * chars) * folds * (5 if rung == "hybrid" else 1)
     if rung == "icl":
         return 4.0 * n * per_example + 60  # each example scored once (demonstrations cached) + prompt choice
-    epochs = fit.get("epochs") or 1
+    epochs = fit.get("epochs") or EPOCHS[rung]  # the mode's default (config/train.py)
     train = n * (folds - 1) * epochs * TRAIN_COST[rung] * per_example
     return train + 2 * n * per_example  # + held-out predictions and the warm start's features
 
