@@ -15,9 +15,9 @@ from llmhead.config.usage import FINE_TUNING, TRAIN_FIELD_MODES, check, unused_b
 # adapters are new weights and learn at the head's rate
 BACKBONE_LR_RATIO = {"full": 0.1, "lora": 1.0, "qlora": 1.0}
 # epochs=None and batch_size=None per mode. Head epochs are cheap (cached features). LoRA: two epochs of batches of
-# 16 reached what one epoch of 32 never did (VADER tweets: validation Pearson 0.888 in 74 s instead of not at all,
-# test 0.835 -> 0.910) with half the activation memory per step (benchmarks/time_to_accuracy.py); full fine-tuning
-# keeps the one epoch of 32 it was measured with.
+# 16 reached what one epoch of 32 never did (VADER tweets, all-linear adapters: validation Pearson 0.888 in 74 s
+# instead of not at all, test 0.835 -> 0.910) with half the activation memory per step
+# (benchmarks/time_to_accuracy.py); full fine-tuning keeps the one epoch of 32 it was measured with.
 EPOCHS = {"lora": 2, "qlora": 2, "full": 1}  # other modes: 100
 BATCH_SIZE = {"lora": 16, "qlora": 16}  # other modes: 32
 
