@@ -395,10 +395,11 @@ def main(argv=None) -> dict:
     if reused is not None:
         runs += reused
         setup["peer_runs_from"] = f"{args.peer_from}: the peer's runs of that table, not rerun here"
-    for lr in lrs if reused is None else []:
-        peer = (dataset, args.mode, lr, args.threads, every, epochs, args.model)
-        runs.append(isolated(peer_run, *peer, inline=args.quick))
-        print(f"peer lr {lr:g}: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
+    else:
+        for lr in lrs:
+            peer = (dataset, args.mode, lr, args.threads, every, epochs, args.model)
+            runs.append(isolated(peer_run, *peer, inline=args.quick))
+            print(f"peer lr {lr:g}: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
     key = "/".join(names)
     known = json.loads(TARGETS.read_text()) if TARGETS.is_file() else {}
     if args.target is not None:

@@ -18,8 +18,9 @@ BACKBONE_LR_RATIO = {"full": 0.1, "lora": 1.0, "qlora": 1.0}
 # 16 reached what one epoch of 32 never did (VADER tweets, all-linear adapters: validation Pearson 0.888 in 74 s
 # instead of not at all, test 0.835 -> 0.910) with half the activation memory per step
 # (benchmarks/time_to_accuracy.py); full fine-tuning keeps the one epoch of 32 it was measured with.
-EPOCHS = {"lora": 2, "qlora": 2, "full": 1}  # other modes: 100
-BATCH_SIZE = {"lora": 16, "qlora": 16}  # other modes: 32
+HEAD_EPOCHS, HEAD_PATIENCE, BATCH = 100, 10, 32  # the head's (and every other mode's batch)
+EPOCHS = {"lora": 2, "qlora": 2, "full": 1}  # other modes: HEAD_EPOCHS
+BATCH_SIZE = {"lora": 16, "qlora": 16}  # other modes: BATCH
 
 
 @dataclass
@@ -217,10 +218,10 @@ def for_mode(cfg: TrainConfig, mode: str) -> TrainConfig:
         return cfg
     head = mode in FROZEN_MODES
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
-    values["epochs"] = cfg.epochs if cfg.epochs is not None else EPOCHS.get(mode, 100)
-    values["batch_size"] = cfg.batch_size if cfg.batch_size is not None else BATCH_SIZE.get(mode, 32)
+    values["epochs"] = cfg.epochs if cfg.epochs is not None else EPOCHS.get(mode, HEAD_EPOCHS)
+    values["batch_size"] = cfg.batch_size if cfg.batch_size is not None else BATCH_SIZE.get(mode, BATCH)
     # fine-tuning: None stays, and the loop counts 3 epochs' worth of its evaluations (finetuning/loop.py)
-    values["patience"] = cfg.patience if cfg.patience is not None or not head else 10
+    values["patience"] = cfg.patience if cfg.patience is not None or not head else HEAD_PATIENCE
     if mode in FINE_TUNING and cfg.backbone_lr_ratio is None:
         values["backbone_lr_ratio"] = BACKBONE_LR_RATIO[mode]
     return (FineTuneConfig if mode in FINE_TUNING else TrainConfig)(**values)
@@ -230,7 +231,7 @@ def warm_start_config(cfg: TrainConfig) -> TrainConfig:
     """The head warm start of a fine-tuning run: ``cfg`` with head-mode epochs and patience (not refused for its
     fine-tuning options, which the fine-tuning run itself reads)."""
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
-    values["epochs"] = cfg.epochs if cfg.epochs is not None else 100
-    values["patience"] = cfg.patience if cfg.patience is not None else 10
-    values["batch_size"] = cfg.batch_size if cfg.batch_size is not None else 32
+    values["epochs"] = cfg.epochs if cfg.epochs is not None else HEAD_EPOCHS
+    values["patience"] = cfg.patience if cfg.patience is not None else HEAD_PATIENCE
+    values["batch_size"] = cfg.batch_size if cfg.batch_size is not None else BATCH
     return type(cfg)(**values)

@@ -34,15 +34,16 @@ def quantization_config(config: ModelConfig):
     )
 
 
+def _block_layers(backbone: nn.Module, types: tuple[type, ...]):
+    """(dotted name, module) of every module of ``types`` inside a block."""
+    for name, m in backbone.named_modules():
+        if isinstance(m, types) and block_index(name + ".") is not None:
+            yield name, m
+
+
 def linear_names(backbone: nn.Module) -> list[str]:
     """Leaf names of the blocks' linear layers (q_proj, ..., down_proj): peft's "all-linear", spelled out."""
-    return sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, m in backbone.named_modules()
-            if isinstance(m, nn.Linear) and block_index(name + ".") is not None
-        }
-    )
+    return sorted({name.rsplit(".", 1)[-1] for name, _ in _block_layers(backbone, (nn.Linear,))})
 
 
 def attention_names(backbone: nn.Module) -> list[str]:
@@ -50,13 +51,8 @@ def attention_names(backbone: nn.Module) -> list[str]:
     attn.c_attn, attn.c_proj), so that a name shared with the MLP (GPT-2's mlp.c_proj) is not matched."""
     from transformers.pytorch_utils import Conv1D
 
-    names = set()
-    for name, m in backbone.named_modules():
-        parts = name.split(".")
-        if len(parts) < 2 or not isinstance(m, (nn.Linear, Conv1D)) or block_index(name + ".") is None:
-            continue
-        if "attn" in parts[-2].lower() or "attention" in parts[-2].lower():
-            names.add(".".join(parts[-2:]))
+    parents = (name.split(".")[-2:] for name, _ in _block_layers(backbone, (nn.Linear, Conv1D)))
+    names = {".".join(p) for p in parents if len(p) == 2 and ("attn" in p[0].lower() or "attention" in p[0].lower())}
     if not names:
         raise ValueError(
             f"lora_targets='attention' found no attention projections in {type(backbone).__name__} (no linear layer "
