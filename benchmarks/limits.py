@@ -93,7 +93,7 @@ def forward_and_step(
     from llmhead.strategies import for_config
 
     dtype = torch_dtype(resolve_dtype("auto"))
-    clf = llmhead.from_pretrained(_model_path(quick), layer=layer, head_hidden=[])
+    clf = llmhead.from_pretrained(_model_path(quick), layer=layer, pooling="last", head_hidden=[])
     model = clf.model
     backbone = model.backbone
     config = backbone.config

@@ -25,7 +25,7 @@ from common import make_tiny, rotten_tomatoes, sentiment_rows, timed  # noqa: E4
 import llmhead  # noqa: E402
 from llmhead.model.precision import resolve_dtype  # noqa: E402
 
-EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale")
+EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale", pooling="last", layer=-1)  # all blocks
 
 
 def build(model: str, train, dtype: str, **options):
@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
 
     rows = []
     for k in layers_to_try:
-        clf = build(model, train, dtype, layer=k, **EXPORTABLE)
+        clf = build(model, train, dtype, **{**EXPORTABLE, "layer": k})
         seconds = timed(lambda clf=clf: clf.predict(texts, batch_size=batch), args.repeats)
         rows.append(
             {
@@ -101,11 +101,12 @@ def main(argv=None) -> dict:
 
     rows = []
     for name, options in [
-        ("last", {}),
-        ("mean", {"pooling": "mean"}),
-        ("max", {"pooling": "max"}),
-        ("attention", {"pooling": "attention"}),
-        ("last, 3 layers concat", {"layers": [layers_to_try[0], layers_to_try[-2], -1]}),
+        ("last", {"pooling": "last", "layer": -1}),
+        ("mean", {"pooling": "mean", "layer": -1}),
+        ("max", {"pooling": "max", "layer": -1}),
+        ("last+mean", {"pooling": "last+mean", "layer": -1}),
+        ("attention", {"pooling": "attention", "layer": -1}),
+        ("last, 3 layers concat", {"pooling": "last", "layers": [layers_to_try[0], layers_to_try[-2], -1]}),
     ]:
         clf = build(model, train, dtype, **options)
         seconds = timed(lambda clf=clf: clf.predict(texts, batch_size=batch), args.repeats)

@@ -210,7 +210,10 @@ def peer_run(dataset: str, mode: str, lr: float, threads: int, eval_examples: in
 
 
 # ---- llmhead ------------------------------------------------------------------------------------------------
-def ours_run(dataset: str, mode: str, threads: int, eval_examples: int, model: str = MODELS[0]) -> dict:
+def ours_run(
+    dataset: str, mode: str, threads: int, eval_examples: int, model: str = MODELS[0], options: dict | None = None
+) -> dict:
+    """llmhead with its defaults for ``mode`` (``options``: ModelConfig fields set instead, for head_features.py)."""
     import numpy as np
     import torch
 
@@ -221,7 +224,9 @@ def ours_run(dataset: str, mode: str, threads: int, eval_examples: int, model: s
     model_path, train, val, test = load(dataset, model)
     metric = metric_name(spec["task"])
     start = time.perf_counter()
-    clf = llmhead.from_pretrained(model_path, mode=mode, task=spec["task"], max_length=spec["max_length"])
+    clf = llmhead.from_pretrained(
+        model_path, mode=mode, task=spec["task"], max_length=spec["max_length"], **(options or {})
+    )
     _ = clf.model  # the weights load here, timed apart, as the peer's from_pretrained
     load_s = time.perf_counter() - start
     curve = Curve()

@@ -32,6 +32,7 @@ from llmhead.model import backbone as bb
 from llmhead.model.headmodel import HeadModel
 from llmhead.model.heads import MLPHead
 from llmhead.model.loading import Loaded
+from llmhead.model.pooling import pooled_width
 from llmhead.progress import say, shown
 from llmhead.seeding import seeded_fork
 from llmhead.strategies.base import Split
@@ -135,7 +136,7 @@ class Classifier:
             self._loaded = self.extractor.frozen(key, self.strategy.causal_lm, self._load) if shared else self._load()
             if self.expected_fingerprint and self.strategy.saved_as() != "weights":
                 self._check_fingerprint()
-            width = self._loaded.backbone.get_input_embeddings().embedding_dim
+            width = pooled_width(self._loaded.backbone.get_input_embeddings().embedding_dim, c.pooling)
             self._model = HeadModel(self._loaded.backbone, MLPHead(width, 1), c.pooling, layers, c.task)
         return self._model
 
@@ -170,7 +171,9 @@ class Classifier:
     def new_head(self) -> torch.nn.Module:
         """The strategy's head for these labels, initialised from ``seed`` without touching the global RNG."""
         reads = self.strategy.reads_backbone
-        width = self.model.backbone.get_input_embeddings().embedding_dim if reads else 0
+        width = (
+            pooled_width(self.model.backbone.get_input_embeddings().embedding_dim, self.config.pooling) if reads else 0
+        )
         with seeded_fork(self.config.seed):
             return self.strategy.new_head(width, len(self.model.layers or [None]), self.labels)
 

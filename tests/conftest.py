@@ -38,14 +38,14 @@ def tiny_tokenizer(padding_side: str = "right", with_pad: bool = True):
     )
 
 
-def tiny_config(family: str, vocab: int, hidden: int = 32):
+def tiny_config(family: str, vocab: int, hidden: int = 32, layers: int = 2):
     from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
@@ -60,13 +60,15 @@ def tiny_config(family: str, vocab: int, hidden: int = 32):
     raise ValueError(family)
 
 
-def make_tiny(folder: Path, family: str, padding_side: str = "right", with_pad: bool = True, hidden: int = 32) -> str:
+def make_tiny(
+    folder: Path, family: str, padding_side: str = "right", with_pad: bool = True, hidden: int = 32, layers: int = 2
+) -> str:
     """Save a random causal LM (with its LM head, as real checkpoints have) and a tokenizer to ``folder``."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = tiny_tokenizer(padding_side, with_pad)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer), hidden))
+    model = AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer), hidden, layers))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)

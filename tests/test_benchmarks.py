@@ -153,3 +153,18 @@ def test_layer_probe_quick(tmp_path):
     # the states come from one forward pass per batch: block k's last-token state differs from block k+1's
     states, _ = layer_probe.pooled_states(layer_probe.load("quick")[0], ["a short text", "another one"], 16)
     assert states.shape[:2] == (2, blocks) and not (states[:, 0] == states[:, 1]).all()
+
+
+def test_head_features_quick(tmp_path):
+    import head_features
+
+    result = head_features.main(["--quick", "--out", str(tmp_path / "features.json")])
+    rows = result["rows"]
+    assert [r["features"] for r in rows] == list(head_features.SETTINGS)  # every setting, the default included
+    assert all(0 <= r["test"] <= 1 and r["first_eval_s"] > 0 for r in rows)
+    assert head_features.SETTINGS["last+mean, 3/4 depth (default)"] == {}  # run as users get it, with no options
+    from llmhead.config import ModelConfig
+
+    default = ModelConfig(mode="head")
+    assert (default.pooling, default.layer) == ("last+mean", 0.75)  # what that row's label says
+    assert (tmp_path / "features.json").is_file()

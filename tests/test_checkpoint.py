@@ -162,7 +162,8 @@ def test_a_save_left_aside_by_the_two_rename_fallback_is_put_back(saved_head, tm
 
 
 def test_exporting_twice_replaces_the_export_and_keeps_other_files(tiny_llama, tmp_path):
-    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", head_hidden=[], head_bias=False, input_norm="none")
+    exportable = dict(head_hidden=[], head_bias=False, input_norm="none", pooling="last")
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", **exportable)
     clf.fit(sentiment_rows(1), epochs=2, progress=False)
     folder = clf.export(tmp_path / "hf")
     (folder / "notes.txt").write_text("mine")

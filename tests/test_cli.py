@@ -77,7 +77,7 @@ def test_every_command_as_a_subprocess(tiny_llama, tmp_path):
         llmhead_cli(
             *("train", "--model", tiny_llama, "--train", tmp_path / "train.csv", "--test", tmp_path / "test.csv"),
             *("--out", tmp_path / "run", "train.epochs=2", "model.dtype=float32", "model.head_hidden=[]"),
-            *("model.head_bias=false", "model.input_norm=scale"),  # a head that exports
+            *("model.head_bias=false", "model.input_norm=scale", "model.pooling=last"),  # a head that exports
         )
     )
     assert train.returncode == 0, train.stderr

@@ -9,7 +9,7 @@ from conftest import sentiment_rows
 
 import llmhead
 
-EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale", dtype="float32")
+EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale", pooling="last", dtype="float32")
 
 
 @pytest.mark.parametrize("task", ["classification", "multilabel"])

@@ -227,7 +227,7 @@ def test_layer_cuts_the_blocks_as_the_classifier_does_and_is_refused_on_a_loaded
         HeadModel.from_backbone(lm, num_labels=2, layer=1)
     cut = HeadModel.from_backbone(tiny_llama, num_labels=2, layer=1).eval()
     assert len(cut.backbone.layers) == 1
-    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", layer=1, speedups=[])
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", layer=1, pooling="last", speedups=[])
     batch = tokenizer_of(tiny_llama)(TEXTS[:4], padding=True, return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(cut.features(**batch), clf.model.features(**batch))

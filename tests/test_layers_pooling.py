@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import llmhead
 from llmhead.features.extract import aggregate, chunk
+from llmhead.model.backbone import block_plan
 from llmhead.model.pooling import last_token_index, pool
 
 
@@ -30,6 +31,7 @@ def test_pooling_ignores_padding_on_either_side(lengths, extra, left):
         ("last", [r[-1] for r in real]),
         ("mean", [r.mean(0) for r in real]),
         ("max", [r.max(0).values for r in real]),
+        ("last+mean", [torch.cat([r[-1], r.mean(0)]) for r in real]),
     ):
         torch.testing.assert_close(pool(hidden, mask, how), torch.stack(expected))
 
@@ -39,6 +41,35 @@ def test_layer_k_keeps_exactly_k_blocks(tiny_llama, layer, blocks):
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32", layer=layer).fit(sentiment_rows(1), epochs=1)
     assert len(clf.model.backbone.layers) == blocks
     assert clf.model.backbone.config.num_hidden_layers == blocks
+
+
+@pytest.mark.parametrize(
+    "total,fraction,block", [(30, 0.75, 23), (18, 0.75, 14), (24, 0.75, 18), (2, 0.75, 2), (2, 0.5, 1), (4, 0.01, 1)]
+)
+def test_a_fractional_layer_is_that_share_of_the_depth_rounded_half_up(total, fraction, block):
+    assert block_plan(total, fraction, None) == (block, None)
+
+
+def test_head_mode_defaults_to_last_and_mean_at_three_quarters_depth(tmp_path):
+    """The frozen modes' default features: 3 of a 4-block model's blocks run, and the head reads the last token's
+    and the mean token's states of block 3 side by side (2 x hidden wide), through the final norm as layer=3 does."""
+    from transformers import AutoModel
+
+    path = make_tiny(tmp_path / "m", "llama", layers=4)
+    clf = llmhead.from_pretrained(path, dtype="float32", head_hidden=[]).fit(sentiment_rows(1), epochs=1)
+    assert (clf.config.pooling, clf.config.layer) == ("last+mean", 0.75)
+    assert len(clf.model.backbone.layers) == 3
+    full = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+    assert clf.model.head.config()["in_dim"] == 2 * full.config.hidden_size
+    batch = clf.tokenizer(["the film was wonderful"], return_tensors="pt")
+    with torch.inference_mode():
+        state = full.norm(full(**batch, output_hidden_states=True).hidden_states[3])  # (1, T, H)
+        got = clf.model.features(batch["input_ids"], batch["attention_mask"])[:, 0]
+    torch.testing.assert_close(got, torch.cat([state[:, -1], state.mean(1)], -1), atol=1e-5, rtol=1e-5)
+    clf.save(tmp_path / "saved")
+    again = llmhead.load(tmp_path / "saved")
+    assert (again.config.pooling, again.config.layer) == ("last+mean", 0.75)
+    torch.testing.assert_close(again.logits(["a dull film"]), clf.logits(["a dull film"]), atol=0, rtol=0)
 
 
 def test_layer_out_of_range_is_named(tiny_llama):
@@ -53,7 +84,8 @@ def test_truncated_model_matches_the_full_models_hidden_state(tmp_path):
 
     path = make_tiny(tmp_path / "m", "llama")
     for k in (1, 2):
-        clf = llmhead.from_pretrained(path, dtype="float32", layer=k, head_hidden=[]).fit(sentiment_rows(1), epochs=1)
+        clf = llmhead.from_pretrained(path, dtype="float32", layer=k, pooling="last", head_hidden=[])
+        clf.fit(sentiment_rows(1), epochs=1)
         full = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
         batch = clf.tokenizer(["the film was wonderful"], return_tensors="pt")
         with torch.inference_mode():
@@ -64,7 +96,7 @@ def test_truncated_model_matches_the_full_models_hidden_state(tmp_path):
 
 
 @pytest.mark.parametrize("mix", ["concat", "weighted"])
-@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "last+mean", "attention"])
 def test_multi_layer_features_train_and_reload(tiny_model, mix, pooling, tmp_path):
     clf = llmhead.from_pretrained(tiny_model, dtype="float32", layers=[0, 1, -1], layer_mix=mix, pooling=pooling)
     clf.fit(sentiment_rows(2), epochs=30, patience=0, lr=3e-3)

@@ -12,7 +12,7 @@ from conftest import sentiment_rows
 
 import llmhead
 
-EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale", dtype="float32")
+EXPORTABLE = dict(head_hidden=[], head_bias=False, input_norm="scale", pooling="last", dtype="float32")
 TEMPLATE = "Review: {text}\nSentiment:"
 
 

@@ -22,6 +22,7 @@ from llmhead.config import (
     build,
     for_mode,
     options_table,
+    upgrade,
     used_options,
 )
 from llmhead.model import backbone as bb
@@ -165,6 +166,42 @@ def test_per_mode_defaults_and_what_a_user_sets_wins(mode, expected):
     mine = for_mode(TrainConfig(epochs=5, batch_size=8, patience=2), mode)
     assert (mine.epochs, mine.batch_size, mine.patience) == (5, 8, 2)
     assert TrainConfig().batch_size is None and for_mode(TrainConfig(), "auto").batch_size is None  # each rung's own
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("head", ("last+mean", 0.75)),
+        ("probe", ("last+mean", 0.75)),
+        ("hybrid", ("last+mean", 0.75)),
+        ("lmhead", ("last", None)),
+        ("lora", ("last", None)),
+        ("full", ("last", None)),
+        ("icl", (None, None)),  # reads no pooled vector
+        ("tfidf", (None, None)),
+        ("auto", (None, None)),  # each rung fills its own
+    ],
+)
+def test_per_mode_feature_defaults_and_what_a_user_sets_wins(mode, expected):
+    c = ModelConfig(mode=mode, **({"probe": "logreg"} if mode in ("tfidf", "hybrid") else {}))
+    assert (c.pooling, c.layer) == expected
+    if expected[0] is not None and mode != "lmhead":  # lmhead reads the LM head's input, nothing else
+        mine = ModelConfig(mode=mode, pooling="mean", layer=-2)
+        assert (mine.pooling, mine.layer) == ("mean", -2)
+        assert ModelConfig(mode=mode, layers=[1, 2]).layer is None  # layers instead of one layer
+    head_from_lm = ModelConfig(mode="head", head_init="lmhead", head_hidden=[])  # reads the LM head's input
+    assert (head_from_lm.pooling, head_from_lm.layer) == ("last", None)
+    with pytest.raises(ValueError, match=r"layer must be .* or a fraction of the depth in \(0, 1\)"):
+        ModelConfig(layer=1.0)
+
+
+def test_a_save_from_before_the_feature_defaults_keeps_reading_the_final_output():
+    old = {"mode": "head", "pooling": "last", "layer": None, "layers": None, "head_init": "default"}
+    assert ModelConfig(**upgrade(ModelConfig, old)).layer == -1  # the final output, as when it was saved
+    for kept in ({**old, "layers": [2, 4]}, {**old, "head_init": "lmhead"}, {**old, "mode": "lora"}):
+        assert upgrade(ModelConfig, kept)["layer"] is None
+    new = ModelConfig(mode="probe")
+    assert upgrade(ModelConfig, dataclasses.asdict(new))["layer"] == 0.75
 
 
 def test_used_options_keeps_what_each_rung_reads():

@@ -209,11 +209,12 @@ def model_config(source: Source, trust_remote_code: bool = False):
         return AutoConfig.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
 
 
-def block_plan(total: int, layer: int | None, layers: list[int] | None) -> tuple[int, list[int] | None]:
+def block_plan(total: int, layer: int | float | None, layers: list[int] | None) -> tuple[int, list[int] | None]:
     """How many blocks to keep, and which ``hidden_states`` to pool (None: the final output).
 
     Blocks are numbered from 1 (``hidden_states[k]`` is the output of block k, ``hidden_states[0]`` the
-    embeddings); negative numbers count from the top, -1 being the last of ``total`` blocks.
+    embeddings); negative numbers count from the top, -1 being the last of ``total`` blocks. A float ``layer`` in
+    (0, 1) is a fraction of the depth, rounded half up: 0.75 of 30 blocks is block 23, of 18 blocks block 14.
     """
 
     def absolute(i: int, lowest: int) -> int:
@@ -224,6 +225,8 @@ def block_plan(total: int, layer: int | None, layers: list[int] | None) -> tuple
             )
         return j
 
+    if isinstance(layer, float):
+        return min(total, max(1, int(layer * total + 0.5))), None
     if layer is not None:
         return absolute(layer, 1), None
     if layers is not None:

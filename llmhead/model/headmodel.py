@@ -24,7 +24,7 @@ from transformers.utils import ModelOutput
 from llmhead.io.folder import honour_umask
 from llmhead.model.backbone import block_plan, load_backbone, model_config, resolve
 from llmhead.model.heads import MLPHead
-from llmhead.model.pooling import FIXED, Pooling, pool
+from llmhead.model.pooling import FIXED, Pooling, pool, pooled_width
 
 CONFIG = "headmodel.json"
 HEAD = "head.safetensors"
@@ -113,7 +113,7 @@ class HeadModel(nn.Module):
             total = model_config(source, trust_remote_code).num_hidden_layers
             keep, _ = block_plan(total, layer, None)
             backbone = load_backbone(source, dtype or "float32", trust_remote_code, keep_blocks=keep)
-        width = backbone.get_input_embeddings().embedding_dim
+        width = pooled_width(backbone.get_input_embeddings().embedding_dim, pooling)
         head = MLPHead(width, num_labels, list(head_hidden), dropout=dropout, input_norm=input_norm)
         return cls(backbone, head, pooling, None, task=task)
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from llmhead.config import FIXED, POOLINGS  # noqa: F401 (FIXED: no parameters, computed once and cached)
 
-Pooling = Literal["last", "mean", "max", "attention"]
+Pooling = Literal["last", "mean", "max", "last+mean", "attention"]
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -22,8 +22,15 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * positions).argmax(dim=1)  # (B,)
 
 
+def pooled_width(hidden: int, how: Pooling) -> int:
+    """The width of one layer's pooled vector: ``last+mean`` puts two vectors side by side."""
+    return 2 * hidden if how == "last+mean" else hidden
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: Pooling = "last") -> torch.Tensor:
-    """(B, T, H) hidden states, (B, T) mask -> (B, H)."""
+    """(B, T, H) hidden states, (B, T) mask -> (B, H), or (B, 2H) for ``last+mean``."""
+    if how == "last+mean":  # the last token sees the whole text; the mean keeps what no single position holds
+        return torch.cat([pool(hidden, attention_mask, "last"), pool(hidden, attention_mask, "mean")], -1)
     if how == "last":
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]  # (B, H)

@@ -12,8 +12,9 @@ Regression and multilabel data run too, without the rungs that score label words
 The playbook's thresholds decide what is tried by default: below 100 examples, prompting and LM-head
 tuning (an MLP or fine-tuning would overfit); below 1,000, frozen features with a linear model; from
 1,000, fine-tuning. The rungs around the playbook's pick run too, so the table shows whether the data
-agrees. All frozen rungs share one feature pass; a rung whose estimated cost exceeds the time left is
-skipped and says so, and a rung still running when the budget runs out is abandoned (llmhead/budget.py).
+agrees. The probe, head and hybrid rungs share one feature pass (lmhead reads the final output: a pass of its
+own); a rung whose estimated cost exceeds the time left is skipped and says so, and a rung still running when the
+budget runs out is abandoned (llmhead/budget.py).
 """
 
 from __future__ import annotations
@@ -275,8 +276,10 @@ def _estimate(rung: str, n: int, folds: int, per_example: float, fit: dict, char
     training texts' total length, what n-gram counting costs grow with)."""
     if rung == "probe":  # features cached; the SVM's C search grows with n (3,406 examples: ~35 s a fold here)
         return (2.0 + 0.01 * n) * folds
-    if rung in ("lmhead", "head"):
+    if rung == "head":
         return 2.0 * folds  # features are cached: only the head trains
+    if rung == "lmhead":  # its own pass, over the whole depth (the shared one stops at layer=0.75: x 4/3), then cached
+        return 2.0 * folds + n * per_example * 4 / 3
     if rung in ("tfidf", "hybrid"):  # n-gram counting and a cross-validated linear model per fold, no forward pass
         # measured per fold here: 3.3 s (2,940 tweets, 0.24M characters), 7.6 s (3,406 snippets, 0.4M), 100 s
         # (1,558 BBC articles, 3.4M); the hybrid searches 3 block weights on wider rows: ~5x
