@@ -93,7 +93,9 @@ def forward_and_step(
     from llmhead.strategies import for_config
 
     dtype = torch_dtype(resolve_dtype("auto"))
-    clf = llmhead.from_pretrained(_model_path(quick), layer=layer, pooling="last", head_hidden=[])
+    # all the blocks unless a layer is asked for, as the committed limits.json was measured
+    whole = -1 if layer is None else layer
+    clf = llmhead.from_pretrained(_model_path(quick), layer=whole, pooling="last", head_hidden=[])
     model = clf.model
     backbone = model.backbone
     config = backbone.config
@@ -183,7 +185,8 @@ def head_fit(threads: int, quick: bool, n: int) -> dict:
         from common import rotten_tomatoes
 
         rows = list(rotten_tomatoes()["train"].select(range(n)))
-    clf = llmhead.from_pretrained(_model_path(quick), max_length=128)
+    # the last token of all the blocks, as the committed limits.json was measured
+    clf = llmhead.from_pretrained(_model_path(quick), max_length=128, pooling="last", layer=-1)
     _ = clf.model  # the weights load here, outside the timing
     start = time.perf_counter()
     clf.fit(rows, epochs=20, patience=0, progress=False)

@@ -346,3 +346,26 @@ def test_perturbations_are_seeded_and_label_preserving():
     assert out == again and out[:3] == texts and y.tolist() == [0, 1, 0] * 3
     assert all(o != texts[0] for o in out[3:])
     assert perturb("single", ["dropout"], 0.9, np.random.default_rng(0)) == "single"
+
+
+def test_ladder_scales_each_rungs_pass_to_the_blocks_it_runs(tmp_path):
+    """The timed pass is the head rung's (3 of 4 blocks by default): the rungs that read the final output cost 4/3
+    of it per example, and lmhead's last token needs a pass of its own unless the head rung's features are that."""
+    from conftest import make_tiny
+
+    from llmhead.config import ModelConfig, build, used_options
+    from llmhead.features.extractor import FeatureExtractor
+    from llmhead.model import backbone as bb
+    from llmhead.selection.ladder import _pass_cost, _rung_options
+
+    path = make_tiny(tmp_path / "m", "llama", layers=4)
+    extractor = FeatureExtractor(bb.resolve(path))
+    for user, expected in (
+        ({}, {"probe": (1.0, False), "hybrid": (1.0, False), "lmhead": (4 / 3, True), "lora": (4 / 3, False)}),
+        ({"pooling": "last", "layer": -1}, {"probe": (1.0, False), "lmhead": (1.0, False), "full": (1.0, False)}),
+    ):
+        options = {"model": path, **user}
+        base = build(ModelConfig, {**used_options(ModelConfig, options, "head"), "mode": "head"})
+        for rung, (ratio, own) in expected.items():
+            cost, own_pass = _pass_cost(_rung_options(rung, base, options), base, 0.3, extractor)
+            assert (cost, own_pass) == (pytest.approx(0.3 * ratio), own), (user, rung)

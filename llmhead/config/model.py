@@ -34,11 +34,12 @@ def is_peft_config(value) -> bool:
 
 # pooling=None, layer=None for a frozen backbone's pooled vectors (modes head, probe, hybrid): the last token's state
 # and the mean of all tokens' states side by side, from the block at 3/4 of the depth (the blocks above never run).
-# Against
-# the last token of the final output, an MLP head on SmolLM2-135M scored higher on every held-out test set, with a
-# quarter less forward pass: Rotten Tomatoes 0.830 vs 0.796, VADER Pearson 0.833 vs 0.774, BBC News 0.955 vs 0.885;
-# Gemma-3-270M likewise (benchmarks/head_features.py). Mode lmhead reads the LM head's input (the last token of the
-# final output), and fine-tuning keeps the last token its tables were measured with.
+# Each field is filled on its own: pooling="last" alone reads the last token at 3/4; the earlier default is
+# pooling="last", layer=-1. Against that, an MLP head scored higher on each held-out test set, with a quarter less
+# forward pass (benchmarks/head_features.py): SmolLM2-135M on Rotten Tomatoes 0.830 vs 0.796, VADER (Pearson) 0.833
+# vs 0.774, BBC News 0.955 vs 0.885; Gemma-3-270M 0.822 vs 0.802, 0.851 vs 0.830, BBC 0.970 vs 0.9025. Mode lmhead reads
+# the LM head's input (the last token of the final output); fine-tuning keeps the last token its tables were
+# measured with.
 FROZEN_FEATURES = {"pooling": "last+mean", "layer": 0.75}
 LORA_TARGET_SETS = ("attention", "all-linear")  # named sets of modules for lora_targets (finetuning/adapters.py)
 LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "lora_dora", "freeze_blocks")
@@ -215,7 +216,10 @@ class ModelConfig:
         if self.mode in ("icl", "lmhead") and self.task != "classification":
             p.append(f"mode={self.mode!r} scores label words, so it is for task='classification' only")
         if self.mode in ("probe", "hybrid") and self.pooling == "attention":
-            p.append(f"mode={self.mode!r} fits a linear model on fixed pooled vectors: use pooling last, mean or max")
+            p.append(
+                f"mode={self.mode!r} fits a linear model on fixed pooled vectors: use pooling last, mean, max or "
+                "last+mean"
+            )
         if self.mode in ("probe", "tfidf", "hybrid") and (self.task == "regression") != (self.probe == "ridge"):
             p.append(f"probe={self.probe!r} does not fit task={self.task!r}: ridge is for regression, logreg/svm not")
         if self.head_init == "lmhead" or self.mode == "lmhead":
@@ -268,7 +272,7 @@ class ModelConfig:
     def _check_features(self, p: list[str]) -> None:
         """Which blocks feed the head, and long inputs."""
         if self.pooling == "attention" and self.long_inputs == "chunk":
-            p.append("long_inputs='chunk' works with pooling last, mean or max, not attention")
+            p.append("long_inputs='chunk' works with pooling last, mean, max or last+mean, not attention")
         if self.layer is not None and self.layers is not None:
             p.append("set layer (one block, blocks above dropped) or layers (several blocks), not both")
         if self.layer is not None and not (

@@ -226,6 +226,8 @@ def block_plan(total: int, layer: int | float | None, layers: list[int] | None) 
         return j
 
     if isinstance(layer, float):
+        if not 0 < layer < 1:
+            raise ValueError(f"a fractional layer is a share of the depth in (0, 1), got {layer!r}")
         return min(total, max(1, int(layer * total + 0.5))), None
     if layer is not None:
         return absolute(layer, 1), None

@@ -92,7 +92,7 @@ class HeadModel(nn.Module):
         num_labels: int,
         pooling: Pooling = "last",
         head_hidden: list[int] | tuple[int, ...] = (),
-        layer: int | None = None,
+        layer: int | float | None = None,
         dropout: float = 0.0,
         input_norm: str = "layernorm",
         dtype: str | None = None,
@@ -189,6 +189,9 @@ def _check_options(model, task, num_labels, pooling, head_hidden, layer, dropout
         p.append(f"dropout must be a number in [0, 1), got {dropout!r}")
     if dtype is not None and dtype not in DTYPES:
         p.append(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    whole = isinstance(layer, int) and not isinstance(layer, bool) and layer != 0
+    if layer is not None and not (whole or (isinstance(layer, float) and 0 < layer < 1)):
+        p.append(f"layer must be a non-zero int or a fraction of the depth in (0, 1), got {layer!r}")
     if isinstance(model, nn.Module):
         if layer is not None:  # llmhead's layer=k cuts the blocks above k (the final norm then reads block k)
             p.append(

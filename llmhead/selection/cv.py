@@ -2,9 +2,10 @@
 given), the metric's mean and standard deviation over folds, out-of-fold predictions, and optionally the
 fold models as an ensemble.
 
-The folds share one ``FeatureExtractor`` (tokenizer, frozen backbone, feature cache), so cross-validating the
-probe, head and lmhead modes costs a single feature pass over the data. Each fold is a new ``Classifier`` built
-from the configuration and used through its public methods only (scikit-learn's ``clone`` / ``fit`` / ``predict``).
+The folds share one ``FeatureExtractor`` (tokenizer, frozen backbone, feature cache), so cross-validating a
+frozen mode (probe, head, hybrid, lmhead) costs a single feature pass over the data. Each fold is a new
+``Classifier`` built from the configuration and used through its public methods only (scikit-learn's ``clone`` /
+``fit`` / ``predict``).
 """
 
 from __future__ import annotations

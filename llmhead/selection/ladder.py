@@ -46,7 +46,9 @@ ALWAYS = ("tfidf", "hybrid")  # the baseline and the route that combines it with
 WORDS = ("icl", "lmhead")  # they score label words: classification only
 # forward-pass equivalents per training example and epoch (forward + backward), for the budget estimate: the
 # training steps' seconds per example in benchmarks/results/tta-rt-{lora,full}.json (evaluations taken out:
-# 0.056 s, 0.068 s) over the head-mode feature pass's (0.021 s, tta-rt-head.json), SmolLM2-135M on 2 CPU threads
+# 0.056 s, 0.068 s) over a feature pass through all the blocks (0.021 s, tta-rt-head.json of 2026-12-07, before
+# the head's default stopped at 3/4 of the depth), SmolLM2-135M on 2 CPU threads. Each rung's pass cost is the
+# measured one scaled to the blocks it runs (_pass_cost)
 TRAIN_COST = {"lora": 2.7, "full": 3.3}
 
 
@@ -170,13 +172,14 @@ def _rung(
             return {"rung": rung, "status": "skipped: scores label words (classification only)"}
         return {"rung": rung, "status": "not requested" if requested is not None else f"skipped: playbook ({why})"}
     chars = sum(len(str(t)) for t in examples.texts)
-    estimate = _estimate(rung, len(examples), folds, per_example, fit, chars)
+    options = _rung_options(rung, base_config, model_options)
+    per_example, own_pass = _pass_cost(options, base_config, per_example, extractor)
+    estimate = _estimate(rung, len(examples), folds, per_example, fit, chars, own_pass)
     refit = estimate / folds  # the winner's refit on all the data: about one more fold, kept back from the budget
     left = end - time.perf_counter()
     if estimate + refit > left:
         return {"rung": rung, "status": f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"}
     report.say(f"{rung}: running (estimated {estimate:.0f} s, {left:.0f} s left)")
-    options = _rung_options(rung, base_config, model_options)
     began = time.perf_counter()
     with budget.deadline(end - refit):
         row = _cross_validate(rung, examples, options, _rung_fit(rung, fit), folds, extractor, per_example)
@@ -217,6 +220,20 @@ def _forward_cost(clf: Classifier, examples: Examples, progress: bool) -> float:
     clf.extractor.progress = progress
     clf.embed(texts, cache=True, templated=True)
     return per_example
+
+
+def _pass_cost(options: dict, base: ModelConfig, per_example: float, extractor) -> tuple[float, bool]:
+    """The rung's forward seconds per example: the measured pass's (the head rung's blocks) scaled by the blocks the
+    rung runs (icl, lmhead and fine-tuning read the final output: all of them by default); and whether its frozen
+    features need a pass of their own (lmhead's last token of the final output, unless the head rung's are that)."""
+    if options["mode"] == "tfidf":
+        return 0.0, False
+    total = extractor.blocks()
+    config = build(ModelConfig, options)
+    blocks = bb.block_plan(total, config.layer, config.layers)[0]
+    base_blocks = bb.block_plan(total, base.layer, base.layers)[0]
+    same = (config.pooling, blocks, config.layers) == (base.pooling, base_blocks, base.layers)
+    return per_example * blocks / base_blocks, config.mode == "lmhead" and not same
 
 
 def _cross_validate(rung, examples, options, rung_fit, folds, extractor, per_example) -> dict:
@@ -271,15 +288,15 @@ def _choose(rows: list[dict], folds: int, metric: str = "accuracy") -> tuple[dic
     return winner, reason
 
 
-def _estimate(rung: str, n: int, folds: int, per_example: float, fit: dict, chars: int = 0) -> float:
-    """Seconds for the rung's cross-validation, from the measured forward cost per example (``chars``: the
-    training texts' total length, what n-gram counting costs grow with)."""
+def _estimate(
+    rung: str, n: int, folds: int, per_example: float, fit: dict, chars: int = 0, own_pass: bool = False
+) -> float:
+    """Seconds for the rung's cross-validation, from its forward cost per example (``chars``: the training texts'
+    total length, what n-gram counting costs grow with; ``own_pass``: frozen features not in the shared pass)."""
     if rung == "probe":  # features cached; the SVM's C search grows with n (3,406 examples: ~35 s a fold here)
         return (2.0 + 0.01 * n) * folds
-    if rung == "head":
-        return 2.0 * folds  # features are cached: only the head trains
-    if rung == "lmhead":  # its own pass, over the whole depth (the shared one stops at layer=0.75: x 4/3), then cached
-        return 2.0 * folds + n * per_example * 4 / 3
+    if rung in ("lmhead", "head"):  # features are cached (lmhead's after a pass of its own): only the head trains
+        return 2.0 * folds + (n * per_example if own_pass else 0.0)
     if rung in ("tfidf", "hybrid"):  # n-gram counting and a cross-validated linear model per fold, no forward pass
         # measured per fold here: 3.3 s (2,940 tweets, 0.24M characters), 7.6 s (3,406 snippets, 0.4M), 100 s
         # (1,558 BBC articles, 3.4M); the hybrid searches 3 block weights on wider rows: ~5x
