@@ -60,7 +60,7 @@ def test_ridge_probe_regression_matches_sklearn(tiny_llama, tmp_path):
 
 
 def test_probe_configuration_errors_are_named():
-    with pytest.raises(ValueError, match="pooling last, mean or max"):
+    with pytest.raises(ValueError, match=r"pooling last, mean, max or last\+mean"):
         llmhead.ModelConfig(mode="probe", pooling="attention")
     with pytest.raises(ValueError, match="ridge is for regression"):
         llmhead.ModelConfig(mode="probe", probe="ridge")
