@@ -11,7 +11,7 @@ An option the chosen mode never reads is refused, never ignored: ``MODEL_FIELD_M
 """
 
 from llmhead.config.build import build
-from llmhead.config.checks import invalid
+from llmhead.config.checks import invalid, is_layer
 from llmhead.config.choices import (
     ACTIVATIONS,
     CHAT,
@@ -88,6 +88,7 @@ __all__ = [
     "build",
     "for_mode",
     "invalid",
+    "is_layer",
     "modes_using",
     "options_table",
     "upgrade",

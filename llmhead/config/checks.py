@@ -12,6 +12,11 @@ def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_layer(value) -> bool:
+    """A block (a non-zero int; negative counts from the top) or a fraction of the depth in (0, 1)."""
+    return (is_int(value) and value != 0) or (isinstance(value, float) and 0 < value < 1)
+
+
 def is_number(value) -> bool:
     """A finite int or float; not a bool (True is an int to Python), not a string such as '1e-3'."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from llmhead.config.checks import changed, choice, is_int, is_number, is_str_list
+from llmhead.config.checks import changed, choice, is_int, is_layer, is_number, is_str_list
 from llmhead.config.choices import (
     ACTIVATIONS,
     CHAT,
@@ -74,8 +74,8 @@ class ModelConfig:
     # None: FROZEN_FEATURES for a frozen backbone's pooled vectors (modes head, probe, hybrid), else "last"
     pooling: str | None = None
     # feed the head from block k (negative: from the top; a float in (0, 1): that fraction of the depth, rounded
-    # half up); blocks above it are dropped. None: FROZEN_FEATURES' block where its pooling is the default, else the
-    # final output
+    # half up); blocks above it are dropped. None: FROZEN_FEATURES' block for modes head, probe and hybrid (whatever
+    # the pooling), else the final output
     layer: int | float | None = None
     layers: list[int] | None = None  # several blocks' pooled states (0 = embeddings); blocks above the top one dropped
     max_length: int = 512  # tokens per forward pass
@@ -275,9 +275,7 @@ class ModelConfig:
             p.append("long_inputs='chunk' works with pooling last, mean, max or last+mean, not attention")
         if self.layer is not None and self.layers is not None:
             p.append("set layer (one block, blocks above dropped) or layers (several blocks), not both")
-        if self.layer is not None and not (
-            (is_int(self.layer) and self.layer != 0) or (isinstance(self.layer, float) and 0 < self.layer < 1)
-        ):
+        if self.layer is not None and not is_layer(self.layer):
             p.append(
                 f"layer must be a non-zero int (1 = first block, -1 = last) or a fraction of the depth in (0, 1) "
                 f"(0.75: the block at 3/4), got {self.layer!r}"

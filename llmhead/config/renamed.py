@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from llmhead.config.usage import POOLED
+
 # class name -> {old key: what to use instead}
 RENAMED: dict[str, dict[str, str]] = {
     "ModelConfig": {
@@ -56,7 +58,7 @@ def upgrade(cls, values: Mapping[str, Any]) -> dict[str, Any]:
         out["probe_alpha"], out["probe_c"] = out["probe_c"], None  # probe_c was ridge's alpha too
     # A frozen backbone's pooled vectors (modes head, probe, hybrid) were the final output's where layer was None;
     # today None means 3/4 of the depth (ModelConfig.FROZEN_FEATURES), and saves since name their layer
-    pooled = out.get("mode") in ("head", "probe", "hybrid") and out.get("head_init") != "lmhead"
+    pooled = out.get("mode") in POOLED and out.get("head_init") != "lmhead"
     if pooled and out.get("layer") is None and out.get("layers") is None:
         out["layer"] = -1
     return out

@@ -171,7 +171,7 @@ def task_loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 def _check_options(model, task, num_labels, pooling, head_hidden, layer, dropout, input_norm, dtype, trusted) -> None:
     """from_backbone's options, all problems at once, before any weights load."""
-    from llmhead.config import DTYPES, INPUT_NORMS, POOLINGS, TASKS, invalid
+    from llmhead.config import DTYPES, INPUT_NORMS, POOLINGS, TASKS, invalid, is_layer
 
     p = []
     if task not in TASKS:
@@ -189,8 +189,7 @@ def _check_options(model, task, num_labels, pooling, head_hidden, layer, dropout
         p.append(f"dropout must be a number in [0, 1), got {dropout!r}")
     if dtype is not None and dtype not in DTYPES:
         p.append(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    whole = isinstance(layer, int) and not isinstance(layer, bool) and layer != 0
-    if layer is not None and not (whole or (isinstance(layer, float) and 0 < layer < 1)):
+    if layer is not None and not is_layer(layer):
         p.append(f"layer must be a non-zero int or a fraction of the depth in (0, 1), got {layer!r}")
     if isinstance(model, nn.Module):
         if layer is not None:  # llmhead's layer=k cuts the blocks above k (the final norm then reads block k)
