@@ -109,8 +109,8 @@ def test_lora_fit_and_load_raise_no_peft_deprecation_warning(tiny_llama, tmp_pat
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_save_load_merge_and_export_after_finetuning(tiny_llama, tmp_path, mode):
-    clf = llmhead.from_pretrained(
-        tiny_llama, mode=mode, dtype="float32", head_hidden=[], head_bias=False, input_norm="scale"
+    clf = llmhead.from_pretrained(  # a transformers export is a linear score on the last token
+        tiny_llama, mode=mode, dtype="float32", head_hidden=[], head_bias=False, input_norm="scale", pooling="last"
     )
     clf.fit(sentiment_rows(2), **FIT)
     texts = [r["text"] for r in sentiment_rows(1)]

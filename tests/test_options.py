@@ -175,8 +175,8 @@ def test_per_mode_defaults_and_what_a_user_sets_wins(mode, expected):
         ("probe", ("last+mean", 0.75)),
         ("hybrid", ("last+mean", 0.75)),
         ("lmhead", ("last", None)),
-        ("lora", ("last", None)),
-        ("full", ("last", None)),
+        ("lora", ("last+mean", None)),  # fine-tuning: every block, every token's state reaches the head
+        ("full", ("last+mean", None)),
         ("icl", (None, None)),  # reads no pooled vector
         ("tfidf", (None, None)),
         ("auto", (None, None)),  # each rung fills its own
@@ -202,6 +202,10 @@ def test_a_save_from_before_the_feature_defaults_keeps_reading_the_final_output(
         assert upgrade(ModelConfig, kept)["layer"] is None
     new = ModelConfig(mode="probe")
     assert upgrade(ModelConfig, dataclasses.asdict(new))["layer"] == 0.75
+    # a fine-tuned head whose pooling was left unnamed read the last token; today's saves name last+mean
+    unnamed = {"mode": "lora", "layer": None, "layers": None, "head_init": "default"}
+    assert ModelConfig(**upgrade(ModelConfig, unnamed)).pooling == "last"
+    assert upgrade(ModelConfig, dataclasses.asdict(ModelConfig(mode="full")))["pooling"] == "last+mean"
 
 
 def test_used_options_keeps_what_each_rung_reads():

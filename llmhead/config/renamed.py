@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llmhead.config.usage import POOLED
+from llmhead.config.usage import FINE_TUNING, POOLED
 
 # class name -> {old key: what to use instead}
 RENAMED: dict[str, dict[str, str]] = {
@@ -61,4 +61,7 @@ def upgrade(cls, values: Mapping[str, Any]) -> dict[str, Any]:
     pooled = out.get("mode") in POOLED and out.get("head_init") != "lmhead"
     if pooled and out.get("layer") is None and out.get("layers") is None:
         out["layer"] = -1
+    # Fine-tuned heads read the last token where pooling was unnamed; today they read last+mean (FINETUNED_FEATURES)
+    if out.get("mode") in FINE_TUNING and out.get("pooling") is None:
+        out["pooling"] = "last"
     return out
