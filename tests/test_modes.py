@@ -53,6 +53,15 @@ def test_lora_changes_only_adapters_and_head(tiny_llama):
     assert not torch.equal(head_after["mlp.4.weight"], head_before["mlp.4.weight"])
 
 
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_finetuning_heads_read_last_and_mean_of_the_final_output_by_default(tiny_llama, mode):
+    clf = llmhead.from_pretrained(tiny_llama, mode=mode, dtype="float32")
+    clf.fit(sentiment_rows(1), **FIT)
+    hidden = clf.model.backbone.get_input_embeddings().embedding_dim
+    assert clf.model.pooling == "last+mean" and clf.model.layers is None  # the final output: every block runs
+    assert next(m for m in clf.model.head.modules() if isinstance(m, torch.nn.Linear)).in_features == 2 * hidden
+
+
 def test_lora_respects_freeze_blocks(tiny_llama):
     clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", freeze_blocks=1)
     clf.fit(sentiment_rows(1), **FIT)

@@ -46,6 +46,7 @@ FROZEN_FEATURES = {"pooling": "last+mean", "layer": 0.75}
 # target reached in 102 s where the last token never reached it in 2 epochs. All blocks stay: at 3/4 of the depth
 # the same run was faster (83 s) but scored 0.792 on the test set.
 FINETUNED_FEATURES = {"pooling": "last+mean", "layer": None}
+LMHEAD_FEATURES = {"pooling": "last", "layer": None}  # the LM head's input: mode lmhead, head_init="lmhead"
 LORA_TARGET_SETS = ("attention", "all-linear")  # named sets of modules for lora_targets (finetuning/adapters.py)
 LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "lora_dora", "freeze_blocks")
 
@@ -150,7 +151,7 @@ class ModelConfig:
         if not isinstance(self.mode, str) or not self._uses("pooling") or self.mode == "auto":
             return
         if self.head_init == "lmhead" or self.mode == "lmhead":
-            features = {"pooling": "last", "layer": None}
+            features = LMHEAD_FEATURES
         else:
             features = FROZEN_FEATURES if self.mode in POOLED else FINETUNED_FEATURES
         if self.pooling is None:
