@@ -394,17 +394,17 @@ def main(argv=None) -> dict:
         "eval_every_examples": every if args.mode != "head" else "each epoch",
         "command": "benchmarks/time_to_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    reused = reused_peer_runs(Path(args.peer_from), dataset, args.mode, setup, lrs) if args.peer_from else None
+    reused = reused_peer_runs(Path(args.peer_from), dataset, args.mode, setup, lrs) if args.peer_from else []
     runs = [isolated(ours_run, dataset, args.mode, args.threads, every, args.model, inline=args.quick)]
     print(f"llmhead: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
-    if reused is not None:
+    if reused:
         runs += reused
-        setup["peer_runs_from"] = f"{args.peer_from}: the peer's runs of that table, not rerun here"
-    else:
-        for lr in lrs:
-            peer = (dataset, args.mode, lr, args.threads, every, epochs, args.model)
-            runs.append(isolated(peer_run, *peer, inline=args.quick))
-            print(f"peer lr {lr:g}: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
+        taken = ", ".join(f"{r['lr']:g}" for r in reused)
+        setup["peer_runs_from"] = f"{args.peer_from}: the peer's runs at {taken} from that table, not rerun here"
+    for lr in [lr for lr in lrs if lr not in {r["lr"] for r in reused}]:  # the rest of the grid runs here
+        peer = (dataset, args.mode, lr, args.threads, every, epochs, args.model)
+        runs.append(isolated(peer_run, *peer, inline=args.quick))
+        print(f"peer lr {lr:g}: {runs[-1]['total_seconds']:.1f} s, best val {max_metric(runs[-1])}", flush=True)
     key = "/".join(names)
     known = json.loads(TARGETS.read_text()) if TARGETS.is_file() else {}
     if args.target is not None:
@@ -436,21 +436,24 @@ PEER_SETUP = ("model", "n_train", "n_val", "n_test", "max_length", "peer_batch",
 
 
 def reused_peer_runs(path: Path, dataset: str, mode: str, setup: dict, lrs: list[float]) -> list[dict]:
-    """The peer's runs of an earlier JSON of the same table, refused (SystemExit, naming the difference) unless the
-    data, the model, the peer's batch, epochs, evaluation points, grid, threads and CPU are the same."""
+    """The peer's runs of an earlier JSON of the same table at the learning rates of ``lrs`` it has (the rest of
+    the grid is run anew), refused (SystemExit, naming the difference) unless the data, the model, the peer's
+    batch, epochs, evaluation points, threads and CPU are the same and it has at least one of them."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SystemExit(f"--peer-from {path}: cannot read it as JSON ({exc})") from exc
     theirs = old.get("setup", {})
     wanted = {"dataset": dataset, "mode": mode, **{k: setup[k] for k in PEER_SETUP}}
-    wanted.update(threads=setup["threads"], cpu=setup["cpu"], lrs=sorted(lrs))
-    peers = [r for r in old.get("runs", []) if r.get("who") == "peer"]
+    wanted.update(threads=setup["threads"], cpu=setup["cpu"])
+    peers = [r for r in old.get("runs", []) if r.get("who") == "peer" and r["lr"] in lrs]
     found = {"dataset": old.get("dataset"), "mode": old.get("mode"), **{k: theirs.get(k) for k in PEER_SETUP}}
     if found["peer_epochs"] is None and peers:  # a JSON from before the setup named it: each run says its own
         found["peer_epochs"] = peers[0]["epochs"] if len({r["epochs"] for r in peers}) == 1 else None
-    found.update(threads=theirs.get("threads"), cpu=theirs.get("cpu"), lrs=sorted(r["lr"] for r in peers))
+    found.update(threads=theirs.get("threads"), cpu=theirs.get("cpu"))
     differ = [f"{k}: {found[k]!r} there, {wanted[k]!r} here" for k in wanted if found[k] != wanted[k]]
+    if not peers:
+        differ.append(f"it has no peer run at {', '.join(f'{lr:g}' for lr in lrs)}")
     if differ:
         why = "; ".join(differ)
         raise SystemExit(f"--peer-from {path}: not the same table, so its peer runs cannot stand in: {why}")

@@ -71,6 +71,17 @@ def test_smalldata_quick(tmp_path):
     assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
 
 
+def test_pass_tokens_quick(tmp_path):
+    import pass_tokens
+
+    result = pass_tokens.main(["--quick", "--out", str(tmp_path / "p.json")])
+    whole, cut = result["runs"]
+    assert (whole["max_pass_tokens"], cut["max_pass_tokens"]) == (None, 16)
+    # the same optimizer steps either way: the final validation losses agree to (bf16) rounding
+    assert abs(whole["val_loss"] - cut["val_loss"]) < 0.05 * whole["val_loss"]
+    assert "| quick | whole batches |" in pass_tokens.format_table(result["runs"])
+
+
 def test_lora_dropout_quick(tmp_path):
     import lora_dropout
 
@@ -127,6 +138,13 @@ def test_time_to_accuracy_quick(tmp_path):
     assert [r["who"] for r in again["runs"]] == ["llmhead", "peer"]
     assert again["runs"][1]["curve"] == peer["curve"] and again["runs"][1]["reused_from"] == str(out)
     assert str(out) in again["setup"]["peer_runs_from"]
+    # ... a larger grid: the rate that table has is taken from it, the other one runs here
+    grid = ["--lrs", "1e-3", "2e-4", "--peer-from", str(out), "--out", str(tmp_path / "grid.json")]
+    wider = tta.main(["--quick", "--mode", "lora", "--peer-epochs", "3", *grid])
+    assert [(r["who"], r["lr"], "reused_from" in r) for r in wider["runs"][1:]] == [
+        ("peer", 1e-3, True),
+        ("peer", 2e-4, False),
+    ]
     # ... and refused for another table: here the peer's epoch budget differs
     with pytest.raises(SystemExit, match="peer_epochs: 3 there, 2 here"):
         tta.main(["--quick", "--mode", "lora", "--peer-from", str(out), "--out", str(tmp_path / "other.json")])

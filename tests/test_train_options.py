@@ -380,3 +380,59 @@ def test_on_evaluate_is_refused_where_no_validation_pass_is_made(tiny_llama, mod
     with pytest.raises(ValueError, match=f"on_evaluate is not used by mode='{mode}'.*head, lmhead, lora"):
         clf.fit(rows(16), EVAL, on_evaluate=print, progress=False)
     assert clf.train_config is None and clf.history == []  # refused before anything was read or fit
+
+
+# ---- max_pass_tokens ----------------------------------------------------------------------------------------------
+def test_passes_cut_rows_evenly_and_drop_only_trailing_padding():
+    from llmhead.finetuning.batches import passes
+
+    mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3, [1] * 2 + [0] * 4, [1] * 2 + [0] * 4, [1] + [0] * 5])
+    batch = {"input_ids": torch.arange(30).reshape(5, 6), "attention_mask": mask, "targets": torch.arange(5)}
+    assert passes(batch, None) == [batch] and passes(batch, 30) == [batch]
+    cut = passes(batch, 18)  # 3 rows of 6 fit a pass: 5 rows go as 3 + 2, not 3 + 2 by luck of the cap
+    assert [p["targets"].tolist() for p in cut] == [[0, 1, 2], [3, 4]]
+    assert [p["input_ids"].shape for p in cut] == [(3, 6), (2, 2)]  # the second pass's longest row has 2 tokens
+    assert torch.equal(cut[1]["input_ids"], batch["input_ids"][3:, :2])
+    assert [p["targets"].tolist() for p in passes(batch, 20)] == [[0, 1, 2], [3, 4]]  # 20 // 6 = 3 a pass
+    assert [p["targets"].tolist() for p in passes(batch, 4)] == [[0], [1], [2], [3], [4]]  # one row over the cap
+    left = {**batch, "attention_mask": mask.flip(1)}  # left padding: trimming would move every token
+    assert all(p["input_ids"].shape[1] == 6 for p in passes(left, 12))
+
+
+@pytest.mark.parametrize("options", [{}, {"class_weights": [1.0, 3.0]}])
+def test_passes_of_a_few_tokens_train_as_whole_batches(tiny_llama, options):
+    # float32 and one data order: batches of 4 cut into passes of at most 12 tokens (one or two rows each) add up
+    # to the whole batches' gradients, up to float rounding, with class weights too (each pass weighted by its share)
+    common = dict(group_by_length=False, mixed_precision="no", **options)
+    whole = state(fit(tiny_llama, rows(16), max_pass_tokens=None, **common))
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", head_hidden=[], dropout=0.0, lora_r=2)
+    trained = []  # the shapes of the training passes (feature and validation passes run without gradients)
+
+    def record(module, args, kwargs):
+        if torch.is_grad_enabled():
+            trained.append(tuple(kwargs["input_ids"].shape))
+
+    clf.model.backbone.register_forward_pre_hook(record, with_kwargs=True)
+    settings = dict(epochs=1, batch_size=4, lr=LR, backbone_lr_ratio=1.0, warm_start=False, progress=False)
+    clf.fit(rows(16), EVAL, max_pass_tokens=12, **settings, **common)
+    assert len(trained) > 4 and all(r * t <= 12 or r == 1 for r, t in trained), trained
+    assert max_difference(whole, state(clf)) < 1e-5
+
+
+def test_auto_passes_on_the_cpu_and_a_number_is_refused_where_the_engine_accumulates_itself():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from llmhead.config.train import PASS_TOKENS
+    from llmhead.finetuning.accel import accelerator_scope
+    from llmhead.finetuning.loop import pass_tokens
+
+    with accelerator_scope() as accelerator:
+        assert (pass_tokens("auto", accelerator), pass_tokens(None, accelerator)) == (PASS_TOKENS, None)
+        assert pass_tokens(300, accelerator) == 300
+    # what pass_tokens reads of an Accelerator under DeepSpeed (no DeepSpeed run on a CPU machine)
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, device=torch.device("cpu"))
+    assert pass_tokens("auto", deepspeed) is None
+    with pytest.raises(ValueError, match="max_pass_tokens=512 cannot split batches under DEEPSPEED"):
+        pass_tokens(512, deepspeed)

@@ -96,6 +96,7 @@ TRAIN_FIELD_MODES: dict[str, tuple[str, ...]] = {  # in TrainConfig's order, by 
     "layer_decay": FINE_TUNING,
     "schedule": FINE_TUNING,  # head training (training.py) is always cosine after warmup
     "grad_accum": FINE_TUNING,
+    "max_pass_tokens": FINE_TUNING,  # head training runs on cached features
     "max_grad_norm": FINE_TUNING,  # head training does not clip
     "mixed_precision": FINE_TUNING,  # head training runs float32 on cached features (training.py)
     "gradient_checkpointing": FINE_TUNING,

@@ -121,6 +121,14 @@ class LabelSpace:
             return bce.mean()
         return F.mse_loss(logits, targets)
 
+    def loss_weight(self, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """What ``loss`` divides its sum by for these rows, up to a factor common to every row: the rows' class
+        weights (weighted classification), else their count. A batch's loss is then the sum over any split of its
+        rows of each part's loss x its weight / the batch's weight (finetuning/loop.py's passes)."""
+        if self.task == "classification" and weights is not None:
+            return weights[targets].sum()
+        return torch.tensor(float(len(targets)))
+
     def class_weights(self, targets: torch.Tensor) -> torch.Tensor:
         """Inverse label frequency: n / (C * count) per class, or negatives/positives per label."""
         if self.task == "classification":

@@ -3,6 +3,7 @@ length-grouped batches, padding, and batches drawn without touching the global R
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -92,3 +93,23 @@ def rng_neutral(loader):
             return
         torch.set_rng_state(state)
         yield batch
+
+
+def passes(batch: dict[str, torch.Tensor], max_tokens: int | None) -> list[dict[str, torch.Tensor]]:
+    """``batch`` cut into row slices of at most ``max_tokens`` padded tokens each (a row longer than that is a
+    pass of its own), each trimmed of the padding columns after its own longest row; None: the batch whole.
+
+    Only trailing all-padding columns are dropped, so every token keeps its position (a left-padded batch is not
+    trimmed). The rows go in the batch's order; the loss of each pass is weighted by the caller."""
+    rows, width = batch["input_ids"].shape
+    if max_tokens is None or rows * width <= max_tokens:
+        return [batch]
+    count = math.ceil(rows / max(1, max_tokens // width))
+    per_pass = math.ceil(rows / count)  # balanced: 32 rows at 20 a pass go as 16 + 16, not 20 + 12
+    out = []
+    for start in range(0, rows, per_pass):
+        part = {name: tensor[start : start + per_pass] for name, tensor in batch.items()}
+        real = part["attention_mask"].any(0).nonzero()
+        end = int(real[-1]) + 1 if len(real) else width
+        out.append({**part, "input_ids": part["input_ids"][:, :end], "attention_mask": part["attention_mask"][:, :end]})
+    return out

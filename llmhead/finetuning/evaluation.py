@@ -37,11 +37,14 @@ def evaluate(
     began = time.perf_counter()
     model.eval()
     logits, targets = [], []
-    for batch in val_loader:
-        out = model(batch["input_ids"], batch["attention_mask"]).logits
-        out, tgt = accelerator.gather_for_metrics((out.float(), batch["targets"]))
-        logits.append(out.cpu())
-        targets.append(tgt.cpu())
+    # One autocast around every batch: under mixed precision the float32 weights that train (full fine-tuning) are
+    # cast once per evaluation, not once per batch (autocast drops its casts when its outermost context exits).
+    with accelerator.autocast():
+        for batch in val_loader:
+            out = model(batch["input_ids"], batch["attention_mask"]).logits
+            out, tgt = accelerator.gather_for_metrics((out.float(), batch["targets"]))
+            logits.append(out.cpu())
+            targets.append(tgt.cpu())
     model.train()
     logits, targets = torch.cat(logits), torch.cat(targets)
     record = {

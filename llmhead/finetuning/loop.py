@@ -17,6 +17,7 @@ The same code runs on one CPU, under ``torchrun`` (several CPU processes over gl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,10 +30,11 @@ from torch.utils.data import DataLoader
 
 from llmhead import budget
 from llmhead.config import TrainConfig
+from llmhead.config.train import PASS_TOKENS
 from llmhead.data.labels import LabelSpace
 from llmhead.finetuning import checkpoints, runstate
 from llmhead.finetuning.accel import accelerator_scope
-from llmhead.finetuning.batches import Collate, EpochSampler, Tokenized, rng_neutral
+from llmhead.finetuning.batches import Collate, EpochSampler, Tokenized, passes, rng_neutral
 from llmhead.finetuning.best import BestWeights
 from llmhead.finetuning.evaluation import evaluate
 from llmhead.finetuning.hooks import while_training
@@ -75,6 +77,22 @@ def finetune(
             return run.train(run_config or {})
 
 
+def pass_tokens(setting: int | str | None, accelerator) -> int | None:
+    """``max_pass_tokens`` for this run: "auto" is PASS_TOKENS on the CPU and whole batches elsewhere. FSDP and
+    DeepSpeed accumulate gradients in their own way, so a number there is refused rather than ignored."""
+    engine = accelerator.distributed_type.name
+    if engine in ("FSDP", "DEEPSPEED"):
+        if setting not in ("auto", None):
+            raise ValueError(
+                f"max_pass_tokens={setting} cannot split batches under {engine}, which accumulates gradients in its "
+                "own way: set max_pass_tokens=None (or 'auto') and a smaller batch_size with grad_accum instead"
+            )
+        return None
+    if setting == "auto":
+        return PASS_TOKENS if accelerator.device.type == "cpu" else None
+    return setting
+
+
 class Run:
     """One fine-tuning run: the prepared model, optimizer, schedule and loaders, and the counters a checkpoint
     holds (``state``)."""
@@ -97,6 +115,7 @@ class Run:
                 "sharded optimizer state would need accelerate's pickle-based save_state, which llmhead does not use "
                 "(a checkpoint must not be able to run code). Use DDP (--multi_gpu) for resumable runs."
             )
+        self.pass_tokens = pass_tokens(cfg.max_pass_tokens, accelerator)
         train, val = data
         lengths = [len(x) for x in train.ids] if cfg.group_by_length else None
         self.sampler = EpochSampler(len(train.ids), seed, lengths, cfg.batch_size * accelerator.num_processes)
@@ -222,12 +241,10 @@ class Run:
         seen, clock, micro = 0, time.perf_counter(), []  # micro: the losses of the optimizer step's micro-batches
         for batch in rng_neutral(batches):
             with accelerator.accumulate(self.model):
-                logits = self.model(batch["input_ids"], batch["attention_mask"]).logits
-                loss = self.labels.loss(logits, batch["targets"], self.weights, cfg.focal_gamma)
-                micro.append(loss.detach())
+                loss = self.forward_backward(batch)
+                micro.append(loss)
                 term = check_step(accelerator, loss, self.stop["term"], state["step"] + 1, self.rank)
                 self.stop["all"] = term or self.stop.get("all", False)
-                accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
@@ -243,6 +260,25 @@ class Run:
                     return True
                 budget.check("fine-tuning")
         return False
+
+    def forward_backward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's loss (detached), its gradients added to the parameters' in passes of at most
+        ``pass_tokens`` tokens: each pass's loss is weighted by its share of the batch's, so the summed gradients
+        are the whole batch's, while only one pass's activations are held. Gradients are synchronised across
+        processes on the last pass only."""
+        accelerator, parts = self.accelerator, passes(batch, self.pass_tokens)
+        whole = self.labels.loss_weight(batch["targets"], self.weights).clamp(min=torch.finfo(torch.float32).tiny)
+        total = torch.zeros((), device=accelerator.device)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(self.model):
+                logits = self.model(part["input_ids"], part["attention_mask"]).logits
+                loss = self.labels.loss(logits, part["targets"], self.weights, self.cfg.focal_gamma)
+                if len(parts) > 1:
+                    loss = loss * (self.labels.loss_weight(part["targets"], self.weights) / whole)
+                accelerator.backward(loss)
+            total += loss.detach()
+        return total
 
     def after_step(self, epoch: int, loss: torch.Tensor, examples_per_s: float) -> bool:
         """Log the step; evaluate and checkpoint when due; stop on SIGTERM. True when early stopping ends the run."""
