@@ -3,8 +3,8 @@
 Each setting is one spawned process (its own peak RSS): SmolLM2-135M, ``mode="full"`` with llmhead's defaults
 otherwise, one epoch without the warm start (so the steps dominate) on BBC News articles (256 tokens each, batches
 of 32 = 8,192 tokens) or Rotten Tomatoes snippets (~26 tokens), validated once at the end on 20 rows. The
-optimizer steps are the same whatever the setting (the passes' gradients add up to the batch's), so the final
-validation loss should agree to rounding.
+optimizer steps are the same whatever the setting (the passes' gradients add up to the batch's, for the same
+dropout draws), so the final validation loss should agree to rounding.
 
     .venv/bin/python benchmarks/pass_tokens.py                    # both data sets, ~7 min; results/pass-tokens.json
     .venv/bin/python benchmarks/pass_tokens.py --datasets bbc --settings none 1024

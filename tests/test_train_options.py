@@ -389,34 +389,56 @@ def test_passes_cut_rows_evenly_and_drop_only_trailing_padding():
     mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3, [1] * 2 + [0] * 4, [1] * 2 + [0] * 4, [1] + [0] * 5])
     batch = {"input_ids": torch.arange(30).reshape(5, 6), "attention_mask": mask, "targets": torch.arange(5)}
     assert passes(batch, None) == [batch] and passes(batch, 30) == [batch]
-    cut = passes(batch, 18)  # 3 rows of 6 fit a pass: 5 rows go as 3 + 2, not 3 + 2 by luck of the cap
+    cut = passes(batch, 18)  # 3 rows of 6 fit a pass: 5 rows go as 3 + 2
     assert [p["targets"].tolist() for p in cut] == [[0, 1, 2], [3, 4]]
     assert [p["input_ids"].shape for p in cut] == [(3, 6), (2, 2)]  # the second pass's longest row has 2 tokens
     assert torch.equal(cut[1]["input_ids"], batch["input_ids"][3:, :2])
-    assert [p["targets"].tolist() for p in passes(batch, 20)] == [[0, 1, 2], [3, 4]]  # 20 // 6 = 3 a pass
+    assert [p["targets"].tolist() for p in passes(batch, 24)] == [[0, 1, 2], [3, 4]]  # balanced: 4 fit, not 4 + 1
     assert [p["targets"].tolist() for p in passes(batch, 4)] == [[0], [1], [2], [3], [4]]  # one row over the cap
     left = {**batch, "attention_mask": mask.flip(1)}  # left padding: trimming would move every token
     assert all(p["input_ids"].shape[1] == 6 for p in passes(left, 12))
 
 
-@pytest.mark.parametrize("options", [{}, {"class_weights": [1.0, 3.0]}])
+@pytest.mark.parametrize(
+    "options", [{}, {"class_weights": [1.0, 3.0]}, {"grad_accum": 2}, {"task": "regression"}], ids=str
+)
 def test_passes_of_a_few_tokens_train_as_whole_batches(tiny_llama, options):
     # float32 and one data order: batches of 4 cut into passes of at most 12 tokens (one or two rows each) add up
-    # to the whole batches' gradients, up to float rounding, with class weights too (each pass weighted by its share)
-    common = dict(group_by_length=False, mixed_precision="no", **options)
-    whole = state(fit(tiny_llama, rows(16), max_pass_tokens=None, **common))
-    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32", head_hidden=[], dropout=0.0, lora_r=2)
+    # to the whole batches' gradients, up to float rounding: with class weights (each pass weighted by its share),
+    # accumulated over two batches, and for regression
+    model = {"task": options.pop("task")} if "task" in options else {}
+    data, evaluation = rows(16), EVAL
+    if model:  # numeric targets
+        data, evaluation = ([{**r, "label": float(i % 3)} for i, r in enumerate(d)] for d in (data, evaluation))
     trained = []  # the shapes of the training passes (feature and validation passes run without gradients)
 
     def record(module, args, kwargs):
         if torch.is_grad_enabled():
             trained.append(tuple(kwargs["input_ids"].shape))
 
-    clf.model.backbone.register_forward_pre_hook(record, with_kwargs=True)
-    settings = dict(epochs=1, batch_size=4, lr=LR, backbone_lr_ratio=1.0, warm_start=False, progress=False)
-    clf.fit(rows(16), EVAL, max_pass_tokens=12, **settings, **common)
+    def run(max_pass_tokens):
+        clf = llmhead.from_pretrained(
+            tiny_llama, mode="lora", dtype="float32", head_hidden=[], dropout=0.0, lora_r=2, **model
+        )
+        clf.model.backbone.register_forward_pre_hook(record, with_kwargs=True)
+        settings = dict(epochs=1, batch_size=4, lr=LR, backbone_lr_ratio=1.0, warm_start=False, progress=False)
+        clf.fit(
+            data,
+            evaluation,
+            max_pass_tokens=max_pass_tokens,
+            group_by_length=False,
+            mixed_precision="no",
+            **settings,
+            **options,
+        )
+        return state(clf)
+
+    whole = run(None)
+    assert all(r == 4 for r, _ in trained)
+    trained.clear()
+    cut = run(12)
     assert len(trained) > 4 and all(r * t <= 12 or r == 1 for r, t in trained), trained
-    assert max_difference(whole, state(clf)) < 1e-5
+    assert max_difference(whole, cut) < 1e-5
 
 
 def test_auto_passes_on_the_cpu_and_a_number_is_refused_where_the_engine_accumulates_itself():

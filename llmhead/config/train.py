@@ -69,8 +69,8 @@ class TrainConfig:
     grad_accum: int = 1
     # each batch's forward/backward in passes of at most this many tokens (batch rows x padded length), their
     # gradients summed into the same optimizer step: the activations of one pass, not of the whole batch, are held.
-    # "auto": PASS_TOKENS on the CPU, whole batches on CUDA (not measured there) and under FSDP / DeepSpeed (they
-    # accumulate in their own way); None: whole batches
+    # "auto": PASS_TOKENS on the CPU, whole batches on other devices (not measured there) and under FSDP / DeepSpeed
+    # (they accumulate in their own way); None: whole batches. A text longer than this is a pass of its own
     max_pass_tokens: int | str | None = "auto"
     max_grad_norm: float | None = 1.0
     # the training autocast (accelerate's mixed_precision): no | bf16 | fp16; auto: bf16 where fast, else no.

@@ -164,6 +164,8 @@ class Run:
                 "processes": self.accelerator.num_processes,
                 "device": self.accelerator.device.type,
                 "mixed precision": self.accelerator.mixed_precision,  # auto resolves per machine
+                # passes change rounding and dropout draws; whole batches leave it out, as runs from before it
+                **({"tokens per pass": self.pass_tokens} if self.pass_tokens is not None else {}),
                 "versions": versions,
             },
             runstate.examples_digest(self.train_data.ids, self.train_data.targets),
@@ -241,10 +243,7 @@ class Run:
         seen, clock, micro = 0, time.perf_counter(), []  # micro: the losses of the optimizer step's micro-batches
         for batch in rng_neutral(batches):
             with accelerator.accumulate(self.model):
-                loss = self.forward_backward(batch)
-                micro.append(loss)
-                term = check_step(accelerator, loss, self.stop["term"], state["step"] + 1, self.rank)
-                self.stop["all"] = term or self.stop.get("all", False)
+                micro.append(self.forward_backward(batch))
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
@@ -264,9 +263,11 @@ class Run:
     def forward_backward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The batch's loss (detached), its gradients added to the parameters' in passes of at most
         ``pass_tokens`` tokens: each pass's loss is weighted by its share of the batch's, so the summed gradients
-        are the whole batch's, while only one pass's activations are held. Gradients are synchronised across
-        processes on the last pass only."""
-        accelerator, parts = self.accelerator, passes(batch, self.pass_tokens)
+        are the whole batch's (for the same dropout draws), while only one pass's activations are held. Gradients
+        are synchronised across processes on the last pass only, after every rank has checked the batch's loss
+        (``check_step``): under DeepSpeed that backward is also the optimizer step, which a non-finite loss must
+        not reach."""
+        accelerator, parts, state = self.accelerator, passes(batch, self.pass_tokens), self.state
         whole = self.labels.loss_weight(batch["targets"], self.weights).clamp(min=torch.finfo(torch.float32).tiny)
         total = torch.zeros((), device=accelerator.device)
         for i, part in enumerate(parts):
@@ -276,8 +277,11 @@ class Run:
                 loss = self.labels.loss(logits, part["targets"], self.weights, self.cfg.focal_gamma)
                 if len(parts) > 1:
                     loss = loss * (self.labels.loss_weight(part["targets"], self.weights) / whole)
+                total += loss.detach()
+                if last:
+                    term = check_step(accelerator, total, self.stop["term"], state["step"] + 1, self.rank)
+                    self.stop["all"] = term or self.stop.get("all", False)
                 accelerator.backward(loss)
-            total += loss.detach()
         return total
 
     def after_step(self, epoch: int, loss: torch.Tensor, examples_per_s: float) -> bool:

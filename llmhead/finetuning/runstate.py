@@ -48,6 +48,7 @@ NOT_IDENTITY = (
     "run_dir",
     "feature_cache",
     "handle_sigterm",  # how a run may be stopped, not what it trains
+    "max_pass_tokens",  # its resolved value is ("tokens per pass", finetuning/loop.py): "auto" differs per machine
 )
 
 
