@@ -1,5 +1,6 @@
 """Benchmarks stay runnable: their --quick mode is a smoke test (no timing is asserted)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,22 @@ def test_pass_tokens_quick(tmp_path):
     # the same optimizer steps either way: the final validation losses agree to (bf16) rounding
     assert abs(whole["val_loss"] - cut["val_loss"]) < 0.05 * whole["val_loss"]
     assert "| quick | whole batches |" in pass_tokens.format_table(result["runs"])
+
+
+def test_allocator_quick(tmp_path):
+    import allocator
+
+    result = allocator.main(["--quick", "--out", str(tmp_path / "a.json")])
+    runs = result["runs"]  # each in a spawned process, which reads the thresholds from its environment
+    assert [(r["side"], r["allocator"]) for r in runs] == [
+        ("llmhead", "glibc defaults"),
+        ("peer", "glibc defaults"),
+        ("llmhead", "tuned"),
+        ("peer", "tuned"),
+    ]
+    assert all(r["rows"] == 8 and r["seconds"] >= 0 and r["peak_rss_mb"] > 0 for r in runs)
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # the parent's environment is put back
+    assert "| llmhead | tuned | 8 |" in allocator.format_table(runs)
 
 
 def test_lora_dropout_quick(tmp_path):
