@@ -1,19 +1,21 @@
 """glibc's malloc thresholds and the forward pass on the CPU: llmhead's feature pass and the peer's forward, each
-with glibc's defaults and with fixed thresholds set through the environment.
+with glibc's defaults and with fixed thresholds set through the environment; llmhead also as its commands run it
+(``llmhead ...`` and the recipes set the same thresholds at start-up, ``llmhead/cli/startup.py``).
 
 With its defaults glibc raises its mmap threshold as blocks are freed (at most 32 MB) and gives the top of the heap
 back to the system once more than twice that is free, so a forward pass whose per-layer tensors are tens of MB maps,
 unmaps and faults memory in again at every layer. Fixed thresholds (``MALLOC_MMAP_THRESHOLD_=33554432``: blocks up
-to 32 MB from the heap; ``MALLOC_TRIM_THRESHOLD_``: the heap kept) reuse the same memory instead. llmhead does not
-set them itself: they are the process's, set before it starts (README, "CPU speed").
+to 32 MB from the heap; ``MALLOC_TRIM_THRESHOLD_``: the heap kept) reuse the same memory instead. The library sets
+nothing (a library call leaves the process as it found it); llmhead's commands own their process and set them.
 
-Each (setting, side) is a spawned process, in turn: SmolLM2-135M, the same BBC News articles (256 tokens), a warm-up
-on 16 other articles, then the pass twice; it reports the faster pass, its page faults and the process's peak RSS.
+Each (setting, side) is a spawned process, in turn, in each of two rounds: SmolLM2-135M, the same BBC News articles
+(256 tokens), a warm-up on 16 other articles, then the pass twice; it reports the faster pass, its page faults and
+the process's peak RSS.
 llmhead: ``embed`` of a frozen ``mode="head"`` classifier (batches of 32). The peer:
 ``AutoModelForSequenceClassification`` under bf16 autocast where native, batches of 16 padded by the tokenizer (as
 its ``Trainer`` evaluates).
 
-    .venv/bin/python benchmarks/allocator.py            # ~3 min; results/allocator.json
+    .venv/bin/python benchmarks/allocator.py            # two rounds, ~8 min; results/allocator.json
     .venv/bin/python benchmarks/allocator.py --quick    # tiny model, seconds (a test runs it)
 """
 
@@ -43,7 +45,11 @@ def page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def one_run(dataset: str, side: str, threads: int) -> dict:
+def one_run(dataset: str, side: str, threads: int, command: bool = False) -> dict:
+    if command:  # what `llmhead ...` and the recipes do first
+        from llmhead.cli.startup import keep_heap
+
+        assert keep_heap(), "glibc's thresholds were not set"
     import torch
     from time_to_accuracy import DATASETS, load
 
@@ -90,7 +96,8 @@ def one_run(dataset: str, side: str, threads: int) -> dict:
         forward(rows)
         passes.append((time.perf_counter() - start, page_faults() - faults))
     seconds, faults = min(passes)
-    allocator = "tuned" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "glibc defaults"
+    allocator = "environment" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "glibc defaults"
+    allocator = "llmhead command" if command else allocator
     return {
         "side": side,
         "allocator": allocator,
@@ -103,25 +110,29 @@ def one_run(dataset: str, side: str, threads: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model and toy rows (still spawned processes)")
+    parser.add_argument("--rounds", type=int, default=2, help="each setting this many times, in turn")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "allocator.json"))
     args = parser.parse_args(argv)
     dataset = "quick" if args.quick else "bbc"
     runs = []
-    for tuned in (False, True):
-        saved = {name: os.environ.get(name) for name in TUNED}
-        if tuned:  # read by glibc when the spawned process starts
-            os.environ.update(TUNED)
-        try:
-            for side in ("llmhead", "peer"):
-                runs.append(isolated(one_run, dataset, side, args.threads))
-                print(json.dumps(runs[-1]), flush=True)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    for round_ in range(1 if args.quick else args.rounds):  # glibc's choices vary between processes: see the spread
+        for tuned in (False, True):
+            saved = {name: os.environ.get(name) for name in TUNED}
+            if tuned:  # read by glibc when the spawned process starts
+                os.environ.update(TUNED)
+            try:
+                for side in ("llmhead", "peer"):
+                    runs.append({"round": round_ + 1, **isolated(one_run, dataset, side, args.threads)})
+                    print(json.dumps(runs[-1]), flush=True)
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+        runs.append({"round": round_ + 1, **isolated(one_run, dataset, "llmhead", args.threads, True)})
+        print(json.dumps(runs[-1]), flush=True)
     result = {
         "setup": {**machine(args.threads), "dataset": dataset, "model": "smollm2-135m", "tuned": TUNED},
         "runs": runs,
@@ -132,11 +143,14 @@ def main(argv=None) -> dict:
 
 
 def format_table(runs: list[dict]) -> str:
-    lines = ["| side | allocator | rows | forward s | page faults | peak RSS MB |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| round | side | allocator | rows | forward s | page faults | peak RSS MB |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
     for r in runs:
         lines.append(
-            f"| {r['side']} | {r['allocator']} | {r['rows']} | {r['seconds']:.2f} | {r['page_faults']:,} | "
-            f"{r['peak_rss_mb']:.0f} |"
+            f"| {r['round']} | {r['side']} | {r['allocator']} | {r['rows']} | {r['seconds']:.2f} | "
+            f"{r['page_faults']:,} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
 

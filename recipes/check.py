@@ -21,6 +21,7 @@ from train import CONFIG_ERRORS, fail  # noqa: E402
 
 import llmhead  # noqa: E402
 from llmhead.cli.main import print_check, read_texts_file  # noqa: E402  (shared with `llmhead check`)
+from llmhead.cli.startup import keep_heap  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -39,4 +40,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    keep_heap()  # this process is the recipe's: glibc keeps its heap (llmhead/cli/startup.py)
     sys.exit(0 if main()["passed"] else 1)

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train import CONFIG_ERRORS, check_test_labels, fail, load_config, read_raw, splits  # noqa: E402
 
+from llmhead.cli.startup import keep_heap  # noqa: E402
 from llmhead.config import build, invalid  # noqa: E402
 from llmhead.data import DataError, read_raw_labels, read_table, read_texts  # noqa: E402
 from llmhead.model.backbone import resolve  # noqa: E402
@@ -128,4 +129,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    keep_heap()  # this process is the recipe's: glibc keeps its heap (llmhead/cli/startup.py)
     main()

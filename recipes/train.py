@@ -31,6 +31,7 @@ from llmhead.cli.recipe import (  # noqa: E402, F401
     splits,
     train,
 )
+from llmhead.cli.startup import keep_heap  # noqa: E402
 from llmhead.finetuning.loop import TrainingInterrupted  # noqa: E402
 
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    keep_heap()  # this process is the recipe's: glibc keeps its heap (llmhead/cli/startup.py)
     try:
         main()
     except TrainingInterrupted as exc:  # SIGTERM: a checkpoint was written; resume=true continues

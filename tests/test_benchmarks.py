@@ -91,12 +91,13 @@ def test_allocator_quick(tmp_path):
     assert [(r["side"], r["allocator"]) for r in runs] == [
         ("llmhead", "glibc defaults"),
         ("peer", "glibc defaults"),
-        ("llmhead", "tuned"),
-        ("peer", "tuned"),
+        ("llmhead", "environment"),
+        ("peer", "environment"),
+        ("llmhead", "llmhead command"),
     ]
     assert all(r["rows"] == 8 and r["seconds"] >= 0 and r["peak_rss_mb"] > 0 for r in runs)
     assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # the parent's environment is put back
-    assert "| llmhead | tuned | 8 |" in allocator.format_table(runs)
+    assert "| 1 | llmhead | llmhead command | 8 |" in allocator.format_table(runs)
 
 
 def test_lora_dropout_quick(tmp_path):

@@ -272,3 +272,61 @@ def test_the_llmhead_commands_the_readme_shows_parse():
     assert len(shown) >= 7 and {line.split()[1] for line in shown} == set(cli.COMMANDS)
     for line in shown:
         cli.build_parser().parse_args(shlex.split(line)[1:])  # argparse exits 2 on an unknown option
+
+
+# ---- the process a command owns -----------------------------------------------------------------------------------
+def test_commands_set_glibc_thresholds_at_start_up_and_main_alone_does_not(monkeypatch):
+    """`llmhead ...` (the console script) and the recipes keep glibc's heap (startup.keep_heap); cli.main, which
+    Python code and these tests call, sets nothing."""
+    import runpy
+
+    from llmhead.cli import startup
+
+    calls = []
+    monkeypatch.setattr(startup, "keep_heap", lambda: calls.append(1) or True)
+    with pytest.raises(SystemExit):
+        cli.main(["info", "--help"])
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", ["llmhead", "--help"])
+    with pytest.raises(SystemExit):
+        cli.run()
+    assert calls == [1]
+    for recipe in ("train", "ladder", "check"):
+        monkeypatch.setattr(sys, "argv", [f"{recipe}.py", "--help"])
+        with pytest.raises(SystemExit):
+            runpy.run_path(str(ROOT / "recipes" / f"{recipe}.py"), run_name="__main__")
+    assert calls == [1] * 4
+
+
+def test_keep_heap_calls_mallopt_with_glibc_numbers(monkeypatch):
+    import ctypes
+
+    from llmhead.cli import startup
+
+    class Libc:
+        calls: list = []
+
+        def gnu_get_libc_version(self):
+            return b"2.36"
+
+        def __init__(self):
+            self.mallopt = lambda param, value: Libc.calls.append((param, value)) or 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    for name in ("LLMHEAD_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    assert startup.keep_heap() is True
+    assert Libc.calls == [(-3, 32 * 2**20), (-1, 2**31 - 1)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    for name, value in (("LLMHEAD_MALLOC", "default"), ("MALLOC_TRIM_THRESHOLD_", "1")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            assert startup.keep_heap() is False  # the user's choice wins
+    assert len(Libc.calls) == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only")
+def test_keep_heap_is_accepted_by_this_glibc():
+    code = "from llmhead.cli.startup import keep_heap; print(keep_heap())"
+    env = {k: v for k, v in os.environ.items() if k not in ("LLMHEAD_MALLOC", "MALLOC_TRIM_THRESHOLD_")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.stdout.strip() == "True", proc.stderr

@@ -306,5 +306,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The console script's entry point."""
+    """The console script's entry point: the process is the command's, so it sets glibc's malloc thresholds first
+    (``startup.keep_heap``); ``main`` alone (called from Python) sets nothing."""
+    from llmhead.cli.startup import keep_heap
+
+    keep_heap()
     sys.exit(main())
