@@ -635,3 +635,27 @@ def test_fuzz_read_inputs_any_values(values):
         return
     assert all(isinstance(t, str) for t in texts)
     assert len(texts) == len(values) if isinstance(values, (list, tuple)) else isinstance(values, dict)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (["text,label", "fine,pos", '"open,neg', "x,pos"], "lines 3-4: not valid CSV: unexpected end of data (row 2;"),
+        (["text,label", '"a"b,pos', "c,neg"], "line 2: not valid CSV: ',' expected after '\"' (row 1;"),
+        (['"text,label', "a,pos"], "lines 1-2: not valid CSV: unexpected end of data (the header;"),
+        (["text,text", "a,b"], "line 1: the header names column(s) 'text' more than once (header: 'text', 'text')"),
+    ],
+    ids=["unterminated", "after-quote", "header", "duplicate-column"],
+)
+def test_a_csv_mistake_reads_the_same_whole_and_streamed(content, message, tmp_path):
+    """`read_table` (training data) and `llmhead predict`'s chunked reader share one CSV reader: the same mistake
+    gets the same message, naming the file, the line and the row."""
+    from llmhead.cli.stream import read_chunks
+
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(content) + "\n")
+    with pytest.raises(DataError) as whole:
+        read_table(str(path))
+    with pytest.raises(DataError) as streamed:
+        list(read_chunks(str(path), 1))
+    assert f"{path}: {message}" in str(whole.value) and f"{path}: {message}" in str(streamed.value), (whole, streamed)

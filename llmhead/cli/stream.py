@@ -22,6 +22,7 @@ from pathlib import Path
 
 from llmhead.data import DataError
 from llmhead.data.base import duplicates, names
+from llmhead.data.files import DuplicateKeys, check_header, csv_records, delimiter_name, unique_keys
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 STDIO = "-"
@@ -83,36 +84,17 @@ def _text(raw, origin: str) -> io.TextIOWrapper:
 
 def _csv_chunks(raw, origin: str, size: int, delimiter: str) -> Iterator[Chunk]:
     text = _text(raw, origin)
-    reader = csv.reader(text, delimiter=delimiter, strict=True)
-    name = "tab" if delimiter == "\t" else "','"
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, 2**31 - 1))  # a long document is a text, not an error
     try:
         header, row, records, lines = None, 0, [], []
-        while True:
-            start = reader.line_num + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raise DataError(
-                    f"{origin}: line {start} (row {row + 1}): not valid CSV: {exc} (a cell that starts with a quote "
-                    'must end with a quote; write a quote inside a quoted cell as "")'
-                ) from None
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{origin}: near line {start} (row {row + 1}): byte 0x{exc.object[exc.start]:02x} is not valid "
-                    "UTF-8; the file must be UTF-8 encoded (re-save it as UTF-8)"
-                ) from None
-            if not record:  # a blank line holds no example
-                continue
+        for start, record in csv_records(text, origin, delimiter):
             if header is None:
-                header = _check_header(record, origin, start, name)
+                header = check_header(record, origin, start, delimiter)
                 continue
             row += 1
             if len(record) != len(header):
-                hint = f"; quote a cell that contains a {name}" if len(record) > len(header) else ""
+                hint = (
+                    f"; quote a cell that contains a {delimiter_name(delimiter)}" if len(record) > len(header) else ""
+                )
                 raise DataError(
                     f"{origin}: row {row} (line {start}): expected {len(header)} fields, as in the header, found "
                     f"{len(record)}{hint}"
@@ -129,33 +111,7 @@ def _csv_chunks(raw, origin: str, size: int, delimiter: str) -> Iterator[Chunk]:
         if records:
             yield Chunk({h: [r[j] for r in records] for j, h in enumerate(header)}, row - len(records) + 1, lines)
     finally:
-        csv.field_size_limit(limit)
         text.detach()  # the caller closes the file
-
-
-def _check_header(header: list[str], origin: str, line: int, name: str) -> list[str]:
-    unnamed = [j + 1 for j, h in enumerate(header) if not h.strip()]
-    if unnamed:
-        raise DataError(
-            f"{origin}: line {line}: the header has no name for column(s) {unnamed} (header: {names(header)}); every "
-            f"column needs a name (a {name} at the end of each line makes an extra, unnamed column)"
-        )
-    twice = duplicates(header)
-    if twice:
-        raise DataError(f"{origin}: line {line}: the header names column(s) {names(twice)} more than once")
-    return header
-
-
-class _DuplicateKeys(Exception):
-    def __init__(self, keys: list[str]):
-        self.keys = keys
-
-
-def _unique_keys(pairs: list) -> dict:
-    out = dict(pairs)
-    if len(out) < len(pairs):
-        raise _DuplicateKeys(duplicates([k for k, _ in pairs]))
-    return out
 
 
 def _jsonl_chunks(raw, origin: str, size: int) -> Iterator[Chunk]:
@@ -174,8 +130,8 @@ def _jsonl_chunks(raw, origin: str, size: int) -> Iterator[Chunk]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line, object_pairs_hook=_unique_keys)
-        except _DuplicateKeys as exc:
+            value = json.loads(line, object_pairs_hook=unique_keys)
+        except DuplicateKeys as exc:
             raise DataError(f"{origin}: line {number}: key(s) {names(exc.keys)} appear more than once") from None
         except (ValueError, RecursionError) as exc:
             raise DataError(f"{origin}: line {number}: not valid JSON: {exc}") from None

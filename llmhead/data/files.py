@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,51 +61,70 @@ def _decode(data: bytes, path: Path) -> str:
         ) from None
 
 
-def _csv_records(text: str, path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
-    """(line the record starts on, its cells) for each record that is not a blank line."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    records: list[tuple[int, list[str]]] = []
+def csv_records(text, origin, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, its cells) for each record of the text stream ``text`` that is not a blank line,
+    read as it is consumed (``predict`` streams a file through it chunk by chunk). A cell may be as long as a
+    document (csv's field size limit is raised while reading and put back after)."""
+    reader = csv.reader(text, delimiter=delimiter, strict=True)
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, 2**31 - 1))  # a long document is a text, not an error
+    records = 0
     try:
         while True:
             start = reader.line_num + 1
+            where = "the header" if records == 0 else f"row {records}"
             try:
                 record = next(reader)
             except StopIteration:
-                break
+                return
             except csv.Error as exc:
-                where = f"line {start}" if reader.line_num <= start else f"lines {start}-{reader.line_num}"
+                lines = f"line {start}" if reader.line_num <= start else f"lines {start}-{reader.line_num}"
                 raise DataError(
-                    f"{path}: {where}: not valid CSV: {exc} (a cell that starts with a quote must end with a quote; "
-                    'write a quote inside a quoted cell as "")'
+                    f"{origin}: {lines}: not valid CSV: {exc} ({where}; a cell that starts with a quote must end with "
+                    'a quote; write a quote inside a quoted cell as "")'
+                ) from None
+            except UnicodeDecodeError as exc:  # a stream decoded as it is read
+                raise DataError(
+                    f"{origin}: near line {start} ({where}): byte 0x{exc.object[exc.start]:02x} is not valid UTF-8; "
+                    "the file must be UTF-8 encoded (re-save it as UTF-8)"
                 ) from None
             if record:  # a blank line holds no example
-                records.append((start, record))
+                records += 1
+                yield start, record
     finally:
         csv.field_size_limit(limit)
-    return records
 
 
-def _read_csv(text: str, path: Path, delimiter: str) -> Table:
-    """Every cell as written, as a string; an empty cell is a missing value (None). Blank lines are skipped."""
-    name = "tab" if delimiter == "\t" else "','"
-    records = _csv_records(text, path, delimiter)
-    if not records:
-        raise DataError(f"{path} is empty")
-    (header_line, header), body = records[0], records[1:]
+def check_header(header: list[str], origin, line: int, delimiter: str) -> list[str]:
+    """``header`` when every column has a name, once; else the error naming the line and the columns."""
     unnamed = [j + 1 for j, h in enumerate(header) if not h.strip()]
     if unnamed:
         raise DataError(
-            f"{path}: line {header_line}: the header has no name for column(s) {unnamed} (header: {names(header)}); "
-            f"every column needs a name (a {name} at the end of each line makes an extra, unnamed column)"
+            f"{origin}: line {line}: the header has no name for column(s) {unnamed} (header: {names(header)}); every "
+            f"column needs a name (a {delimiter_name(delimiter)} at the end of each line makes an extra, unnamed "
+            "column)"
         )
     twice = duplicates(header)
     if twice:
         raise DataError(
-            f"{path}: line {header_line}: the header names column(s) {names(twice)} more than once "
+            f"{origin}: line {line}: the header names column(s) {names(twice)} more than once "
             f"(header: {names(header)}); column names must be unique"
         )
+    return header
+
+
+def delimiter_name(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+def _read_csv(text: str, path: Path, delimiter: str) -> Table:
+    """Every cell as written, as a string; an empty cell is a missing value (None). Blank lines are skipped."""
+    name = delimiter_name(delimiter)
+    records = list(csv_records(io.StringIO(text, newline=""), path, delimiter))
+    if not records:
+        raise DataError(f"{path} is empty")
+    (header_line, header), body = records[0], records[1:]
+    check_header(header, path, header_line, delimiter)
     if not body:
         raise DataError(f"{path} has a header but no rows")
     problems = []
@@ -119,21 +139,21 @@ def _read_csv(text: str, path: Path, delimiter: str) -> Table:
     return Table(columns, str(path), [line for line, _ in body])
 
 
-class _DuplicateKeys(Exception):
+class DuplicateKeys(Exception):
     def __init__(self, keys: list[str]):
         self.keys = keys
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     """``object_pairs_hook`` for ``json``: a key written twice in one object is an error, not "the last wins"."""
     out = dict(pairs)
     if len(out) < len(pairs):
-        raise _DuplicateKeys(duplicates([k for k, _ in pairs]))
+        raise DuplicateKeys(duplicates([k for k, _ in pairs]))
     return out
 
 
 def _parse(text: str):
-    return json.loads(text, object_pairs_hook=_unique_keys)
+    return json.loads(text, object_pairs_hook=unique_keys)
 
 
 def _json_kind(value) -> str:
@@ -152,7 +172,7 @@ def _read_jsonl(text: str, path: Path) -> Table:
         except json.JSONDecodeError as exc:
             problems.append(f"line {number}: not valid JSON: {exc.msg} at character {exc.colno}")
             continue
-        except _DuplicateKeys as exc:
+        except DuplicateKeys as exc:
             problems.append(f"line {number}: key(s) {names(exc.keys)} appear more than once in one object")
             continue
         except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
@@ -175,7 +195,7 @@ def _read_json(text: str, path: Path) -> Table:
         if exc.msg == "Extra data":  # more than one value: JSON Lines in a .json file
             return _read_jsonl(text, path)
         raise DataError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg} at character {exc.colno}") from None
-    except _DuplicateKeys as exc:
+    except DuplicateKeys as exc:
         raise DataError(f"{path}: key(s) {names(exc.keys)} appear more than once in one object") from None
     except (ValueError, RecursionError) as exc:
         raise DataError(f"{path}: not valid JSON: {type(exc).__name__}: {exc}") from None
