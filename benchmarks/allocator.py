@@ -22,8 +22,10 @@ its ``Trainer`` evaluates).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -45,8 +47,8 @@ def page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def one_run(dataset: str, side: str, threads: int, command: bool = False) -> dict:
-    if command:  # what `llmhead ...` and the recipes do first
+def one_run(dataset: str, side: str, threads: int, allocator: str) -> dict:
+    if allocator == "llmhead command":  # what `llmhead ...` and the recipes do first
         from llmhead.cli.startup import keep_heap
 
         assert keep_heap(), "glibc's thresholds were not set"
@@ -96,8 +98,6 @@ def one_run(dataset: str, side: str, threads: int, command: bool = False) -> dic
         forward(rows)
         passes.append((time.perf_counter() - start, page_faults() - faults))
     seconds, faults = min(passes)
-    allocator = "environment" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "glibc defaults"
-    allocator = "llmhead command" if command else allocator
     return {
         "side": side,
         "allocator": allocator,
@@ -105,6 +105,22 @@ def one_run(dataset: str, side: str, threads: int, command: bool = False) -> dic
         "seconds": round(seconds, 2),
         "page_faults": faults,
     }
+
+
+@contextlib.contextmanager
+def environment(values: dict):
+    """Only ``values`` of glibc's malloc settings (and none of llmhead's opt-out) in ``os.environ`` while it is open,
+    so that "glibc defaults" are the defaults whatever the parent process has; the parent's put back after."""
+    names = (*TUNED, "GLIBC_TUNABLES", "LLMHEAD_MALLOC")
+    saved = {name: os.environ.pop(name, None) for name in names}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name in names:
+            os.environ.pop(name, None)
+            if saved[name] is not None:
+                os.environ[name] = saved[name]
 
 
 def main(argv=None) -> dict:
@@ -115,29 +131,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(RESULTS / "allocator.json"))
     args = parser.parse_args(argv)
     dataset = "quick" if args.quick else "bbc"
-    runs = []
-    for round_ in range(1 if args.quick else args.rounds):  # glibc's choices vary between processes: see the spread
-        for tuned in (False, True):
-            saved = {name: os.environ.get(name) for name in TUNED}
-            if tuned:  # read by glibc when the spawned process starts
-                os.environ.update(TUNED)
-            try:
-                for side in ("llmhead", "peer"):
-                    runs.append({"round": round_ + 1, **isolated(one_run, dataset, side, args.threads)})
-                    print(json.dumps(runs[-1]), flush=True)
-            finally:
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
-        runs.append({"round": round_ + 1, **isolated(one_run, dataset, "llmhead", args.threads, True)})
-        print(json.dumps(runs[-1]), flush=True)
+    settings = [("glibc defaults", {}, ("llmhead", "peer")), ("environment", TUNED, ("llmhead", "peer"))]
+    if platform.libc_ver()[0] == "glibc":  # keep_heap sets nothing elsewhere
+        settings.append(("llmhead command", {}, ("llmhead",)))
     result = {
         "setup": {**machine(args.threads), "dataset": dataset, "model": "smollm2-135m", "tuned": TUNED},
-        "runs": runs,
+        "runs": [],
     }
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    for round_ in range(1 if args.quick else args.rounds):  # glibc's choices vary between processes: see the spread
+        for allocator, env, sides in settings:
+            for side in sides:
+                with environment(env):  # read by glibc when the spawned process starts
+                    run = isolated(one_run, dataset, side, args.threads, allocator)
+                result["runs"].append({"round": round_ + 1, "allocator": allocator, **run})
+                print(json.dumps(result["runs"][-1]), flush=True)
+                Path(args.out).write_text(json.dumps(result, indent=1) + "\n")  # what ran so far, if a row fails
+    runs = result["runs"]
     print(format_table(runs))
     return result
 

@@ -284,6 +284,8 @@ def test_commands_set_glibc_thresholds_at_start_up_and_main_alone_does_not(monke
 
     calls = []
     monkeypatch.setattr(startup, "keep_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the recipes add their folders
+    assert not hasattr(cli, "keep_heap")  # imported where it is called, so the patch above is what runs
     with pytest.raises(SystemExit):
         cli.main(["info", "--help"])
     assert calls == []
@@ -298,35 +300,60 @@ def test_commands_set_glibc_thresholds_at_start_up_and_main_alone_does_not(monke
     assert calls == [1] * 4
 
 
-def test_keep_heap_calls_mallopt_with_glibc_numbers(monkeypatch):
-    import ctypes
-
+def test_keep_heap_leaves_the_user_s_choice_alone(monkeypatch):
     from llmhead.cli import startup
 
-    class Libc:
-        calls: list = []
-
-        def gnu_get_libc_version(self):
-            return b"2.36"
-
-        def __init__(self):
-            self.mallopt = lambda param, value: Libc.calls.append((param, value)) or 1
-
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
-    for name in ("LLMHEAD_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("LLMHEAD_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
-    assert startup.keep_heap() is True
-    assert Libc.calls == [(-3, 32 * 2**20), (-1, 2**31 - 1)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-    for name, value in (("LLMHEAD_MALLOC", "default"), ("MALLOC_TRIM_THRESHOLD_", "1")):
+    assert not startup.user_tuned()
+    for name, value in (
+        ("LLMHEAD_MALLOC", "Default"),
+        ("MALLOC_TRIM_THRESHOLD_", "1"),
+        ("MALLOC_MMAP_THRESHOLD_", "1048576"),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1"),
+    ):
         with monkeypatch.context() as m:
             m.setenv(name, value)
-            assert startup.keep_heap() is False  # the user's choice wins
-    assert len(Libc.calls) == 2
+            assert startup.user_tuned() and startup.keep_heap() is False, name
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX2")  # not malloc's
+    assert not startup.user_tuned()
 
 
-@pytest.mark.skipif(sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only")
-def test_keep_heap_is_accepted_by_this_glibc():
-    code = "from llmhead.cli.startup import keep_heap; print(keep_heap())"
-    env = {k: v for k, v in os.environ.items() if k not in ("LLMHEAD_MALLOC", "MALLOC_TRIM_THRESHOLD_")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
-    assert proc.stdout.strip() == "True", proc.stderr
+MALLINFO = """
+import ctypes, sys
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype, libc.malloc.restype = Mallinfo2, ctypes.c_void_p
+libc.malloc.argtypes, libc.free.argtypes = [ctypes.c_size_t], [ctypes.c_void_p]
+from llmhead.cli.startup import keep_heap
+kept = keep_heap()
+block = libc.malloc(20 * 2**20)
+mapped = libc.mallinfo2().hblkhd  # bytes in blocks mmap'd apart from the heap
+libc.free(block)
+print(kept, mapped >= 20 * 2**20, libc.mallinfo2().arena >= 20 * 2**20)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or __import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_heap_makes_glibc_keep_a_freed_20_mb_block_in_its_heap():
+    # With glibc's defaults a fresh process maps a 20 MB block apart from the heap and unmaps it when freed; with
+    # keep_heap it comes from the heap and stays there after free (mallinfo2: glibc >= 2.33)
+    def run(**env):
+        clean = {k: v for k, v in os.environ.items() if k not in (*startup_names(), "GLIBC_TUNABLES")}
+        proc = subprocess.run(
+            [sys.executable, "-c", MALLINFO], capture_output=True, text=True, env={**clean, **env}, cwd=ROOT
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert run() == ["True", "False", "True"]
+    assert run(LLMHEAD_MALLOC="default") == ["False", "True", "False"]
+
+
+def startup_names() -> tuple[str, ...]:
+    from llmhead.cli import startup
+
+    return (startup.OPT_OUT, *startup.USERS)
