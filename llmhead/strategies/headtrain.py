@@ -58,22 +58,11 @@ def fit_head(
     generator = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     features, targets = train
     loader = DataLoader(range(len(features)), batch_size=cfg.batch_size, shuffle=True, generator=generator)
-    no_decay = [p for n, p in head.named_parameters() if p.ndim < 2]
-    decay = [p for n, p in head.named_parameters() if p.ndim >= 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
+    optimizer = head_optimizer(head, cfg)
     total = max(1, cfg.epochs * math.ceil(len(features) / cfg.batch_size))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    device = torch.device("cpu")
-    head.to(device)
-    weights = None
-    if cfg.class_weights is not None:
-        weights = (
-            labels.class_weights(targets)
-            if cfg.class_weights == "auto"
-            else torch.tensor(cfg.class_weights, dtype=torch.float32)
-        ).to(device)
+    head.to(torch.device("cpu"))
+    weights = loss_weights(labels, targets, cfg)
 
     best_loss, best_state, stale, history = math.inf, None, 0, []
     if start_is_candidate or cfg.epochs == 0:
@@ -84,22 +73,7 @@ def fit_head(
         events.evaluated(history[-1], time.perf_counter() - began, is_main_process())
     bar = progress_bar(progress and is_main_process(), iterable=range(cfg.epochs), desc="head", unit="epoch")
     for epoch in bar:
-        head.train()
-        running, seen = 0.0, 0
-        for index in loader:
-            index = index.cpu()
-            x, mask = features.take(index)
-            mask = mask.to(device) if mask is not None else None
-            logits = head(x.to(device), mask)
-            loss = labels.loss(logits, targets[index].to(device), weights, cfg.focal_gamma)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}; lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            running += loss.item() * len(index)
-            seen += len(index)
+        train_loss = one_epoch(head, labels, loader, train, weights, cfg, optimizer, scheduler, epoch)
         began = time.perf_counter()
         val_loss, scores = evaluate(head, labels, val, cfg.batch_size)
         improved = val_loss < best_loss - 1e-6
@@ -108,11 +82,9 @@ def fit_head(
             best_state = copy.deepcopy(head.state_dict())
         else:
             stale += 1
-        history.append(
-            {"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss, **scores, "best": improved}
-        )
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **scores, "best": improved})
         events.evaluated(history[-1], time.perf_counter() - began, is_main_process())
-        bar.set_postfix(train=f"{running / seen:.4f}", val=f"{val_loss:.4f}", refresh=False)
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", refresh=False)
         budget.check("head training")
         if cfg.patience and stale >= cfg.patience:
             log.info("early stop after epoch %d: no better validation loss for %d epochs", epoch + 1, stale)
@@ -121,6 +93,43 @@ def fit_head(
     if best_state is not None:
         head.load_state_dict(best_state)
     return history
+
+
+def head_optimizer(head: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the weight matrices only (not on biases, norms or the layer mix)."""
+    no_decay = [p for p in head.parameters() if p.ndim < 2]
+    decay = [p for p in head.parameters() if p.ndim >= 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def loss_weights(labels: LabelSpace, targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor | None:
+    """Per-class loss weights: ``class_weights="auto"`` (from the training targets), the given list, or None."""
+    if cfg.class_weights is None:
+        return None
+    if cfg.class_weights == "auto":
+        return labels.class_weights(targets)
+    return torch.tensor(cfg.class_weights, dtype=torch.float32)
+
+
+def one_epoch(head, labels: LabelSpace, loader, train, weights, cfg: TrainConfig, optimizer, scheduler, epoch: int):
+    """One pass over the cached training features in ``loader``'s order; the mean training loss per example."""
+    features, targets = train
+    head.train()
+    running, seen = 0.0, 0
+    for index in loader:
+        index = index.cpu()
+        x, mask = features.take(index)
+        loss = labels.loss(head(x, mask), targets[index], weights, cfg.focal_gamma)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}; lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running += loss.item() * len(index)
+        seen += len(index)
+    return running / seen
 
 
 @torch.no_grad()
