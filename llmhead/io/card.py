@@ -151,8 +151,28 @@ def _calibration(record) -> str:
 
 def render(manifest: dict, name: str) -> str:
     """The card's text: front matter, then what the model is, its labels, data, settings, metrics and how to use it."""
+    labels, task = manifest["labels"], manifest["labels"]["task"]
+    parts = [
+        *_intro(manifest, name),
+        *_labels(labels),
+        _calibration(labels.get("calibration")),
+        *_data(manifest.get("data") or {}),
+        *_settings(manifest),
+        *_metrics(manifest.get("metrics") or {}),
+        _use(name, task),
+    ]
+    versions = manifest.get("versions") or {}
+    if versions:
+        parts.append("\nSaved with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    parts.append(
+        "\nThis card is written by each save and rewritten by the next, unless you edit it: an edited card is kept. "
+        "It is not part of the sealed files, so editing it never stops the model from loading."
+    )
+    return "\n".join(parts) + "\n"
+
+
+def _intro(manifest: dict, name: str) -> list[str]:
     model, labels, backbone = manifest["model"], manifest["labels"], manifest["backbone"]
-    data, history = manifest.get("data") or {}, manifest.get("history") or []
     task, mode, names = labels["task"], model["mode"], labels["names"]
     base = base_model(backbone)
     where = f"[`{base}`](https://huggingface.co/{base})" if base else f"`{backbone['source']}`"
@@ -171,59 +191,66 @@ def render(manifest: dict, name: str) -> str:
             f"This folder holds what was trained; the base weights are loaded from `{backbone['source']}` and checked "
             "against the fingerprint recorded at training time."
         )
+    return parts
 
-    parts.append("\n## Labels\n")
-    if task == "regression":
-        parts.append(
-            "Targets (predictions are in the units of the training data): " + ", ".join(f"`{n}`" for n in names)
-        )
-    else:
-        parts.append(
-            "In the order of the probability columns: "
-            + ", ".join(f"`{n}`" for n in names)
-            + "."
-            + (f" Decision thresholds (per label): {labels['thresholds']}." if labels.get("thresholds") else "")
-        )
 
-    parts.append(_calibration(labels.get("calibration")))
+def _labels(labels: dict) -> list[str]:
+    listed = ", ".join(f"`{n}`" for n in labels["names"])
+    if labels["task"] == "regression":
+        return ["\n## Labels\n", "Targets (predictions are in the units of the training data): " + listed]
+    thresholds = labels.get("thresholds")
+    per_label = f" Decision thresholds (per label): {thresholds}." if thresholds else ""
+    return ["\n## Labels\n", "In the order of the probability columns: " + listed + "." + per_label]
 
-    parts.append("\n## Data\n")
-    if data:
-        held_out = data.get("train_rows", 0) - data.get("train_examples", 0)
-        rows = [("training", f"{shown(data.get('train'))}: {_number(data.get('train_examples'))} examples")]
-        if held_out > 0:
-            rows[0] = ("training", rows[0][1] + f" ({_number(held_out)} more held out for validation)")
-        elif data.get("eval"):
-            rows.append(("validation", f"{shown(data['eval'])}: {_number(data.get('eval_examples'))} examples"))
-        rows.append(("text column", f"`{data.get('text')}`"))
-        rows.append(("label column", f"`{data.get('label')}`"))
-        parts.append(_table(rows, ("", "")))
-    else:
-        parts.append("Not recorded (the model was not trained by `fit`, or was saved by an older llmhead).")
 
-    parts.append("\n## Training settings\n")
-    parts.append("The options that act in this mode, as a config for `llmhead train`:\n")
+def _data(data: dict) -> list[str]:
+    if not data:
+        return ["\n## Data\n", "Not recorded (the model was not trained by `fit`, or was saved by an older llmhead)."]
+    held_out = data.get("train_rows", 0) - data.get("train_examples", 0)
+    rows = [("training", f"{shown(data.get('train'))}: {_number(data.get('train_examples'))} examples")]
+    if held_out > 0:
+        rows[0] = ("training", rows[0][1] + f" ({_number(held_out)} more held out for validation)")
+    elif data.get("eval"):
+        rows.append(("validation", f"{shown(data['eval'])}: {_number(data.get('eval_examples'))} examples"))
+    rows.append(("text column", f"`{data.get('text')}`"))
+    rows.append(("label column", f"`{data.get('label')}`"))
+    return ["\n## Data\n", _table(rows, ("", ""))]
+
+
+def _settings(manifest: dict) -> list[str]:
     used = yaml.safe_dump(settings(manifest), sort_keys=False, allow_unicode=True, width=100)
-    parts.append("```yaml\n" + used.rstrip() + "\n```")
+    parts = [
+        "\n## Training settings\n",
+        "The options that act in this mode, as a config for `llmhead train`:\n",
+        "```yaml\n" + used.rstrip() + "\n```",
+    ]
+    history = manifest.get("history") or []
     losses = [h["val_loss"] for h in history if isinstance(h.get("val_loss"), float)]
     if history:
         best = f", best validation loss {min(losses):.4f}" if losses else ""
         parts.append(f"\n{len(history)} evaluation(s) during training{best}.")
+    return parts
 
-    parts.append("\n## Metrics\n")
-    measured = manifest.get("metrics") or {}
-    if measured:
-        for source, result in measured.items():
-            rows = [(HUB_METRICS.get(k, (k, k))[1], f"{v:.4f}") for k, v in scalar_metrics(result).items()]
-            n = f" ({result['n']:,} examples)" if isinstance(result.get("n"), int) else ""
-            parts.append(f"On `{shown(source)}`{n}:\n\n" + _table(rows, ("metric", "value")) + "\n")
-    else:
-        parts.append("None measured yet: `clf.evaluate(test)` (or `llmhead evaluate`) and save again to record them.")
 
+def _metrics(measured: dict) -> list[str]:
+    if not measured:
+        return [
+            "\n## Metrics\n",
+            "None measured yet: `clf.evaluate(test)` (or `llmhead evaluate`) and save again to record them.",
+        ]
+    parts = ["\n## Metrics\n"]
+    for source, result in measured.items():
+        rows = [(HUB_METRICS.get(k, (k, k))[1], f"{v:.4f}") for k, v in scalar_metrics(result).items()]
+        n = f" ({result['n']:,} examples)" if isinstance(result.get("n"), int) else ""
+        parts.append(f"On `{shown(source)}`{n}:\n\n" + _table(rows, ("metric", "value")) + "\n")
+    return parts
+
+
+def _use(name: str, task: str) -> str:
     proba = (
         "" if task == "regression" else '\nprint(clf.predict_proba(["a text to score"]))  # columns: the labels above'
     )
-    parts.append(
+    return (
         "\n## Use\n\n```python\nimport llmhead\n\n"
         f"clf = llmhead.load({name!r})  # every file is checked against the digests in llmhead.json\n"
         f'print(clf.predict(["a text to score"])){proba}\n```\n\n'
@@ -231,11 +258,3 @@ def render(manifest: dict, name: str) -> str:
         f"```bash\nllmhead predict {name} texts.csv --out scored.csv{'' if task == 'regression' else ' --proba'}\n"
         f"llmhead info {name}\n```"
     )
-    versions = manifest.get("versions") or {}
-    if versions:
-        parts.append("\nSaved with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
-    parts.append(
-        "\nThis card is written by each save and rewritten by the next, unless you edit it: an edited card is kept. "
-        "It is not part of the sealed files, so editing it never stops the model from loading."
-    )
-    return "\n".join(parts) + "\n"
