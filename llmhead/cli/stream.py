@@ -22,7 +22,7 @@ from pathlib import Path
 
 from llmhead.data import DataError
 from llmhead.data.base import duplicates, names
-from llmhead.data.files import DuplicateKeys, check_header, csv_records, delimiter_name, unique_keys
+from llmhead.data.files import DuplicateKeys, check_header, csv_records, unique_keys, width_problem
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 STDIO = "-"
@@ -91,14 +91,9 @@ def _csv_chunks(raw, origin: str, size: int, delimiter: str) -> Iterator[Chunk]:
                 header = check_header(record, origin, start, delimiter)
                 continue
             row += 1
-            if len(record) != len(header):
-                hint = (
-                    f"; quote a cell that contains a {delimiter_name(delimiter)}" if len(record) > len(header) else ""
-                )
-                raise DataError(
-                    f"{origin}: row {row} (line {start}): expected {len(header)} fields, as in the header, found "
-                    f"{len(record)}{hint}"
-                )
+            problem = width_problem(row, start, header, record, delimiter)
+            if problem:
+                raise DataError(f"{origin}: {problem}")
             records.append(record)
             lines.append(start)
             if len(records) == size:

@@ -117,9 +117,16 @@ def delimiter_name(delimiter: str) -> str:
     return "tab" if delimiter == "\t" else repr(delimiter)
 
 
+def width_problem(row: int, line: int, header: list[str], record: list[str], delimiter: str) -> str | None:
+    """What is wrong with a record that has not as many fields as the header (None when it has)."""
+    if len(record) == len(header):
+        return None
+    hint = f"; quote a cell that contains a {delimiter_name(delimiter)}" if len(record) > len(header) else ""
+    return f"row {row} (line {line}): expected {len(header)} fields, as in the header, found {len(record)}{hint}"
+
+
 def _read_csv(text: str, path: Path, delimiter: str) -> Table:
     """Every cell as written, as a string; an empty cell is a missing value (None). Blank lines are skipped."""
-    name = delimiter_name(delimiter)
     records = list(csv_records(io.StringIO(text, newline=""), path, delimiter))
     if not records:
         raise DataError(f"{path} is empty")
@@ -127,14 +134,8 @@ def _read_csv(text: str, path: Path, delimiter: str) -> Table:
     check_header(header, path, header_line, delimiter)
     if not body:
         raise DataError(f"{path} has a header but no rows")
-    problems = []
-    for row, (line, record) in enumerate(body, 1):
-        if len(record) != len(header):
-            hint = f"; quote a cell that contains a {name}" if len(record) > len(header) else ""
-            problems.append(
-                f"row {row} (line {line}): expected {len(header)} fields, as in the header, found {len(record)}{hint}"
-            )
-    fail(str(path), problems)
+    problems = [width_problem(row, line, header, record, delimiter) for row, (line, record) in enumerate(body, 1)]
+    fail(str(path), [p for p in problems if p])
     columns = {h: [None if r[j] == "" else r[j] for _, r in body] for j, h in enumerate(header)}
     return Table(columns, str(path), [line for line, _ in body])
 

@@ -129,6 +129,12 @@ class LabelSpace:
             return weights[targets].sum()
         return torch.tensor(float(len(targets)))
 
+    def resolve_class_weights(self, setting, targets: torch.Tensor) -> torch.Tensor | None:
+        """TrainConfig.class_weights resolved: "auto" (inverse frequency in ``targets``), a list, or None (float32)."""
+        if setting is None:
+            return None
+        return (self.class_weights(targets) if setting == "auto" else torch.tensor(setting)).float()
+
     def class_weights(self, targets: torch.Tensor) -> torch.Tensor:
         """Inverse label frequency: n / (C * count) per class, or negatives/positives per label."""
         if self.task == "classification":

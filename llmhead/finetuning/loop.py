@@ -144,11 +144,8 @@ class Run:
             num_warmup_steps=int(cfg.warmup_ratio * self.total),
             num_training_steps=self.total,
         )
-        self.weights = None
-        if cfg.class_weights is not None:
-            auto = cfg.class_weights == "auto"
-            weights = labels.class_weights(train.targets) if auto else torch.tensor(cfg.class_weights)
-            self.weights = weights.float().to(accelerator.device)
+        weights = labels.resolve_class_weights(cfg.class_weights, train.targets)
+        self.weights = None if weights is None else weights.to(accelerator.device)
         self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": math.inf, "stale": 0, "history": []}
         self.best_weights = BestWeights()  # in memory, or in a temporary file when large (full fine-tuning)
         self.jsonl = None

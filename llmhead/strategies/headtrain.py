@@ -62,7 +62,7 @@ def fit_head(
     total = max(1, cfg.epochs * math.ceil(len(features) / cfg.batch_size))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     head.to(torch.device("cpu"))
-    weights = loss_weights(labels, targets, cfg)
+    weights = labels.resolve_class_weights(cfg.class_weights, targets)
 
     best_loss, best_state, stale, history = math.inf, None, 0, []
     if start_is_candidate or cfg.epochs == 0:
@@ -101,15 +101,6 @@ def head_optimizer(head: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optim
     decay = [p for p in head.parameters() if p.ndim >= 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def loss_weights(labels: LabelSpace, targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor | None:
-    """Per-class loss weights: ``class_weights="auto"`` (from the training targets), the given list, or None."""
-    if cfg.class_weights is None:
-        return None
-    if cfg.class_weights == "auto":
-        return labels.class_weights(targets)
-    return torch.tensor(cfg.class_weights, dtype=torch.float32)
 
 
 def one_epoch(head, labels: LabelSpace, loader, train, weights, cfg: TrainConfig, optimizer, scheduler, epoch: int):
