@@ -29,6 +29,7 @@ from llmhead.features.extract import FeatureSet
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.io import save as saving
 from llmhead.model import backbone as bb
+from llmhead.model.blocks import block_plan
 from llmhead.model.headmodel import HeadModel
 from llmhead.model.heads import MLPHead
 from llmhead.model.loading import Loaded
@@ -131,7 +132,7 @@ class Classifier:
             self._model = HeadModel(None, MLPHead(1, 1), task=self.config.task)
         if self._model is None:
             c = self.config
-            keep, layers = bb.block_plan(self.extractor.blocks(), c.layer, c.layers)
+            keep, layers = block_plan(self.extractor.blocks(), c.layer, c.layers)
             shared, key = self.strategy.shares_weights(), (keep, c.dtype, tuple(c.speedups))  # frozen: the extractor's
             self._loaded = self.extractor.frozen(key, self.strategy.causal_lm, self._load) if shared else self._load()
             if self.expected_fingerprint and self.strategy.saved_as() != "weights":
@@ -160,7 +161,7 @@ class Classifier:
         return self._loaded is not None
 
     def _load(self) -> Loaded:
-        keep, _ = bb.block_plan(self.extractor.blocks(), self.config.layer, self.config.layers)  # blocks built
+        keep, _ = block_plan(self.extractor.blocks(), self.config.layer, self.config.layers)  # blocks built
         backbone = self.strategy.load_backbone(self.source, keep)
         return Loaded.prepare(backbone, self.config.speedups, self.strategy.causal_lm)
 

@@ -61,6 +61,10 @@ def test_the_console_script_names_a_callable_that_exists():
     assert callable(getattr(importlib.import_module(module), name))
 
 
+def test_every_command_has_usage_and_a_handler():
+    assert set(cli.USAGE) == set(cli.COMMANDS) == set(cli.EXAMPLES)
+
+
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))
 def test_help_shows_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -109,6 +113,7 @@ def test_every_command_as_a_subprocess(tiny_llama, tmp_path):
     assert "PASSED" in done["check"].stdout and (tmp_path / "hf" / "config.json").is_file()
     info = json.loads(done["info"].stdout)
     assert info["mode"] == "head" and info["labels"] == ["neg", "pos"] and info["train_examples"] == 22
+    assert info["layer"] == 0.75 and info["reads"] == "block 2 of 2 (the final output)"  # 3/4 of 2 blocks: 2
     scalars = {k: v for k, v in metrics["test"].items() if isinstance(v, float)}  # accuracy, macro_f1, ece, brier
     assert info["metrics"] == {str(tmp_path / "test.csv"): scalars} and "accuracy" in scalars
     assert re.search(r"in.csv: no text column 'txet'; did you mean 'text'", error_line(done["bad text column"]))

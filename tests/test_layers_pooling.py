@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import llmhead
 from llmhead.features.extract import aggregate, chunk
-from llmhead.model.backbone import block_plan
+from llmhead.model.blocks import block_plan, describe_blocks
 from llmhead.model.pooling import last_token_index, pool
 
 
@@ -190,3 +190,14 @@ def test_feature_set_take_pads_token_states():
     tokens, mask = fs.take(torch.tensor([2, 0]))
     assert tokens.shape == (2, 3, 1, 1) and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert tokens[0, :, 0, 0].tolist() == [3.0, 4.0, 5.0] and tokens[1, 0, 0, 0] == 0.0
+
+
+def test_describe_blocks_says_what_the_head_reads():  # what `llmhead info` shows beside the layer option
+    assert describe_blocks(30, 0.75, None) == "block 23 of 30"
+    assert describe_blocks(18, 0.75, None) == "block 14 of 18"
+    assert describe_blocks(30, -1, None) == describe_blocks(30, None, None) == "block 30 of 30 (the final output)"
+    assert describe_blocks(30, None, [0, 10, -1]) == "blocks 0, 10, 30 of 30 (0: the embeddings; 30: the final output)"
+    assert describe_blocks(30, None, [-1]) == "block 30 of 30 (the final output)"
+    assert describe_blocks(30, None, [5, 10]) == "blocks 5, 10 of 30"
+    with pytest.raises(ValueError, match="out of range"):
+        describe_blocks(30, 31, None)

@@ -1,5 +1,5 @@
-"""``llmhead info``: what a saved model is (base, mode, task, labels, data, metrics, size), read from its manifest
-and file headers alone: no weights load and torch is not imported, so it answers at once."""
+"""``llmhead info``: what a saved model is (base, mode, task, labels, blocks read, data, metrics, size), read from its
+manifest and file headers alone: no weights load and torch is not imported, so it answers at once."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ def describe(folder: str | Path) -> dict:
         "template": model.get("template"),
         "pooling": model.get("pooling"),
         "layer": model.get("layers") or model.get("layer"),  # None: the last block
+        "reads": _reads(model, backbone),
         "text_column": data.get("text"),
         "train_examples": data.get("train_examples"),
         "eval_examples": data.get("eval_examples"),
@@ -78,6 +79,19 @@ def describe(folder: str | Path) -> dict:
         "size_bytes": folder_size(folder),
         "saved_with": m.get("versions"),
     }
+
+
+def _reads(model: dict, backbone: dict) -> str | None:
+    """The blocks the head reads ("block 23 of 30"), where the manifest knows the base model's depth."""
+    from llmhead.model.blocks import describe_blocks
+
+    total = backbone.get("source_blocks")
+    if not isinstance(total, int):  # no backbone (tfidf), or an older manifest
+        return None
+    try:
+        return describe_blocks(total, model.get("layer"), model.get("layers"))
+    except (TypeError, ValueError):  # a hand-edited manifest: info shows what it holds, loading says what is wrong
+        return None
 
 
 def format_info(info: dict) -> str:

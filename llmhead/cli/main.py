@@ -92,7 +92,12 @@ Run llmhead COMMAND --help for a command's options and an example.""",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    p = command("train", "train a model from a YAML config and/or options; save it with its metrics")
+    for name, (help, add_arguments) in USAGE.items():
+        add_arguments(command(name, help))
+    return parser
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value", help="a config file, then overrides")
     p.add_argument("--model", help="base model: alias (smollm2-135m, gemma3-270m), .gguf, folder or hub id")
     p.add_argument("--train", help="training data file (.csv .tsv .jsonl .json .parquet)")
@@ -104,7 +109,8 @@ Run llmhead COMMAND --help for a command's options and an example.""",
     p.add_argument("--task", help="classification, multilabel or regression")
     p.add_argument("--out", metavar="DIR", help="output folder (model in DIR/model); default runs/train")
 
-    p = command("predict", "add predictions (and probabilities) to every row of a file, streamed in chunks")
+
+def _predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("input", metavar="INPUT", help="a .csv .tsv .jsonl .parquet file, or - (JSON Lines on stdin)")
     p.add_argument("--out", metavar="FILE", help="output file; its extension picks the format (default: stdout)")
@@ -113,7 +119,8 @@ Run llmhead COMMAND --help for a command's options and an example.""",
     p.add_argument("--text", nargs="+", metavar="COLUMN", help="text column(s) (default: those it was trained on)")
     p.add_argument("--threads", type=_positive, metavar="N", help="torch CPU threads (default: torch's choice)")
 
-    p = command("evaluate", "metrics of a saved model on labelled data")
+
+def _evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("test", metavar="TEST", help="a .csv .tsv .jsonl .json .parquet file with texts and labels")
     p.add_argument("--text", nargs="+", metavar="COLUMN", help="text column(s) (default: those it was trained on)")
@@ -121,18 +128,49 @@ Run llmhead COMMAND --help for a command's options and an example.""",
     p.add_argument("--batch-size", type=_positive, default=32, metavar="N")
     p.add_argument("--report", metavar="DIR", help="also write a report (plots, report.html) to DIR")
 
-    p = command("check", "parity checks of a saved model (padding, batching, save/load, merge, export)")
+
+def _check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("--texts-file", help="one text per line (default: built-in samples)")
 
-    p = command("export", "write a plain transformers *ForSequenceClassification folder")
+
+def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("out", metavar="OUT")
 
-    p = command("info", "what a saved model is: base, mode, labels, data, metrics, size (no weights load)")
+
+def _info_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("--json", action="store_true", help="print JSON")
-    return parser
+
+
+# each command: its one-line help (also its description) and what adds its options (COMMANDS runs it)
+USAGE = {
+    "train": (
+        "train a model from a YAML config and/or options; save it with its metrics",
+        _train_options,
+    ),
+    "predict": (
+        "add predictions (and probabilities) to every row of a file, streamed in chunks",
+        _predict_options,
+    ),
+    "evaluate": (
+        "metrics of a saved model on labelled data",
+        _evaluate_options,
+    ),
+    "check": (
+        "parity checks of a saved model (padding, batching, save/load, merge, export)",
+        _check_options,
+    ),
+    "export": (
+        "write a plain transformers *ForSequenceClassification folder",
+        _export_options,
+    ),
+    "info": (
+        "what a saved model is: base, mode, labels, blocks read, data, metrics, size (no weights load)",
+        _info_options,
+    ),
+}
 
 
 def _positive(value: str) -> int:

@@ -225,8 +225,6 @@ def train(raw: dict) -> dict:
     """Train, evaluate on the test data (if any), save ``<output_dir>/model`` and ``metrics.json``; print a summary.
     A configuration or data problem is one ``error:`` line and exit code 2 (``fail``)."""
     import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
 
     try:
         cfg, clf, train_data, eval_, test = prepare(raw)
@@ -250,11 +248,7 @@ def train(raw: dict) -> dict:
             raise
         fail(exc)
     fit_s = time.perf_counter() - start
-    # Under torchrun / accelerate launch, rank 0 saves and reports. PartialState reads mpirun's ranks
-    # (OMPI_COMM_WORLD_*, PMI_*) only when told the run is on the CPU, and a head-only fit made no Accelerator that
-    # would have: without cpu=, every rank of `accelerate launch` with mpirun would think itself rank 0 and save.
-    cpu = not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
-    if not PartialState(cpu=cpu).is_main_process:
+    if not main_process():  # under torchrun / accelerate launch, rank 0 saves and reports
         return {}
     out = Path(cfg.output_dir)
     n_train = len(read_table(train_data, "train"))
@@ -276,12 +270,29 @@ def train(raw: dict) -> dict:
     result["total_seconds"] = round(time.perf_counter() - start, 1)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    summary = {k: round(v, 4) for k, v in result.get("test", {}).items() if isinstance(v, float)}
-    if test is not None:
+    print_summary(result, saved, out / "metrics.json")
+    return result
+
+
+def main_process() -> bool:
+    """Rank 0 of a launched run (or the only process). PartialState reads mpirun's ranks (OMPI_COMM_WORLD_*, PMI_*)
+    only when told the run is on the CPU, and a head-only fit made no Accelerator that would have: without cpu=,
+    every rank of `accelerate launch` with mpirun would think itself rank 0 and save."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    cpu = not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
+    return PartialState(cpu=cpu).is_main_process
+
+
+def print_summary(result: dict, saved: Path, metrics_file: Path) -> None:
+    """What the run printed last: the test metrics (if any), where the model and metrics went, the times."""
+    if "test" in result:
+        summary = {k: round(v, 4) for k, v in result["test"].items() if isinstance(v, float)}
         print(f"test metrics: {json.dumps(summary)}")
     print(f"model saved to {saved}  (load with llmhead.load({str(saved)!r}), or: llmhead predict {saved} FILE)")
     print(
         f"fit {result['fit_seconds']} s, fit+save+test {result['total_seconds']} s, peak RSS {result['peak_rss_mb']} MB"
     )
-    print(f"metrics written to {out / 'metrics.json'}")
-    return result
+    print(f"metrics written to {metrics_file}")

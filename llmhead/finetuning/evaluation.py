@@ -16,6 +16,33 @@ from llmhead.data.labels import LabelSpace
 from llmhead.finetuning.best import BestWeights
 
 
+def _predict(accelerator, model, val_loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation logits and targets of every example, gathered from every process."""
+    model.eval()
+    logits, targets = [], []
+    # One autocast around every batch: under mixed precision the float32 weights that train (full fine-tuning) are
+    # cast once per evaluation, not once per batch (autocast drops its casts when its outermost context exits).
+    with accelerator.autocast():
+        for batch in val_loader:
+            out = model(batch["input_ids"], batch["attention_mask"]).logits
+            out, tgt = accelerator.gather_for_metrics((out.float(), batch["targets"]))
+            logits.append(out.cpu())
+            targets.append(tgt.cpu())
+    model.train()
+    return torch.cat(logits), torch.cat(targets)
+
+
+def _extra(labels: LabelSpace, logits: torch.Tensor, targets: torch.Tensor, extra_metrics: dict) -> dict:
+    """The caller's ``evaluate`` metrics (by name), each of their scalar results as ``name/key``."""
+    record = {}
+    for name, metric in extra_metrics.items():
+        predictions = logits.argmax(-1) if labels.task == "classification" else labels.values(logits)[:, 0]
+        references = targets if labels.task == "classification" else labels.values(targets[:, None])[:, 0]
+        computed = metric.compute(predictions=np.asarray(predictions), references=np.asarray(references))
+        record.update({f"{name}/{k}": float(v) for k, v in computed.items() if np.isscalar(v)})
+    return record
+
+
 @torch.no_grad()
 def evaluate(
     accelerator,
@@ -35,29 +62,14 @@ def evaluate(
     nothing trains after it, so the weights in place are the best and no copy is kept (for full fine-tuning, a copy
     is the whole model). True when early stopping ends the run."""
     began = time.perf_counter()
-    model.eval()
-    logits, targets = [], []
-    # One autocast around every batch: under mixed precision the float32 weights that train (full fine-tuning) are
-    # cast once per evaluation, not once per batch (autocast drops its casts when its outermost context exits).
-    with accelerator.autocast():
-        for batch in val_loader:
-            out = model(batch["input_ids"], batch["attention_mask"]).logits
-            out, tgt = accelerator.gather_for_metrics((out.float(), batch["targets"]))
-            logits.append(out.cpu())
-            targets.append(tgt.cpu())
-    model.train()
-    logits, targets = torch.cat(logits), torch.cat(targets)
+    logits, targets = _predict(accelerator, model, val_loader)
     record = {
         "step": state["step"],
         "epoch": state["epoch"] + (0 if state["batch_in_epoch"] == 0 else 1),
         "val_loss": labels.loss(logits, targets).item(),
         **metric_fns.validation(labels, logits, targets),
     }
-    for name, metric in (extra_metrics or {}).items():
-        predictions = logits.argmax(-1) if labels.task == "classification" else labels.values(logits)[:, 0]
-        references = targets if labels.task == "classification" else labels.values(targets[:, None])[:, 0]
-        computed = metric.compute(predictions=np.asarray(predictions), references=np.asarray(references))
-        record.update({f"{name}/{k}": float(v) for k, v in computed.items() if np.isscalar(v)})
+    record.update(_extra(labels, logits, targets, extra_metrics or {}))
     score = record["val_loss"] if cfg.select_by == "loss" else record.get(cfg.select_by)
     if score is None:
         raise ValueError(f"select_by={cfg.select_by!r} is not a validation metric; have {sorted(record)}")

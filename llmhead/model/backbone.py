@@ -209,34 +209,6 @@ def model_config(source: Source, trust_remote_code: bool = False):
         return AutoConfig.from_pretrained(source.pretrained_path(), trust_remote_code=trust_remote_code)
 
 
-def block_plan(total: int, layer: int | float | None, layers: list[int] | None) -> tuple[int, list[int] | None]:
-    """How many blocks to keep, and which ``hidden_states`` to pool (None: the final output).
-
-    Blocks are numbered from 1 (``hidden_states[k]`` is the output of block k, ``hidden_states[0]`` the
-    embeddings); negative numbers count from the top, -1 being the last of ``total`` blocks. A float ``layer`` in
-    (0, 1) is a fraction of the depth, rounded half up: 0.75 of 30 blocks is block 23, of 18 blocks block 14.
-    """
-
-    def absolute(i: int, lowest: int) -> int:
-        j = total + 1 + i if i < 0 else i
-        if not lowest <= j <= total:
-            raise ValueError(
-                f"layer {i} is out of range: this model has {total} blocks (valid: {lowest}..{total} or -{total}..-1)"
-            )
-        return j
-
-    if isinstance(layer, float):
-        if not 0 < layer < 1:
-            raise ValueError(f"a fractional layer is a share of the depth in (0, 1), got {layer!r}")
-        return min(total, max(1, int(layer * total + 0.5))), None
-    if layer is not None:
-        return absolute(layer, 1), None
-    if layers is not None:
-        indices = [absolute(i, 0) for i in layers]
-        return max(1, *indices), indices
-    return total, None
-
-
 def load_backbone(
     source: Source,
     dtype: str = "float32",

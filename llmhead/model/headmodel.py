@@ -22,7 +22,8 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from llmhead.io.folder import honour_umask
-from llmhead.model.backbone import block_plan, load_backbone, model_config, resolve
+from llmhead.model.backbone import load_backbone, model_config, resolve
+from llmhead.model.blocks import block_plan
 from llmhead.model.heads import MLPHead
 from llmhead.model.pooling import FIXED, Pooling, pool, pooled_width
 

@@ -150,27 +150,9 @@ def cross_validate(
         if k:  # under a time budget (the ladder's): stop now if the folds left would end past it
             per_fold = (time.perf_counter() - started) / k
             budget.check(f"cross-validation ({k} of {len(held_out)} folds done)", per_fold * (len(held_out) - k))
-        train_idx = np.setdiff1d(np.arange(len(examples)), test_idx)
         clf = Classifier(config, extractor=extractor)  # a frozen backbone and its features are shared
-        start = time.perf_counter()
-        clf.fit(examples.subset(train_idx, f"fold {k + 1} training rows"), text=text, label=label, **fit)
-        fit_seconds = time.perf_counter() - start
-        heldout = examples.subset(test_idx, f"fold {k + 1} held-out rows")
-        start = time.perf_counter()
-        logits = clf.logits(clf.inputs(heldout.texts), templated=True, cache=True)
-        predict_seconds = time.perf_counter() - start
-        scores = clf.score_logits(logits, labels.encode(heldout.raw), heldout.raw)
-        result.folds.append(
-            {
-                "fold": k + 1,
-                "n_train": int(len(train_idx)),
-                "n_heldout": int(len(test_idx)),
-                **{m: v for m, v in scores.items() if isinstance(v, (int, float))},
-                "fit_seconds": fit_seconds,
-                "predict_seconds": predict_seconds,
-                "trainable": clf.trainable_parameters(),
-            }
-        )
+        record, logits, heldout = _fold(k, clf, examples, test_idx, labels, text, label, fit)
+        result.folds.append(record)
         oof.update(_oof_rows(clf, logits, test_idx, heldout.raw, k))
         if ensemble:
             result.models.append(clf)
@@ -178,6 +160,30 @@ def cross_validate(
     if out_dir is not None:
         _write(result, Path(out_dir))
     return result
+
+
+def _fold(k: int, clf: Classifier, examples: Examples, test_idx: np.ndarray, labels: LabelSpace, text, label, fit):
+    """Fold ``k``: ``clf`` fitted on the rows outside ``test_idx`` and scored on them (targets encoded by ``labels``,
+    the label space of all the rows). Returns the fold's record, its held-out logits and its held-out rows."""
+    train_idx = np.setdiff1d(np.arange(len(examples)), test_idx)
+    start = time.perf_counter()
+    clf.fit(examples.subset(train_idx, f"fold {k + 1} training rows"), text=text, label=label, **fit)
+    fit_seconds = time.perf_counter() - start
+    heldout = examples.subset(test_idx, f"fold {k + 1} held-out rows")
+    start = time.perf_counter()
+    logits = clf.logits(clf.inputs(heldout.texts), templated=True, cache=True)
+    predict_seconds = time.perf_counter() - start
+    scores = clf.score_logits(logits, labels.encode(heldout.raw), heldout.raw)
+    record = {
+        "fold": k + 1,
+        "n_train": int(len(train_idx)),
+        "n_heldout": int(len(test_idx)),
+        **{m: v for m, v in scores.items() if isinstance(v, (int, float))},
+        "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds,
+        "trainable": clf.trainable_parameters(),
+    }
+    return record, logits, heldout
 
 
 def _oof_rows(clf, logits, test_idx, raw: list, k: int) -> dict[int, dict]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from llmhead.config.train import EPOCHS
 from llmhead.data.examples import Examples
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.model import backbone as bb
+from llmhead.model.blocks import block_plan
 from llmhead.progress import shown
 from llmhead.selection.cv import MAIN_METRIC, cross_validate
 from llmhead.selection.table import BASELINE, LadderProgress, LadderResult
@@ -106,84 +108,99 @@ def run_ladder(
         )
         n = len(examples)
         tried, pick, why = playbook(n, rungs)
-        task = base_config.task
-        if task != "classification":  # no label words to score
-            if rungs is not None and set(rungs) & set(WORDS):
-                raise ValueError(f"rungs {sorted(set(rungs) & set(WORDS))} score label words: classification only")
-            tried = tuple(r for r in tried if r not in WORDS)
-        else:  # stratified folds need every class in each
-            counts = np.unique(np.asarray([repr(v) for v in examples.raw]), return_counts=True)[1]
-            folds = max(2, min(folds, int(counts.min())))
-        end = start + budget_s
-        result = LadderResult(n, folds, MAIN_METRIC[task], [], "", "", pick, False, 0.0)
+        tried, folds = _for_task(base_config.task, tried, rungs, examples, folds)
+        result = LadderResult(n, folds, MAIN_METRIC[base_config.task], [], "", "", pick, False, 0.0)
         report = LadderProgress(result, Path(out_dir) if out_dir is not None else None, progress, start)
         report.say(f"{n} examples, {folds}-fold cross-validation, budget {budget_s:.0f} s; playbook: {why}")
-        # One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung.
-        extractor = FeatureExtractor(bb.resolve(base_config.model), base_config.trust_remote_code, feature_cache)
-        extractor.progress = progress
-        with budget.deadline(end):
-            try:
-                per_example = _forward_cost(Classifier(base_config, extractor=extractor), examples, progress)
-            except budget.BudgetExceeded as exc:
-                raise budget.BudgetExceeded(
-                    f"{exc} over the {n} examples, before any rung ran: raise budget_s"
-                ) from None
+        run = _Run(examples, base_config, model_options, fit, folds, start + budget_s, report, tried, rungs, why)
+        run.first_pass(feature_cache, progress)
         for rung in RUNGS:
-            result.rows.append(
-                _rung(
-                    rung,
-                    tried,
-                    rungs,
-                    why,
-                    examples,
-                    base_config,
-                    model_options,
-                    fit,
-                    folds,
-                    extractor,
-                    per_example,
-                    end,
-                    report,
-                )
-            )
+            result.rows.append(run.rung(rung))
             report.row(result.rows[-1])
         winner, result.reason = _choose(result.rows, folds, result.metric)
         result.winner, result.agreed = winner["rung"], winner["rung"] in pick
-        refit = winner["fit_seconds"] * folds / (folds - 1)  # a fold's fit, on all the data instead of (k-1)/k of it
-        report.say(f"winner: {result.winner}; refitting it on all {n} examples (about {refit:.0f} s)")
-        final = Classifier(
-            build(ModelConfig, _rung_options(winner["rung"], base_config, model_options)), extractor=extractor
-        )
-        final.fit(examples, text=text, label=label, **_rung_fit(winner["rung"], {**fit, "progress": progress}))
-        result.classifier = final
+        result.classifier = run.refit(winner, text, label, progress)
         if test is not None:
-            result.test = final.evaluate(test, text=text, label=label)
+            result.test = result.classifier.evaluate(test, text=text, label=label)
         result.seconds = time.perf_counter() - start
         report.done()
         return result
 
 
-def _rung(
-    rung, tried, requested, why, examples, base_config, model_options, fit, folds, extractor, per_example, end, report
-) -> dict:
-    """The rung's row: run it under the deadline, or say why it did not run."""
-    if rung not in tried:
-        if base_config.task != "classification" and rung in WORDS:
-            return {"rung": rung, "status": "skipped: scores label words (classification only)"}
-        return {"rung": rung, "status": "not requested" if requested is not None else f"skipped: playbook ({why})"}
-    chars = sum(len(str(t)) for t in examples.texts)
-    options = _rung_options(rung, base_config, model_options)
-    per_example, own_pass = _pass_cost(options, base_config, per_example, extractor)
-    estimate = _estimate(rung, len(examples), folds, per_example, fit, chars, own_pass)
-    refit = estimate / folds  # the winner's refit on all the data: about one more fold, kept back from the budget
-    left = end - time.perf_counter()
-    if estimate + refit > left:
-        return {"rung": rung, "status": f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"}
-    report.say(f"{rung}: running (estimated {estimate:.0f} s, {left:.0f} s left)")
-    began = time.perf_counter()
-    with budget.deadline(end - refit):
-        row = _cross_validate(rung, examples, options, _rung_fit(rung, fit), folds, extractor, per_example)
-    return {"rung": rung, **row, "seconds": time.perf_counter() - began}
+def _for_task(task: str, tried: tuple[str, ...], requested, examples: Examples, folds: int) -> tuple[tuple, int]:
+    """The rungs the task can run (label words: classification only) and the folds its data allows (stratified
+    folds need every class in each)."""
+    if task != "classification":  # no label words to score
+        if requested is not None and set(requested) & set(WORDS):
+            raise ValueError(f"rungs {sorted(set(requested) & set(WORDS))} score label words: classification only")
+        return tuple(r for r in tried if r not in WORDS), folds
+    counts = np.unique(np.asarray([repr(v) for v in examples.raw]), return_counts=True)[1]
+    return tried, max(2, min(folds, int(counts.min())))
+
+
+@dataclass
+class _Run:
+    """One ladder's shared state: the data, the options every rung starts from, the deadline, the shared feature
+    pass and its measured cost."""
+
+    examples: Examples
+    base_config: ModelConfig
+    model_options: dict
+    fit: dict
+    folds: int
+    end: float  # the deadline of the first pass and the cross-validation (perf_counter seconds): start + budget_s
+    report: LadderProgress
+    tried: tuple[str, ...]
+    requested: list[str] | None
+    why: str
+    extractor: FeatureExtractor | None = None
+    per_example: float = 0.0
+
+    def first_pass(self, feature_cache: str | None, progress: bool) -> None:
+        """One feature pass over all examples, timed: it sets the budget estimates and feeds every frozen rung."""
+        config = self.base_config
+        self.extractor = FeatureExtractor(bb.resolve(config.model), config.trust_remote_code, feature_cache)
+        self.extractor.progress = progress
+        with budget.deadline(self.end):
+            try:
+                self.per_example = _forward_cost(Classifier(config, extractor=self.extractor), self.examples, progress)
+            except budget.BudgetExceeded as exc:
+                raise budget.BudgetExceeded(
+                    f"{exc} over the {len(self.examples)} examples, before any rung ran: raise budget_s"
+                ) from None
+
+    def rung(self, rung: str) -> dict:
+        """The rung's row: run it under the deadline, or say why it did not run."""
+        if rung not in self.tried:
+            if self.base_config.task != "classification" and rung in WORDS:
+                return {"rung": rung, "status": "skipped: scores label words (classification only)"}
+            playbook_says = f"skipped: playbook ({self.why})"
+            return {"rung": rung, "status": "not requested" if self.requested is not None else playbook_says}
+        chars = sum(len(str(t)) for t in self.examples.texts)
+        options = _rung_options(rung, self.base_config, self.model_options)
+        per_example, own_pass = _pass_cost(options, self.base_config, self.per_example, self.extractor)
+        estimate = _estimate(rung, len(self.examples), self.folds, per_example, self.fit, chars, own_pass)
+        refit = estimate / self.folds  # the winner's refit on all the data: about one more fold, kept back
+        left = self.end - time.perf_counter()
+        if estimate + refit > left:
+            return {"rung": rung, "status": f"skipped: estimated {estimate:.0f} s > {left:.0f} s left"}
+        self.report.say(f"{rung}: running (estimated {estimate:.0f} s, {left:.0f} s left)")
+        began = time.perf_counter()
+        rung_fit = _rung_fit(rung, self.fit)
+        with budget.deadline(self.end - refit):
+            row = _cross_validate(rung, self.examples, options, rung_fit, self.folds, self.extractor, per_example)
+        return {"rung": rung, **row, "seconds": time.perf_counter() - began}
+
+    def refit(self, winner: dict, text, label, progress: bool) -> Classifier:
+        """The winner fitted on all the examples (no deadline: the budget kept its estimate back)."""
+        n, folds = len(self.examples), self.folds
+        refit = winner["fit_seconds"] * folds / (folds - 1)  # a fold's fit, on all the data instead of (k-1)/k
+        self.report.say(f"winner: {winner['rung']}; refitting it on all {n} examples (about {refit:.0f} s)")
+        options = _rung_options(winner["rung"], self.base_config, self.model_options)
+        final = Classifier(build(ModelConfig, options), extractor=self.extractor)
+        fit = _rung_fit(winner["rung"], {**self.fit, "progress": progress})
+        final.fit(self.examples, text=text, label=label, **fit)
+        return final
 
 
 def _checked(data, model, text, label, test, budget_s, fit, feature_cache, model_options: dict):
@@ -230,8 +247,8 @@ def _pass_cost(options: dict, base: ModelConfig, per_example: float, extractor) 
         return 0.0, False
     total = extractor.blocks()
     config = build(ModelConfig, options)
-    blocks = bb.block_plan(total, config.layer, config.layers)[0]
-    base_blocks = bb.block_plan(total, base.layer, base.layers)[0]
+    blocks = block_plan(total, config.layer, config.layers)[0]
+    base_blocks = block_plan(total, base.layer, base.layers)[0]
     same = (config.pooling, blocks, config.layers) == (base.pooling, base_blocks, base.layers)
     return per_example * blocks / base_blocks, config.mode == "lmhead" and not same
 

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from llmhead.classifier import Classifier
 from llmhead.config import ModelConfig, build, used_options
 from llmhead.data.examples import Examples
@@ -50,11 +52,6 @@ def layer_sweep(
 ) -> SweepResult:
     """Score blocks every, 2*every, ... (and always the last) by ``folds``-fold cross-validated probe
     accuracy (classification; R^2 for regression with probe='ridge'), all from a single forward pass."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     if model is not None:
         model_options["model"] = model
     model_options.setdefault("mode", "probe")
@@ -78,6 +75,24 @@ def layer_sweep(
     features = (
         sweeper.embed(texts, batch_size=batch_size, cache=True, templated=True).values.double().numpy()
     )  # (N, L, H)
+    rows, metric = _scores(features, y, layers, config, folds)
+    best = max(rows, key=lambda r: r["mean"])["layer"]
+    result = SweepResult(rows, metric, best, time.perf_counter() - start)
+    if build_best:
+        clf = Classifier(build(ModelConfig, {**model_options, "layer": best}), extractor=extractor)
+        clf.fit(examples, text=text, label=label, progress=False)
+        clf.sweep = result
+        result.classifier = clf
+    return result
+
+
+def _scores(features: np.ndarray, y: np.ndarray, layers: list[int], config: ModelConfig, folds: int):
+    """Each layer's cross-validated probe score (accuracy, or R^2 for regression) and the metric's name."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if config.task == "classification":
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
         c = config.probe_c or 0.01  # a fixed, fairly strong penalty: comparable across layers, fast
@@ -90,11 +105,4 @@ def layer_sweep(
     for j, layer in enumerate(layers):
         scores = cross_val_score(make_pipeline(StandardScaler(), estimator), features[:, j], y, cv=cv, scoring=scoring)
         rows.append({"layer": layer, "mean": float(scores.mean()), "std": float(scores.std(ddof=1))})
-    best = max(rows, key=lambda r: r["mean"])["layer"]
-    result = SweepResult(rows, metric, best, time.perf_counter() - start)
-    if build_best:
-        clf = Classifier(build(ModelConfig, {**model_options, "layer": best}), extractor=extractor)
-        clf.fit(examples, text=text, label=label, progress=False)
-        clf.sweep = result
-        result.classifier = clf
-    return result
+    return rows, metric
