@@ -341,6 +341,7 @@ class Classifier:
             from llmhead import report as reporting
 
             reporting.require()  # a missing matplotlib is said before any data is read or any forward pass
+            reporting.check_folder(report)  # and a folder the report would damage
         held = Examples.read(data, text, label, self.config.task, self.config.pair_separator, "test")
         targets = self.labels.encode(held.raw, held.origin)  # unseen labels fail here, before any forward pass
         if baseline is True and self.baseline is None:

@@ -264,6 +264,16 @@ def test_evaluate_passes_report_on_or_says_it_cannot(saved, tmp_path, capsys):
         assert code == 2 and "--report: this version of llmhead cannot write evaluation reports yet" in err
     code, _, err = run(capsys, "evaluate", saved, tmp_path / "test.csv", "--label", "sentiment")
     assert code == 2 and "test.csv: no label column 'sentiment'" in err
+    code, _, err = run(capsys, "evaluate", saved, tmp_path / "test.csv", "--report", tmp_path / "report")
+    assert code == 0, err  # an earlier report's folder (it has report.html) is written again
+    run_dir = tmp_path / "run"  # a training run's folder: its own metrics.json must survive
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"fit_seconds": 1}')
+    code, _, err = run(capsys, "evaluate", saved, tmp_path / "test.csv", "--report", run_dir)
+    assert code == 2 and "already holds files and no report.html (metrics.json)" in err, err
+    assert (run_dir / "metrics.json").read_text() == '{"fit_seconds": 1}' and len(list(run_dir.iterdir())) == 1
+    code, _, err = run(capsys, "evaluate", saved, tmp_path / "test.csv", "--report", tmp_path / "test.csv")
+    assert code == 2 and "is a file, not a folder" in err
 
 
 def test_the_llmhead_commands_the_readme_shows_parse():

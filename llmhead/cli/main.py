@@ -266,6 +266,9 @@ def evaluate(args) -> int:
     if args.report is not None:
         if "report" not in inspect.signature(llmhead.Classifier.evaluate).parameters:
             raise ValueError("--report: this version of llmhead cannot write evaluation reports yet")
+        from llmhead import report as reporting
+
+        reporting.check_folder(args.report)  # before the model loads
         options["report"] = args.report
     # the data and its labels, checked against the saved label space before any weights load
     config, labels = manifest["model"], LabelSpace.from_json(manifest["labels"])

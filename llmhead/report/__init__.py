@@ -32,6 +32,23 @@ def require() -> None:
         ) from exc
 
 
+def check_folder(folder) -> None:
+    """Refuse a folder a report would damage: a file, or a folder of other files (a training run's folder holds its
+    own metrics.json). A new folder, an empty one, or an earlier report's (it has report.html) is fine."""
+    from pathlib import Path
+
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"report folder {path} is a file, not a folder")
+    if path.is_dir() and not (path / "report.html").is_file() and any(path.iterdir()):
+        held = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+        raise ValueError(
+            f"report folder {path} already holds files and no report.html ({shown}): a report writes metrics.json, "
+            "worst.jsonl and figures there and would replace files of those names; choose a new or empty folder"
+        )
+
+
 def write(folder, evaluation: Evaluation):
     """Write the report of ``evaluation`` into ``folder`` (created if needed; files of other names are kept);
     return the path of report.html."""
