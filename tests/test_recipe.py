@@ -71,6 +71,33 @@ def test_unseen_test_label_fails_before_training(tiny_llama, tmp_path, monkeypat
     assert exit_.value.code == 2 and re.search(r"^error: .*row 3: 'mixed'", capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        ("file", r"run is a file, so .*run/model cannot be made under it"),
+        ("foreign", r"run/model is a non-empty folder that is not a saved llmhead model"),
+        ("metrics dir", r"run/metrics.json is not a file: the run writes its metrics there"),
+    ],
+)
+def test_an_output_dir_that_cannot_take_the_run_fails_before_training(
+    tiny_llama, tmp_path, monkeypatch, capsys, make, message
+):
+    pd.DataFrame(sentiment_rows(2)).to_csv(tmp_path / "train.csv", index=False)
+    out = tmp_path / "run"
+    if make == "file":
+        out.write_text("notes")
+    elif make == "foreign":
+        (out / "model").mkdir(parents=True)
+        (out / "model" / "notes.txt").write_text("mine")
+    else:
+        (out / "metrics.json").mkdir(parents=True)
+    monkeypatch.setattr(llmhead.Classifier, "fit", lambda *a, **k: pytest.fail("trained before checking output_dir"))
+    with pytest.raises(SystemExit) as exit_:
+        recipe.main([f"model.model={tiny_llama}", f"data.train={tmp_path / 'train.csv'}", f"output_dir={out}"])
+    assert exit_.value.code == 2 and re.search("^error: .*" + message, capsys.readouterr().err.strip().split("\n")[-1])
+    assert make != "foreign" or (out / "model" / "notes.txt").read_text() == "mine"
+
+
 def test_recipe_cli_reports_errors_cleanly(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "recipes/train.py"), "data.train=" + str(tmp_path / "missing.csv")],

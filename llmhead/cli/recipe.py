@@ -207,6 +207,17 @@ def check_data(cfg: RecipeConfig, train, eval_) -> None:
             read_raw_labels(table, d.label, m.task)
 
 
+def check_output(out: Path) -> None:
+    """Where the run will write (``out/model``, ``out/metrics.json``) can take it: said before training, not after."""
+    from llmhead.io.folder import check_target
+    from llmhead.io.layout import MANIFEST
+
+    check_target(out / "model", MANIFEST)
+    metrics = out.expanduser() / "metrics.json"
+    if metrics.is_dir() or metrics.is_symlink():
+        raise FileExistsError(f"{metrics} is not a file: the run writes its metrics there; choose another output_dir")
+
+
 def prepare(raw: dict):
     """Every check that needs no weights: the configuration, the data files, the test labels, the model source.
     Returns (config, classifier, train, eval, test); raises a ValueError or OSError naming the problem."""
@@ -217,6 +228,7 @@ def prepare(raw: dict):
     check_data(cfg, train, eval_)
     if test is not None:
         check_test_labels(cfg, train, test)
+    check_output(Path(cfg.output_dir))
     clf = llmhead.Classifier(cfg.model)  # resolves the model: a misspelled alias, a missing file, an offline hub
     return cfg, clf, train, eval_, test
 

@@ -32,17 +32,7 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
     """Call ``write(tmp_dir)``, then put ``tmp_dir`` in place of ``target``. An existing non-empty ``target`` is
     replaced only when it holds ``marker`` (it is a previous save of the same kind); the files of it that the
     previous save did not write are kept."""
-    target = Path(target).expanduser().absolute()
-    if target.is_symlink():
-        raise FileExistsError(f"{target} is a symbolic link; save to the folder it points to, {target.resolve()}")
-    if target.exists():
-        if not target.is_dir():
-            raise FileExistsError(f"{target} exists and is not a folder; choose another path")
-        if any(target.iterdir()) and not (target / marker).is_file():
-            raise FileExistsError(
-                f"{target} is a non-empty folder that is not a saved llmhead model (no {marker}); refusing to "
-                "replace it. Choose a new or empty folder."
-            )
+    target = check_target(target, marker)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -65,6 +55,26 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
             raise
     (target / WRITER).unlink(missing_ok=True)
     _sync_dir(target.parent)
+    return target
+
+
+def check_target(target: str | os.PathLike, marker: str) -> Path:
+    """``target`` as an absolute path, when a save may go there: new, empty, or a previous save (it holds
+    ``marker``), under a parent that is a folder or can be made one. Commands call it before any model loads."""
+    target = Path(target).expanduser().absolute()
+    if target.is_symlink():
+        raise FileExistsError(f"{target} is a symbolic link; save to the folder it points to, {target.resolve()}")
+    if target.exists():
+        if not target.is_dir():
+            raise FileExistsError(f"{target} exists and is not a folder; choose another path")
+        if any(target.iterdir()) and not (target / marker).is_file():
+            raise FileExistsError(
+                f"{target} is a non-empty folder that is not a saved llmhead model (no {marker}); refusing to "
+                "replace it. Choose a new or empty folder."
+            )
+    above = next((p for p in target.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise FileExistsError(f"{above} is a file, so {target} cannot be made under it; choose another path")
     return target
 
 
