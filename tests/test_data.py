@@ -161,3 +161,41 @@ def test_predict_rejects_a_bare_string(tiny_llama):
     clf = clf_for(tiny_llama).fit(sentiment_rows(1), epochs=1)
     with pytest.raises(TypeError, match="wrap a single text in a list"):
         clf.predict("just one text")
+
+
+@pytest.mark.parametrize(
+    "rows, options, message",
+    [
+        (  # 1 and "1" would be two classes that print alike
+            [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}, {"text": "c", "label": 1}],
+            {},
+            r"labels mix types \['int', 'str'\]: row 3 has int 1 where row 1 has str 'pos'",
+        ),
+        (
+            [{"text": "a", "label": ["x", "y"]}, {"text": "b", "label": ["x", " "]}],
+            {"task": "multilabel"},
+            r"row 2, column 'label': a label name is empty in \['x', ' '\]",
+        ),
+        (
+            [{"text": "a", "label": ["x", "y"]}, {"text": "b", "label": [1, "y"]}],
+            {"task": "multilabel"},
+            r"labels mix types \['int', 'str'\]: row 2 has int 1 where row 1 has str 'x'",
+        ),
+    ],
+)
+def test_label_names_are_one_type_and_never_empty(tiny_llama, no_model_load, rows, options, message):
+    with pytest.raises(DataError, match=message):
+        clf_for(tiny_llama, **options).fit(rows)
+
+
+@pytest.mark.parametrize(
+    "text, label, message",
+    [
+        ("label", "label", "column 'label' is both a text and a label column"),
+        (["text", "label"], "label", "column 'label' is both a text and a label column"),
+        (["text", "text"], "label", "the text pair names column 'text' twice"),
+    ],
+)
+def test_a_column_is_a_text_or_a_label_once(tiny_llama, no_model_load, text, label, message):
+    with pytest.raises(DataError, match=message):
+        clf_for(tiny_llama).fit(sentiment_rows(2), text=text, label=label)

@@ -305,3 +305,12 @@ def test_check_recipe_problems_are_one_error_line(tmp_path, capsys, args, messag
     with pytest.raises(SystemExit) as exit_:
         load_recipe("check").main([str(paths.get(a, a)) for a in args])
     assert re.search(message, error_line(capsys, exit_))
+
+
+def test_a_label_column_named_as_text_fails_before_torch_loads_a_model(tiny_llama, tmp_path, monkeypatch, capsys):
+    pd.DataFrame(sentiment_rows(2)).to_csv(tmp_path / "train.csv", index=False)
+    monkeypatch.setattr(llmhead, "Classifier", lambda *a, **k: pytest.fail("the model resolved before the check"))
+    with pytest.raises(SystemExit) as exit_:
+        recipe.main([f"model.model={tiny_llama}", f"data.train={tmp_path / 'train.csv'}", "data.text=label"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "column 'label' is both a text and a label column" in err

@@ -458,3 +458,38 @@ def test_auto_passes_on_the_cpu_and_a_number_is_refused_where_the_engine_accumul
     assert pass_tokens("auto", deepspeed) is None
     with pytest.raises(ValueError, match="max_pass_tokens=512 cannot split batches under DEEPSPEED"):
         pass_tokens(512, deepspeed)
+
+
+def _split(targets, task="classification", seed=0, fraction=0.1):
+    from types import SimpleNamespace
+
+    from llmhead.strategies.splits import validation_split
+
+    texts = [f"t{i}" for i in range(len(targets))]
+    config = SimpleNamespace(task=task, seed=seed)
+    train, val, y_train, y_val = validation_split(texts, torch.as_tensor(targets), fraction, config)
+    return train, val, y_train, y_val
+
+
+def test_the_validation_split_never_takes_the_only_example_of_a_class():
+    from sklearn.model_selection import train_test_split
+
+    from llmhead.data import DataError
+
+    singleton = [0, 1] * 9 + [2]  # class 2 has one example: no stratified split, and a plain one can take it
+    taken = [
+        s for s in range(40) if "t18" in train_test_split([f"t{i}" for i in range(19)], test_size=2, random_state=s)[1]
+    ]
+    assert taken  # seeds where the plain split would have held class 2 out of training
+    for seed in taken[:3] + [0, 1]:
+        train, val, y_train, y_val = _split(singleton, seed=seed)
+        assert "t18" in train and len(val) == 2 and set(y_train.tolist()) == {0, 1, 2}
+    balanced = [0, 1, 2] * 10  # stratified as before: the same split as scikit-learn's
+    train, val, _, _ = _split(balanced)
+    expected = train_test_split([f"t{i}" for i in range(30)], test_size=3, random_state=0, stratify=balanced)
+    assert (train, val) == (expected[0], expected[1])
+    multi = [[1, 0]] * 9 + [[1, 1]]  # label 1 has one positive
+    for seed in range(10):
+        assert _split(multi, task="multilabel", seed=seed)[2][:, 1].sum() == 1
+    with pytest.raises(DataError, match="without taking the only training example of a class: give an eval set"):
+        _split([0, 1])

@@ -22,7 +22,7 @@ import yaml
 
 from llmhead.cli.errors import CONFIG_ERRORS, fail
 from llmhead.config import TRAIN_FIELD_MODES, ModelConfig, TrainConfig, build, for_mode, invalid, modes_using
-from llmhead.data import corpora, read_raw_labels, read_table, read_texts
+from llmhead.data import corpora, distinct_roles, read_raw_labels, read_table, read_texts
 
 CORPORA = {
     "rotten_tomatoes": corpora.rotten_tomatoes,
@@ -200,6 +200,7 @@ def check_data(cfg: RecipeConfig, train, eval_) -> None:
     """The training and validation data's columns, texts and labels, checked before torch is even imported: a
     misspelled column is reported in a second. (fit checks them again, with the labels it learns.)"""
     m, d = cfg.model, cfg.data
+    distinct_roles(d.text, d.label)
     for source, role in ((train, "train"), (eval_, "eval")):
         if source is not None:
             table = read_table(source, role)

@@ -9,6 +9,7 @@ corpora (corpora.py).
 
 from llmhead.data.base import MAX_REPORTED, DataError, NotATableError, Table
 from llmhead.data.columns import (
+    distinct_roles,
     fold_label,
     read_inputs,
     read_raw_labels,
@@ -23,6 +24,7 @@ __all__ = [
     "DataError",
     "NotATableError",
     "Table",
+    "distinct_roles",
     "fold_label",
     "read_inputs",
     "read_raw_labels",

@@ -40,6 +40,18 @@ def _report(table: Table, problems: list[tuple[int, str]]) -> None:
     fail(table.origin, [m + (f" (line {lines[i]})" if lines and i < len(lines) else "") for i, m in problems])
 
 
+def distinct_roles(text, label) -> None:
+    """A column is a text or a label, not both: a label among the inputs would be learned from itself."""
+    texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else []
+    labels = [label] if isinstance(label, str) else list(label) if isinstance(label, (list, tuple)) else []
+    both = [c for c in texts if c in labels]
+    if both:
+        raise DataError(
+            f"column {both[0]!r} is both a text and a label column: the model would read its own label; "
+            "name different columns"
+        )
+
+
 def read_texts(
     table: Table,
     text: str | tuple[str, str] | list[str],
@@ -54,6 +66,8 @@ def read_texts(
     columns = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else [text]
     if not 1 <= len(columns) <= 2 or not all(isinstance(c, str) for c in columns):
         raise DataError(f"text must be a column name or a pair of column names, got {preview(text)}")
+    if len(columns) == 2 and columns[0] == columns[1]:
+        raise DataError(f"the text pair names column {columns[0]!r} twice; a pair is two different columns")
     require_columns(table, columns, "text")
     problems = []
     for column in columns:
@@ -160,11 +174,22 @@ def read_raw_labels(table: Table, label: str | list[str], task: str) -> list:
         else:
             rows.append(value)
     _report(table, problems)
-    if task == "classification":
-        kinds = {type(v).__name__ for v in rows}
-        if len(kinds) > 1:
-            raise DataError(f"{table.origin}, column {columns[0]!r}: labels mix types {sorted(kinds)}; use one type")
+    if task in ("classification", "multilabel") and len(columns) == 1:
+        _one_type(table.origin, columns[0], rows, task)
     return rows
+
+
+def _one_type(origin: str, column: str, rows: list, task: str) -> None:
+    """Label names of one type: 1 and "1" would be two classes that print alike. Names the first row that differs."""
+    names = [(i, v) for i, row in enumerate(rows) for v in (row if task == "multilabel" else [row])]
+    kinds = {type(v).__name__ for _, v in names}
+    if len(kinds) > 1:
+        first = type(names[0][1])
+        i, odd = next((i, v) for i, v in names if type(v) is not first)
+        raise DataError(
+            f"{origin}, column {column!r}: labels mix types {sorted(kinds)}: row {i + 1} has {type(odd).__name__} "
+            f"{preview(odd)} where row {names[0][0] + 1} has {first.__name__} {preview(names[0][1])}; use one type"
+        )
 
 
 def _class_value(value, where):
@@ -186,6 +211,8 @@ def _multilabel(values, columns, where):
             value = value.tolist()
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int)) for v in value):
             return f"{where}: expected a list of label names, got {type(value).__name__} {preview(value)}", None
+        if any(isinstance(v, str) and not v.strip() for v in value):
+            return f"{where}: a label name is empty in {preview(value)}", None
         return None, list(value)
     values = [v.item() if type(v).__module__ == "numpy" and hasattr(v, "item") else v for v in values]
     for c, v in zip(columns, values):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from llmhead.data import DataError, read_raw_labels, read_table, read_texts, require_columns
+from llmhead.data import DataError, distinct_roles, read_raw_labels, read_table, read_texts, require_columns
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Examples:
         """``data`` (a file, a table, a datasets object...) read and checked, or ``data`` itself if it is Examples."""
         if isinstance(data, Examples):
             return data
+        distinct_roles(text, label)
         table = read_table(data, role)
         texts = read_texts(table, text, "{text}", separator, empty_ok=role == "test")  # evaluate predicts them
         raw = read_raw_labels(table, label, task)
