@@ -372,3 +372,20 @@ def startup_names() -> tuple[str, ...]:
     from llmhead.cli import startup
 
     return (startup.OPT_OUT, *startup.USERS)
+
+
+def test_train_overrides_may_follow_options_and_are_never_taken_as_columns(tmp_path, monkeypatch, capsys):
+    from llmhead.cli import recipe
+
+    seen = []
+    monkeypatch.setattr(recipe, "train", lambda raw: seen.append(raw) or {})
+    args = ("train", "--train", "t.csv", "threads=1", "--mode", "probe", "train.epochs=1", "--out", tmp_path / "r")
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    assert seen[-1]["threads"] == 1 and seen[-1]["train"]["epochs"] == 1 and seen[-1]["model"]["mode"] == "probe"
+    code, _, err = run(capsys, "train", "--train", "t.csv", "--label", "label", "threads=1")
+    assert code == 2 and "--label label threads=1: 'threads=1' is a key=value override, not a column name" in err
+    code, _, err = run(capsys, "train", "--train", "t.csv", "--mode", "probe", "stray")
+    assert code == 2 and "config file not found: stray" in err
+    code, _, err = run(capsys, "info", tmp_path, "threads=1")
+    assert code == 2 and "unrecognized arguments: threads=1" in err

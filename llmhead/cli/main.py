@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -188,6 +189,9 @@ def _columns(value: list[str] | None):
 
 
 # ---- the commands ----------------------------------------------------------------------------------------------
+OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=.*", re.S)  # a configuration override: section.key=value
+
+
 def train(args) -> int:
     from llmhead.cli.recipe import read_raw, train
 
@@ -199,6 +203,13 @@ def train(args) -> int:
             config = item
         else:
             raise ValueError(f"{item!r}: expected key=value (one config file, first, then overrides)")
+    for option in ("text", "label"):  # nargs="+" takes the overrides that follow it too
+        taken = [v for v in getattr(args, option) or [] if OVERRIDE.fullmatch(v)]
+        if taken:
+            raise ValueError(
+                f"--{option} {' '.join(getattr(args, option))}: {taken[0]!r} is a key=value override, not a column "
+                f"name; put overrides before --{option}"
+            )
     raw = read_raw(config, overrides)
     flags = {
         ("data", "train"): args.train,
@@ -331,7 +342,12 @@ COMMANDS = {"train": train, "predict": predict, "evaluate": evaluate, "check": c
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train" and all(OVERRIDE.fullmatch(x) for x in extra):
+        args.args += extra  # overrides after an option: argparse takes the positionals in one run only
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     errors.DEBUG = args.debug or os.environ.get("LLMHEAD_DEBUG") == "1"
     try:
         code = COMMANDS[args.command](args)
