@@ -417,7 +417,10 @@ class Classifier:
             raise ValueError(f"mode={self.config.mode!r} has no LLM to export: keep it with clf.save(folder)")
         from llmhead.io.export import export_transformers
 
-        return saving.write_atomically(folder, lambda tmp: export_transformers(self, tmp), marker="config.json")
+        def write(tmp: Path) -> None:
+            export_transformers(self, tmp)
+
+        return saving.write_atomically(folder, write, marker="config.json", kind="transformers export")
 
     def merge(self) -> Classifier:
         """Fold LoRA adapters into the backbone weights (then saved in full). Nothing to do in other modes."""

@@ -389,3 +389,14 @@ def test_train_overrides_may_follow_options_and_are_never_taken_as_columns(tmp_p
     assert code == 2 and "config file not found: stray" in err
     code, _, err = run(capsys, "info", tmp_path, "threads=1")
     assert code == 2 and "unrecognized arguments: threads=1" in err
+
+
+def test_export_refuses_its_own_folder_and_a_foreign_one_before_loading(saved, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(llmhead, "load", lambda *a, **k: pytest.fail("the model loaded before the folder was checked"))
+    code, _, err = run(capsys, "export", saved, saved)
+    assert code == 2 and "is the model's own folder: export to another folder" in err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("mine")
+    code, _, err = run(capsys, "export", saved, tmp_path / "notes")
+    assert code == 2 and "is a non-empty folder that is not a transformers export (no config.json)" in err
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "mine"

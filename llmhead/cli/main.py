@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 from llmhead.cli import errors
 
@@ -324,7 +325,13 @@ def read_texts_file(path: str) -> list[str]:
 
 def export(args) -> int:
     import llmhead
+    from llmhead.cli.info import read_manifest
+    from llmhead.io.folder import check_target
 
+    read_manifest(args.model)  # a saved model, and a place for its export, checked before the weights load
+    if Path(args.out).expanduser().absolute() == Path(args.model).expanduser().absolute():
+        raise ValueError(f"{args.out} is the model's own folder: export to another folder")
+    check_target(args.out, "config.json", "transformers export")
     out = llmhead.load(args.model).export(args.out)
     print(f"exported to {out}  (AutoModelForSequenceClassification.from_pretrained({str(out)!r}))")
     return 0

@@ -28,11 +28,13 @@ GRACE_S = 600  # a temporary folder without a writer file is left alone this lon
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]{8}")  # as write_atomically makes them
 
 
-def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], marker: str) -> Path:
+def write_atomically(
+    target: str | os.PathLike, write: Callable[[Path], None], marker: str, kind: str = "saved llmhead model"
+) -> Path:
     """Call ``write(tmp_dir)``, then put ``tmp_dir`` in place of ``target``. An existing non-empty ``target`` is
     replaced only when it holds ``marker`` (it is a previous save of the same kind); the files of it that the
     previous save did not write are kept."""
-    target = check_target(target, marker)
+    target = check_target(target, marker, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -58,7 +60,7 @@ def write_atomically(target: str | os.PathLike, write: Callable[[Path], None], m
     return target
 
 
-def check_target(target: str | os.PathLike, marker: str) -> Path:
+def check_target(target: str | os.PathLike, marker: str, kind: str = "saved llmhead model") -> Path:
     """``target`` as an absolute path, when a save may go there: new, empty, or a previous save (it holds
     ``marker``), under a parent that is a folder or can be made one. Commands call it before any model loads."""
     target = Path(target).expanduser().absolute()
@@ -69,7 +71,7 @@ def check_target(target: str | os.PathLike, marker: str) -> Path:
             raise FileExistsError(f"{target} exists and is not a folder; choose another path")
         if any(target.iterdir()) and not (target / marker).is_file():
             raise FileExistsError(
-                f"{target} is a non-empty folder that is not a saved llmhead model (no {marker}); refusing to "
+                f"{target} is a non-empty folder that is not a {kind} (no {marker}); refusing to "
                 "replace it. Choose a new or empty folder."
             )
     above = next((p for p in target.parents if p.exists()), None)
