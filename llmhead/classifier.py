@@ -129,7 +129,8 @@ class Classifier:
     def model(self) -> HeadModel:
         """The head-swapping module (backbone -> pooling -> head), loading the weights if they are not yet."""
         if self._model is None and not self.strategy.reads_backbone:  # a head on texts alone (tfidf)
-            self._model = HeadModel(None, MLPHead(1, 1), task=self.config.task)
+            with seeded_fork(self.config.seed):  # a placeholder head's init draws no number from the caller's RNG
+                self._model = HeadModel(None, MLPHead(1, 1), task=self.config.task)
         if self._model is None:
             c = self.config
             keep, layers = block_plan(self.extractor.blocks(), c.layer, c.layers)
@@ -138,7 +139,10 @@ class Classifier:
             if self.expected_fingerprint and self.strategy.saved_as() != "weights":
                 self._check_fingerprint()
             width = pooled_width(self._loaded.backbone.get_input_embeddings().embedding_dim, c.pooling)
-            self._model = HeadModel(self._loaded.backbone, MLPHead(width, 1), c.pooling, layers, c.task)
+            with seeded_fork(
+                c.seed
+            ):  # the placeholder head (and an attention query) draw from a fork, not the caller's
+                self._model = HeadModel(self._loaded.backbone, MLPHead(width, 1), c.pooling, layers, c.task)
         return self._model
 
     def _check_fingerprint(self) -> None:
@@ -310,6 +314,7 @@ class Classifier:
 
     def predict(self, data: Any, text="text", batch_size: int = 32) -> list:
         """Label names (classification), lists of names (multilabel) or floats (regression)."""
+        self._require_fitted()
         return self.labels.decode(self.logits(data, text, batch_size))
 
     def predict_proba(self, data: Any, text="text", batch_size: int = 32) -> np.ndarray:

@@ -347,6 +347,21 @@ def test_the_seed_decides_a_fit_whatever_the_global_rng_holds(tiny_llama, mode):
     assert np.array_equal(*probabilities)
 
 
+@pytest.mark.parametrize("mode", ["head", "lora", "tfidf"])
+def test_the_callers_torch_rng_is_left_as_it_was(tiny_llama, tmp_path, mode):
+    # llmhead draws its random numbers from forks of the seed; the caller's generator gives none of them
+    options = (
+        dict(epochs=1) if mode == "head" else dict(epochs=1, batch_size=4, warm_start=False) if mode == "lora" else {}
+    )
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    built = llmhead.from_pretrained(tiny_llama, mode=mode, **({} if mode == "tfidf" else {"dtype": "float32"}))
+    clf = built.fit(rows(16), EVAL, progress=False, **options)
+    clf.predict(CORPUS)
+    llmhead.load(clf.save(tmp_path / "m")).predict(CORPUS)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 # ---- on_evaluate ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["head", "lora"])
 def test_on_evaluate_hears_each_validation_record_as_it_is_made(tiny_llama, mode):
@@ -493,3 +508,10 @@ def test_the_validation_split_never_takes_the_only_example_of_a_class():
         assert _split(multi, task="multilabel", seed=seed)[2][:, 1].sum() == 1
     with pytest.raises(DataError, match="without taking the only training example of a class: give an eval set"):
         _split([0, 1])
+
+
+@pytest.mark.parametrize("call", ["predict", "predict_proba", "evaluate"])
+def test_an_unfitted_classifier_says_so(tiny_llama, no_model_load, call):
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
+    with pytest.raises(RuntimeError, match=r"no trained head yet: call fit\(\) first"):
+        getattr(clf, call)(rows(2) if call == "evaluate" else CORPUS)
