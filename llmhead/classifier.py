@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from llmhead import calibration, events, metrics, strategies
-from llmhead.config import ModelConfig, TrainConfig, build, for_mode
+from llmhead.config import ModelConfig, TrainConfig, build, for_mode, invalid, unused_by_task
 from llmhead.config.usage import TRAINED
 from llmhead.data import read_inputs
 from llmhead.data.augment import augment
@@ -236,6 +236,11 @@ class Classifier:
         examples = Examples.read(train, text, label, c.task, c.pair_separator, "train")
         if eval is None and type(train).__name__ == "DatasetDict":
             eval = train if any(s in train for s in ("validation", "valid", "dev", "eval")) else None
+        problems = unused_by_task(cfg, c.task, eval is not None)
+        if c.pair_separator != ModelConfig.pair_separator and not isinstance(text, (list, tuple)):
+            problems.append(f"pair_separator={c.pair_separator!r} joins a text pair; text={text!r} is one column")
+        if problems:
+            raise invalid(problems)
         labels = LabelSpace.learn(c.task, examples.raw, c.labels, label, origin=examples.origin)
         y_train = labels.encode(examples.raw, examples.origin)
         texts, val_texts, y_val = examples.texts, [], None

@@ -515,3 +515,41 @@ def test_an_unfitted_classifier_says_so(tiny_llama, no_model_load, call):
     clf = llmhead.from_pretrained(tiny_llama, dtype="float32")
     with pytest.raises(RuntimeError, match=r"no trained head yet: call fit\(\) first"):
         getattr(clf, call)(rows(2) if call == "evaluate" else CORPUS)
+
+
+@pytest.mark.parametrize(
+    "model_options, fit_options, eval_given, message",
+    [
+        ({"task": "regression"}, {"focal_gamma": 2.0}, False, "focal_gamma=2.0 is a classification loss"),
+        ({"task": "regression"}, {"class_weights": "auto"}, False, "class_weights is for classification and multi"),
+        ({}, {"tune_thresholds": False}, False, "tune_thresholds chooses multilabel decision thresholds"),
+        ({}, {"val_fraction": 0.4}, True, r"val_fraction=0.4 carves validation .* only when no eval set is given"),
+        ({"pair_separator": " ### "}, {}, False, "pair_separator=' ### ' joins a text pair; text='text' is one column"),
+    ],
+)
+def test_options_the_task_or_the_data_make_meaningless_are_refused(
+    tiny_llama, no_model_load, model_options, fit_options, eval_given, message
+):
+    clf = llmhead.from_pretrained(tiny_llama, dtype="float32", **model_options)
+    regression = model_options.get("task") == "regression"
+    data = [{"text": r["text"], "label": float(i)} for i, r in enumerate(rows(8))] if regression else rows(8)
+    with pytest.raises(ValueError, match=message):
+        clf.fit(data, data[:4] if eval_given else None, progress=False, **fit_options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"task": "regression", "labels": ["a", "b"]}, "labels fixes the class order .* remove labels"),
+        ({"layers": [1, 1]}, r"layers must not repeat, got \[1, 1\]"),
+    ],
+)
+def test_model_options_that_would_be_ignored_are_refused(tiny_llama, options, message):
+    with pytest.raises(ValueError, match=message):
+        llmhead.from_pretrained(tiny_llama, dtype="float32", **options)
+
+
+def test_keep_checkpoints_needs_checkpoint_every(tiny_llama, no_model_load, tmp_path):
+    clf = llmhead.from_pretrained(tiny_llama, mode="lora", dtype="float32")
+    with pytest.raises(ValueError, match="keep_checkpoints needs checkpoint_every"):
+        clf.fit(rows(8), EVAL, run_dir=str(tmp_path / "r"), keep_checkpoints=3, progress=False)

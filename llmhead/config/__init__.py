@@ -33,7 +33,7 @@ from llmhead.config.choices import (
 )
 from llmhead.config.model import ModelConfig
 from llmhead.config.renamed import RENAMED, RENAMED_VALUES, upgrade
-from llmhead.config.train import FineTuneConfig, TrainConfig, for_mode, warm_start_config
+from llmhead.config.train import FineTuneConfig, TrainConfig, for_mode, unused_by_task, warm_start_config
 from llmhead.config.usage import (
     CONCRETE_MODES,
     FEATURES,
@@ -87,6 +87,7 @@ __all__ = [
     "TrainConfig",
     "build",
     "for_mode",
+    "unused_by_task",
     "invalid",
     "is_layer",
     "modes_using",

@@ -293,6 +293,8 @@ class ModelConfig:
         if self.layers is not None:
             if not isinstance(self.layers, (list, tuple)) or not self.layers or not all(map(is_int, self.layers)):
                 p.append(f"layers must be a non-empty list of ints, got {self.layers!r}")
+            elif len(set(self.layers)) != len(self.layers):
+                p.append(f"layers must not repeat, got {list(self.layers)!r}")
             else:
                 self.layers = list(self.layers)
         if self.layers is None and self.layer_mix != "concat" and self._uses("layer_mix"):
@@ -329,6 +331,11 @@ class ModelConfig:
                 p.append(f"labels must be a non-empty list or None, got {self.labels!r}")
             elif len(set(map(repr, self.labels))) != len(self.labels):
                 p.append(f"labels must not repeat, got {list(self.labels)!r}")
+            elif self.task == "regression":
+                p.append(
+                    "labels fixes the class order (classification, multilabel); a regression model's targets are "
+                    f"named by its label column(s): remove labels={list(self.labels)!r}"
+                )
             elif self.task == "classification" and len(self.labels) < 2:
                 p.append(f"labels needs >= 2 classes for task='classification', got {list(self.labels)!r}")
             else:

@@ -172,6 +172,7 @@ class TrainConfig:
             p.append("resume needs run_dir (where checkpoints are read from)")
         if self.keep_checkpoints != 2 and not self.run_dir:
             p.append("keep_checkpoints needs run_dir (where checkpoints are written)")
+
         for name in ("run_dir", "feature_cache"):
             value = getattr(self, name)
             if value is not None and not is_path(value):
@@ -221,6 +222,8 @@ def for_mode(cfg: TrainConfig, mode: str) -> TrainConfig:
         problems.append(f"mode must be one of {MODES}, got {mode!r}")
     else:
         problems += unused_by_mode(cfg, mode)
+        if not problems and cfg.keep_checkpoints != 2 and not cfg.checkpoint_every:
+            problems.append("keep_checkpoints needs checkpoint_every (without it no checkpoints are written to keep)")
         if cfg.epochs == 0 and mode not in ("head", "lmhead"):
             problems.append(f"epochs=0 (the head as initialised) is for modes head and lmhead, not {mode!r}")
     if problems:
@@ -236,6 +239,24 @@ def for_mode(cfg: TrainConfig, mode: str) -> TrainConfig:
     if mode in FINE_TUNING and cfg.backbone_lr_ratio is None:
         values["backbone_lr_ratio"] = BACKBONE_LR_RATIO[mode]
     return (FineTuneConfig if mode in FINE_TUNING else TrainConfig)(**values)
+
+
+def unused_by_task(cfg: TrainConfig, task: str, eval_given: bool) -> list[str]:
+    """Options the task or the data make meaningless, set to something other than their default: refused, as an
+    option the mode never reads is (``for_mode``)."""
+    p = []
+    if task == "regression" and cfg.focal_gamma:
+        p.append(f"focal_gamma={cfg.focal_gamma} is a classification loss (and multilabel); not for task='regression'")
+    if task == "regression" and cfg.class_weights is not None:
+        p.append("class_weights is for classification and multilabel tasks, not task='regression'")
+    if task != "multilabel" and cfg.tune_thresholds is not True:
+        p.append(f"tune_thresholds chooses multilabel decision thresholds; not used by task={task!r}")
+    if eval_given and cfg.val_fraction != TrainConfig.val_fraction:
+        p.append(
+            f"val_fraction={cfg.val_fraction} carves validation from the training data only when no eval set is given; "
+            "an eval set was given"
+        )
+    return p
 
 
 def warm_start_config(cfg: TrainConfig) -> TrainConfig:

@@ -30,7 +30,7 @@ import numpy as np
 
 from llmhead import budget
 from llmhead.classifier import Classifier
-from llmhead.config import ModelConfig, TrainConfig, build, for_mode, used_options
+from llmhead.config import ModelConfig, TrainConfig, build, for_mode, invalid, unused_by_task, used_options
 from llmhead.config.train import EPOCHS
 from llmhead.data.examples import Examples
 from llmhead.features.extractor import FeatureExtractor
@@ -216,7 +216,10 @@ def _checked(data, model, text, label, test, budget_s, fit, feature_cache, model
         raise ValueError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     examples = Examples.read(data, text, label, base_config.task, base_config.pair_separator, "train")
     fit = dict(fit or {})
-    for_mode(build(TrainConfig, fit), "auto")  # unknown keys, wrong types, options no rung reads (run_dir...)
+    checked = for_mode(build(TrainConfig, fit), "auto")  # unknown keys, wrong types, options no rung reads (run_dir...)
+    problems = unused_by_task(checked, base_config.task, eval_given=False)  # focal_gamma for regression...
+    if problems:
+        raise invalid(problems)
     if feature_cache:
         fit.setdefault("feature_cache", feature_cache)
     if test is not None:
