@@ -100,13 +100,15 @@ def main(argv=None) -> dict:
         print(f"{r['layer']:>6} {r['blocks']:>7} {r['backbone_params_M']:>9} {r['examples_per_s']:>8}")
 
     rows = []
+    # three distinct blocks (the tiny --quick model has 2: the embeddings' output, block 1 and the last)
+    three_layers = [layers_to_try[0], layers_to_try[-2], -1] if len(layers_to_try) > 2 else [0, 1, -1]
     for name, options in [
         ("last", {"pooling": "last", "layer": -1}),
         ("mean", {"pooling": "mean", "layer": -1}),
         ("max", {"pooling": "max", "layer": -1}),
         ("last+mean", {"pooling": "last+mean", "layer": -1}),
         ("attention", {"pooling": "attention", "layer": -1}),
-        ("last, 3 layers concat", {"pooling": "last", "layers": [layers_to_try[0], layers_to_try[-2], -1]}),
+        ("last, 3 layers concat", {"pooling": "last", "layers": three_layers}),
     ]:
         clf = build(model, train, dtype, **options)
         seconds = timed(lambda clf=clf: clf.predict(texts, batch_size=batch), args.repeats)
