@@ -305,6 +305,7 @@ def test_ladder_result_shows_its_table(tiny_llama):
     result = run_ladder(sentiment_rows(4), tiny_llama, folds=2, rungs=["probe"], dtype="float32", progress=False)
     assert repr(result) == result.format() and "| **probe** |" in repr(result)
     assert {r["rung"]: r["status"] for r in result.rows}["icl"] == "not requested"
+    assert "playbook pick: icl / lmhead; none of them ran, so the data could not say." in repr(result)
 
 
 def test_neftune_noise_only_while_training(tiny_llama, tmp_path):

@@ -52,12 +52,19 @@ class LadderResult:
         out += [
             "",
             f"winner: {self.winner}. {self.reason}",
-            f"playbook pick: {' / '.join(self.playbook_pick)}; the data {'agreed' if self.agreed else 'disagreed'}.",
+            f"playbook pick: {' / '.join(self.playbook_pick)}; {self._verdict()}",
         ]
         if self.test:
             out.append(f"winner refit on all {self.n} examples; test: {_short(self.test)}")
         out.append(f"total {self.seconds:.0f} s")
         return "\n".join(out)
+
+    def _verdict(self) -> str:
+        """Whether the data agreed with the playbook: only a pick that ran can be agreed or disagreed with."""
+        ran = {r["rung"] for r in self.rows if r["status"] == "ran"}
+        if not ran & set(self.playbook_pick):
+            return "none of them ran, so the data could not say."
+        return f"the data {'agreed' if self.agreed else 'disagreed'}."
 
     def __repr__(self) -> str:
         return self.format()
