@@ -40,11 +40,16 @@ def _report(table: Table, problems: list[tuple[int, str]]) -> None:
     fail(table.origin, [m + (f" (line {lines[i]})" if lines and i < len(lines) else "") for i, m in problems])
 
 
+def column_names(value) -> list:
+    """A column option as a list: one name, or a list / tuple of them (anything else stays one entry, for the
+    reader's type check to name)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def distinct_roles(text, label) -> None:
     """A column is a text or a label, not both: a label among the inputs would be learned from itself."""
-    texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else []
-    labels = [label] if isinstance(label, str) else list(label) if isinstance(label, (list, tuple)) else []
-    both = [c for c in texts if c in labels]
+    labels = column_names(label)
+    both = [c for c in column_names(text) if c in labels]
     if both:
         raise DataError(
             f"column {both[0]!r} is both a text and a label column: the model would read its own label; "
@@ -63,7 +68,7 @@ def read_texts(
     """The model inputs: one column, or a text pair joined by ``separator``, put into ``template``. ``empty_ok``
     (prediction): an empty text is a text to predict; in training data it is a problem. ``first_row``: the number
     of the table's first row in its source (a chunk of a file streamed in parts)."""
-    columns = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else [text]
+    columns = column_names(text)
     if not 1 <= len(columns) <= 2 or not all(isinstance(c, str) for c in columns):
         raise DataError(f"text must be a column name or a pair of column names, got {preview(text)}")
     if len(columns) == 2 and columns[0] == columns[1]:
@@ -145,7 +150,7 @@ def read_raw_labels(table: Table, label: str | list[str], task: str) -> list:
     classification: a str/int/bool per row. multilabel: a list of names per row (one column) or one
     0/1 column per label. regression: a finite number per row, or a list of them (one column per target).
     """
-    columns = [label] if isinstance(label, str) else list(label) if isinstance(label, (list, tuple)) else [label]
+    columns = column_names(label)
     if not columns or not all(isinstance(c, str) for c in columns):
         raise DataError(f"label must be a column name or a list of column names, got {preview(label)}")
     require_columns(table, columns, "label")
