@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import llmhead
 from llmhead.features.extract import aggregate, chunk
-from llmhead.model.blocks import block_plan, describe_blocks
+from llmhead.model.blocks import block_plan, describe_blocks, describe_training, frozen_blocks
 from llmhead.model.pooling import last_token_index, pool
 
 
@@ -201,3 +201,16 @@ def test_describe_blocks_says_what_the_head_reads():  # what `llmhead info` show
     assert describe_blocks(30, None, [5, 10]) == "blocks 5, 10 of 30"
     with pytest.raises(ValueError, match="out of range"):
         describe_blocks(30, 31, None)
+
+
+def test_freeze_blocks_counts_or_shares_the_depth():  # what full fine-tuning trains, and `llmhead info` says
+    assert frozen_blocks(30, 0.5) == frozen_blocks(30, 15) == 15 and frozen_blocks(18, 0.5) == 9
+    assert frozen_blocks(30, 0.0) == frozen_blocks(30, 0) == 0 and frozen_blocks(5, 0.5) == 3  # half up, as layer
+    assert describe_training(30, 0.5, "full") == "blocks 16-30 of 30 (the embeddings and blocks 1-15 frozen)"
+    assert describe_training(30, 0, "full") == "blocks 1-30 of 30 and the embeddings"
+    assert describe_training(30, 1, "full") == "blocks 2-30 of 30 (the embeddings and block 1 frozen)"
+    assert describe_training(30, 30, "full") == "no block (the final norm only) (the embeddings and blocks 1-30 frozen)"
+    assert describe_training(30, 0, "lora") == "adapters on blocks 1-30 of 30"
+    assert describe_training(30, 29, "lora") == "adapters on block 30 of 30"
+    with pytest.raises(ValueError, match=r"share of the depth in \[0, 1\)"):
+        frozen_blocks(30, 1.5)

@@ -12,6 +12,7 @@ import torch
 from conftest import make_tiny, sentiment_rows
 
 import llmhead
+from llmhead.cli.info import describe
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +81,28 @@ def test_full_changes_everything_but_frozen_blocks(tiny_llama):
 
 
 def test_full_without_freezing_changes_every_weight(tiny_llama):
-    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
+    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", freeze_blocks=0)
     before = snapshot(clf)
     clf.fit(sentiment_rows(2), **FIT)
     assert changed(before, clf) == {k for k in before if "rotary" not in k}
+
+
+def test_full_freezes_the_bottom_half_by_default(tiny_llama, tmp_path):
+    """The default (FULL_FROZEN = 0.5) trains the top half: tiny_llama's block 1 of 2; a share of the depth and a
+    count of blocks name the same blocks; the saved model says which blocks trained, and reloads the same."""
+    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
+    assert clf.config.freeze_blocks == 0.5
+    before = snapshot(clf)
+    clf.fit(sentiment_rows(2), **FIT)
+    moved = changed(before, clf)
+    assert moved and not any(k.startswith(("embed_tokens", "layers.0.")) for k in moved)
+    assert {k for k in moved if k.startswith("layers.")} == {k for k in before if k.startswith("layers.1.")} - {
+        k for k in before if "rotary" in k
+    }
+    clf.save(tmp_path / "m")
+    assert describe(tmp_path / "m")["trains"] == "block 2 of 2 (the embeddings and block 1 frozen)"
+    again, texts = llmhead.load(tmp_path / "m"), [r["text"] for r in sentiment_rows(1)]
+    assert again.config.freeze_blocks == 0.5 and again.predict(texts) == clf.predict(texts)
 
 
 def test_qlora_base_is_4bit_and_head_is_float32(tiny64, tmp_path):
@@ -142,7 +161,7 @@ def test_backbone_learning_rate_is_a_tenth_and_layer_decay(tiny_llama):
     from llmhead.config import TrainConfig, for_mode
     from llmhead.finetuning.optim import param_groups
 
-    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32")
+    clf = llmhead.from_pretrained(tiny_llama, mode="full", dtype="float32", freeze_blocks=0)
     clf.model.backbone = clf.strategy.adapt(clf.model.backbone)
     groups = param_groups(clf.model, for_mode(TrainConfig(lr=1e-3, layer_decay=0.5), "full"))
     by_name = {}

@@ -209,6 +209,20 @@ def test_a_save_from_before_the_feature_defaults_keeps_reading_the_final_output(
     assert upgrade(ModelConfig, dataclasses.asdict(ModelConfig(mode="full")))["pooling"] == "last+mean"
 
 
+def test_a_save_from_before_the_full_default_keeps_its_frozen_blocks():
+    """Saves before FULL_FROZEN wrote freeze_blocks=0 for every mode: a full model trained every block and keeps 0;
+    a mode that never reads it (0 is no longer its default) loads as if unset instead of being refused."""
+    for mode in ("head", "probe", "lmhead"):
+        old = {**dataclasses.asdict(ModelConfig(mode=mode)), "freeze_blocks": 0}
+        assert ModelConfig(**upgrade(ModelConfig, old)).freeze_blocks is None
+    for mode in ("full", "lora"):
+        old = {**dataclasses.asdict(ModelConfig(mode=mode)), "freeze_blocks": 0}
+        assert ModelConfig(**upgrade(ModelConfig, old)).freeze_blocks == 0
+    assert ModelConfig(mode="full").freeze_blocks == 0.5 and ModelConfig(mode="lora").freeze_blocks == 0
+    with pytest.raises(ValueError, match=r"freeze_blocks is not used by mode='head'"):
+        ModelConfig(mode="head", freeze_blocks=0)  # set by the caller today: refused, as any unused option
+
+
 def test_used_options_keeps_what_each_rung_reads():
     options = {"lora_r": 8, "verbalizers": {"pos": "good"}, "probe_c": 1.0, "template": "Review: {text}"}
     assert used_options(ModelConfig, options, "probe") == {"probe_c": 1.0, "template": "Review: {text}"}
@@ -258,7 +272,12 @@ MODEL_TYPES = [
     ({"dropout": "0.1"}, r"dropout must be a number in \[0, 1\), got '0.1'"),
     ({"dropout": float("nan")}, r"dropout must be a number in \[0, 1\), got nan"),
     ({"max_length": "512"}, r"max_length must be an int >= 2, got '512'"),
-    ({"mode": "full", "freeze_blocks": False}, r"freeze_blocks must be an int >= 0, got False"),
+    (
+        {"mode": "full", "freeze_blocks": False},
+        r"freeze_blocks must be an int >= 0 \(blocks\) or a float in \[0, 1\) \(a share of the depth\), got False",
+    ),
+    ({"mode": "full", "freeze_blocks": 1.0}, r"freeze_blocks must be an int >= 0 .* got 1\.0"),
+    ({"mode": "lora", "freeze_blocks": -1}, r"freeze_blocks must be an int >= 0 .* got -1"),
     ({"long_inputs": "chunk", "chunk_overlap": "8"}, r"chunk_overlap must be an int >= 0, got '8'"),
     ({"head_bias": "false"}, r"head_bias must be true or false, got 'false'"),
 ]

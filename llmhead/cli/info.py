@@ -68,6 +68,7 @@ def describe(folder: str | Path) -> dict:
         "pooling": model.get("pooling"),
         "layer": model.get("layers") or model.get("layer"),  # None: the last block
         "reads": _reads(model, backbone),
+        "trains": _trains(model, backbone),
         "text_column": data.get("text"),
         "train_examples": data.get("train_examples"),
         "eval_examples": data.get("eval_examples"),
@@ -91,6 +92,20 @@ def _reads(model: dict, backbone: dict) -> str | None:
     try:
         return describe_blocks(total, model.get("layer"), model.get("layers"))
     except (TypeError, ValueError):  # a hand-edited manifest: info shows what it holds, loading says what is wrong
+        return None
+
+
+def _trains(model: dict, backbone: dict) -> str | None:
+    """The blocks fine-tuning trained ("blocks 16-30 of 30 (the embeddings and blocks 1-15 frozen)"); None for a
+    frozen backbone, a peft_config of the caller's own, or an older manifest."""
+    from llmhead.model.blocks import describe_training
+
+    total, freeze, mode = backbone.get("source_blocks"), model.get("freeze_blocks"), model.get("mode")
+    if mode not in ("lora", "qlora", "full") or not isinstance(total, int) or isinstance(freeze, bool):
+        return None
+    try:
+        return describe_training(total, freeze, mode) if isinstance(freeze, (int, float)) else None
+    except ValueError:  # a hand-edited manifest: loading says what is wrong
         return None
 
 

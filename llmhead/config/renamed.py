@@ -61,6 +61,10 @@ def upgrade(cls, values: Mapping[str, Any]) -> dict[str, Any]:
     pooled = out.get("mode") in POOLED and out.get("head_init") != "lmhead"
     if pooled and out.get("layer") is None and out.get("layers") is None:
         out["layer"] = -1
+    # freeze_blocks was 0 in every save; today its default is None (the mode's: FULL_FROZEN for full), and a mode
+    # that never reads it refuses any other value. A full or LoRA model keeps the 0 it was trained with.
+    if out.get("mode") not in FINE_TUNING and out.get("freeze_blocks") == 0:
+        out["freeze_blocks"] = None
     # Fine-tuned heads read the last token where pooling was unnamed; today they read last+mean (FINETUNED_FEATURES)
     if out.get("mode") in FINE_TUNING and out.get("pooling") is None:
         out["pooling"] = "last"

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from llmhead.config import ModelConfig
+from llmhead.model.blocks import frozen_blocks
 from llmhead.seeding import seeded_fork
 
 BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")  # block index in a parameter name (Llama, GPT-2...)
@@ -67,9 +68,10 @@ def lora_config(config: ModelConfig, num_blocks: int, backbone: nn.Module):
 
     if config.peft_config is not None:
         return config.peft_config
-    if config.freeze_blocks >= num_blocks:
+    frozen = frozen_blocks(num_blocks, config.freeze_blocks)
+    if frozen >= num_blocks:
         raise ValueError(f"freeze_blocks={config.freeze_blocks} leaves no block to adapt: the model has {num_blocks}")
-    layers = list(range(config.freeze_blocks, num_blocks)) if config.freeze_blocks else None
+    layers = list(range(frozen, num_blocks)) if frozen else None
     targets = config.lora_targets
     if targets == "attention":
         targets = attention_names(backbone)
@@ -98,11 +100,13 @@ def with_adapters(backbone: nn.Module, peft_config, seed: int = 0) -> nn.Module:
         return get_peft_model(backbone, peft_config)
 
 
-def unfreeze(backbone: nn.Module, freeze_blocks: int) -> nn.Module:
-    """Full fine-tuning: every weight trains except the embeddings and the first ``freeze_blocks`` blocks."""
+def unfreeze(backbone: nn.Module, freeze_blocks: int | float) -> nn.Module:
+    """Full fine-tuning: every weight trains except, when ``freeze_blocks`` (a count or a share of the depth) is not 0,
+    the embeddings and the first blocks."""
     num_blocks = backbone.config.num_hidden_layers
     if freeze_blocks > num_blocks:
         raise ValueError(f"freeze_blocks={freeze_blocks} exceeds the model's {num_blocks} blocks")
+    freeze_blocks = frozen_blocks(num_blocks, freeze_blocks)
     for name, param in backbone.named_parameters():
         index = block_index(name)
         if index is not None:

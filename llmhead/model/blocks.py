@@ -32,6 +32,30 @@ def block_plan(total: int, layer: int | float | None, layers: list[int] | None) 
     return total, None
 
 
+def frozen_blocks(total: int, freeze_blocks: int | float) -> int:
+    """How many of ``total`` blocks (from the bottom, with the embeddings) stay frozen: an int is a count, a float in
+    [0, 1) a share of the depth, rounded half up as ``layer``: 0.5 of SmolLM2's 30 blocks is 15, of Gemma-3's 18 is 9.
+    """
+    if isinstance(freeze_blocks, float):
+        if not 0 <= freeze_blocks < 1:
+            raise ValueError(f"a fractional freeze_blocks is a share of the depth in [0, 1), got {freeze_blocks!r}")
+        return min(total, int(freeze_blocks * total + 0.5))
+    return freeze_blocks
+
+
+def describe_training(total: int, freeze_blocks: int | float, mode: str) -> str:
+    """Which blocks fine-tuning trains: "blocks 16-30 of 30 (the embeddings and blocks 1-15 frozen)" (full),
+    "adapters on blocks 1-30 of 30" (LoRA)."""
+    frozen = frozen_blocks(total, freeze_blocks)
+    span = f"block {total} of {total}" if frozen == total - 1 else f"blocks {frozen + 1}-{total} of {total}"
+    if mode != "full":
+        return f"adapters on {span}"
+    if frozen == 0:
+        return f"{span} and the embeddings"
+    trained = span if frozen < total else "no block (the final norm only)"
+    return f"{trained} (the embeddings and block{'s 1-' if frozen > 1 else ' '}{frozen} frozen)"
+
+
 def describe_blocks(total: int, layer: int | float | None, layers: list[int] | None) -> str:
     """What the head reads, in blocks of the base model: "block 23 of 30", "block 30 of 30 (the final output)",
     "blocks 0, 10, 30 of 30 (0: the embeddings)"."""

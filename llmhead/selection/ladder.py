@@ -339,8 +339,6 @@ def _rung_options(rung: str, base: ModelConfig, user: dict) -> dict:
         options["probe"] = "ridge"
     elif rung == "probe":
         options.setdefault("probe", "svm")
-    if rung == "full":
-        options.setdefault("freeze_blocks", 0)
     return options
 
 
