@@ -186,6 +186,8 @@ def ours_phase(kind: str, source: str, n_train: int, n_test: int, epochs: int, t
     options = {"mode": "head" if kind == "predict" else kind, "head_hidden": [], "max_length": max_length}
     if kind == "lora":
         options.update(lora_r=8, lora_alpha=16, lora_dropout=0.0, lora_targets=LORA_TARGETS)  # the peer's LoraConfig
+    if kind == "full":
+        options["freeze_blocks"] = 0  # every weight, as the peer's (llmhead's default freezes the bottom half)
     clf = llmhead.from_pretrained(model_path, **options)
     _ = clf.model  # the weights load here, outside the timing, as the peer's from_pretrained
     fit = {"epochs": epochs, "batch_size": 16, "progress": False}
