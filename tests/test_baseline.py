@@ -151,7 +151,7 @@ def test_evaluate_baseline_needs_training_data_on_a_loaded_classifier(no_model_l
         ({"mode": "tfidf", "template": "Review: {text}"}, "template is not used by mode='tfidf'"),
         ({"mode": "tfidf", "dtype": "float32"}, "dtype is not used by mode='tfidf'"),
         ({"mode": "tfidf", "pooling": "mean"}, "pooling is not used by mode='tfidf'"),
-        ({"mode": "tfidf", "task": "regression"}, "ridge is for regression"),
+        ({"mode": "tfidf", "task": "regression", "probe": "svm"}, "ridge is for regression"),
         ({"mode": "hybrid", "pooling": "attention"}, "fixed pooled vectors"),
         ({"mode": "hybrid", "head_hidden": []}, "head_hidden is not used by mode='hybrid'"),
     ],

@@ -209,6 +209,23 @@ def test_a_save_from_before_the_feature_defaults_keeps_reading_the_final_output(
     assert upgrade(ModelConfig, dataclasses.asdict(ModelConfig(mode="full")))["pooling"] == "last+mean"
 
 
+def test_the_linear_model_defaults_to_the_tasks():
+    """probe=None gives regression ridge and the other tasks logreg (modes probe, tfidf, hybrid); a model the task
+    cannot use is still refused; saves from before (probe='logreg' in every mode) load."""
+    for mode in ("probe", "tfidf", "hybrid"):
+        assert ModelConfig(mode=mode, task="regression").probe == "ridge"
+        assert ModelConfig(mode=mode).probe == ModelConfig(mode=mode, task="multilabel").probe == "logreg"
+    assert ModelConfig(mode="head", task="regression").probe is None  # no linear model to choose
+    with pytest.raises(ValueError, match=r"probe='logreg' does not fit task='regression'"):
+        ModelConfig(mode="probe", task="regression", probe="logreg")
+    with pytest.raises(ValueError, match=r"probe is not used by mode='head'"):
+        ModelConfig(mode="head", probe="logreg")
+    old = {**dataclasses.asdict(ModelConfig(mode="lora")), "probe": "logreg"}
+    assert ModelConfig(**upgrade(ModelConfig, old)).probe is None
+    old = {**dataclasses.asdict(ModelConfig(mode="probe")), "probe": "svm"}
+    assert ModelConfig(**upgrade(ModelConfig, old)).probe == "svm"
+
+
 def test_a_save_from_before_the_full_default_keeps_its_frozen_blocks():
     """Saves before FULL_FROZEN wrote freeze_blocks=0 for every mode: a full model trained every block and keeps 0;
     a mode that never reads it (0 is no longer its default) loads as if unset instead of being refused."""

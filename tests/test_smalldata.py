@@ -49,8 +49,9 @@ def test_probe_matches_sklearn_and_reloads_exactly_without_pickle(tiny_llama, tm
 
 def test_ridge_probe_regression_matches_sklearn(tiny_llama, tmp_path):
     rows = [{"text": t, "score": float(i % 4) + 0.5 * (i % 3)} for i, t in enumerate(CORPUS * 3)]
-    clf = llmhead.from_pretrained(tiny_llama, mode="probe", probe="ridge", task="regression", dtype="float32")
+    clf = llmhead.from_pretrained(tiny_llama, mode="probe", task="regression", dtype="float32")  # ridge: the default
     clf.fit(rows, label="score", progress=False)
+    assert clf.config.probe == "ridge"
     x, model = _sklearn_inputs(clf, rows)
     np.testing.assert_allclose(
         np.ravel(clf.predict(rows)), np.ravel(clf.labels.values(torch.from_numpy(model.predict(x)))), atol=1e-6

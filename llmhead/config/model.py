@@ -23,7 +23,7 @@ from llmhead.config.choices import (
     TASKS,
 )
 from llmhead.config.renamed import renamed_value
-from llmhead.config.usage import FINE_TUNING, LORA, MODEL_FIELD_MODES, POOLED, check, modes_using
+from llmhead.config.usage import FINE_TUNING, LINEAR, LORA, MODEL_FIELD_MODES, POOLED, check, modes_using
 from llmhead.model.assets import DEFAULT_MODEL
 
 
@@ -109,7 +109,8 @@ class ModelConfig:
     # ---- label words (icl, lmhead; MLP heads with head_init='lmhead') ------------------------------------------------
     verbalizers: dict | None = None  # label -> the word(s) naming it
     # ---- probe (and the linear model of tfidf and hybrid) ------------------------------------------------------------
-    probe: str = "logreg"  # logreg | svm (calibrated probabilities) | ridge (regression)
+    # logreg | svm (calibrated probabilities) | ridge (regression). None: the task's (ridge for regression, else logreg)
+    probe: str | None = None
     probe_c: float | None = None  # C of probe logreg / svm (inverse regularisation); None: chosen by CV
     probe_alpha: float | None = None  # alpha of probe='ridge' (its penalty); None: chosen by cross-validation
     # ---- icl ---------------------------------------------------------------------------------------------------------
@@ -226,7 +227,6 @@ class ModelConfig:
             ("head_init", INITS),  # (an old value is named by renamed_value)
             ("long_inputs", LONG_INPUTS),
             ("chunk_aggregate", CHUNK_AGGREGATES),
-            ("probe", PROBES),
             ("chat_template", CHAT),
             ("dtype", DTYPES),
         ):
@@ -237,6 +237,10 @@ class ModelConfig:
                 choice(p, self, name, allowed)
         if self.pooling is not None:  # None: a mode that reads no pooled vector (icl, tfidf), or auto
             choice(p, self, "pooling", POOLINGS)
+        if self.probe is None and self.mode in LINEAR:  # the linear model the task needs
+            self.probe = "ridge" if self.task == "regression" else "logreg"
+        if self.probe is not None:  # None: a mode without a linear model, or auto (its rungs fill their own)
+            choice(p, self, "probe", PROBES)
 
     def _check_mode_rules(self, p: list[str]) -> None:
         """What a mode needs of the other options."""

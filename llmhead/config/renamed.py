@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llmhead.config.usage import FINE_TUNING, POOLED
+from llmhead.config.usage import FINE_TUNING, LINEAR, POOLED
 
 # class name -> {old key: what to use instead}
 RENAMED: dict[str, dict[str, str]] = {
@@ -65,6 +65,9 @@ def upgrade(cls, values: Mapping[str, Any]) -> dict[str, Any]:
     # that never reads it refuses any other value. A full or LoRA model keeps the 0 it was trained with.
     if out.get("mode") not in FINE_TUNING and out.get("freeze_blocks") == 0:
         out["freeze_blocks"] = None
+    # probe was "logreg" in every save; today None (the task's linear model), refused by modes without one
+    if out.get("mode") not in LINEAR and out.get("probe") == "logreg":
+        out["probe"] = None
     # Fine-tuned heads read the last token where pooling was unnamed; today they read last+mean (FINETUNED_FEATURES)
     if out.get("mode") in FINE_TUNING and out.get("pooling") is None:
         out["pooling"] = "last"

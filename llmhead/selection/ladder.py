@@ -337,9 +337,7 @@ def _rung_options(rung: str, base: ModelConfig, user: dict) -> dict:
         if base.template != "{text}":  # the user's prompt, followed by the label word (and applied once)
             options["icl_template"] = base.template.rstrip() + " {label}"
             options["template"] = "{text}"
-    if rung in ("tfidf", "probe", "hybrid") and base.task == "regression":
-        options["probe"] = "ridge"
-    elif rung == "probe":
+    if rung == "probe" and base.task != "regression":  # (regression: ridge, the task's default)
         options.setdefault("probe", "svm")
     return options
 
