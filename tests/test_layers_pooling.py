@@ -201,6 +201,8 @@ def test_describe_blocks_says_what_the_head_reads():  # what `llmhead info` show
     assert describe_blocks(30, None, [5, 10]) == "blocks 5, 10 of 30"
     with pytest.raises(ValueError, match="out of range"):
         describe_blocks(30, 31, None)
+    with pytest.raises(ValueError, match=r"layers \[2, -1\] name block 2 more than once on this 2-block model"):
+        block_plan(2, None, [2, -1])
 
 
 def test_freeze_blocks_counts_or_shares_the_depth():  # what full fine-tuning trains, and `llmhead info` says

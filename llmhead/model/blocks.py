@@ -28,6 +28,12 @@ def block_plan(total: int, layer: int | float | None, layers: list[int] | None) 
         return absolute(layer, 1), None
     if layers is not None:
         indices = [absolute(i, 0) for i in layers]
+        if len(set(indices)) < len(indices):  # e.g. [2, -1] of 2 blocks: the same features twice
+            twice = sorted({j for j in indices if indices.count(j) > 1})
+            raise ValueError(
+                f"layers {layers} name block{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} more than "
+                f"once on this {total}-block model (negative numbers count from the top): name each block once"
+            )
         return max(1, *indices), indices
     return total, None
 
