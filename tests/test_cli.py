@@ -192,6 +192,17 @@ def test_a_bad_row_deep_in_the_file_is_named_before_the_model_loads(saved, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]
 
 
+def test_blank_lines_of_a_one_column_input_are_said_once(saved, tmp_path, capsys, caplog):
+    (tmp_path / "in.csv").write_text("text\ngood film\n\nbad film\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="llmhead.data.files"):
+        code, _, err = run(capsys, "predict", saved, tmp_path / "in.csv", "--out", tmp_path / "out.csv")
+    assert code == 0, err
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'in.csv'}: 1 blank line between rows skipped (line 3)"
+    ]
+    assert pd.read_csv(tmp_path / "out.csv")["text"].tolist() == ["good film", "bad film"]
+
+
 def stdin(monkeypatch, lines: list[str]) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO("\n".join(lines).encode()))))
 

@@ -373,6 +373,23 @@ def test_csv_cells_are_kept_as_written(tmp_path):
     assert table.rows([2], "subset").lines == [6]
 
 
+def test_blank_lines_of_a_one_column_file_are_said(tmp_path, caplog):
+    """A blank line holds no row; in a one-column file it may have been meant as one, so blank lines between rows
+    are said (file and lines); trailing ones, and those of a wider file, are not."""
+    path = tmp_path / "texts.csv"
+    path.write_text('text\ngood film\n\n\nbad film\n""\n\n', encoding="utf-8")
+    with caplog.at_level("WARNING", logger="llmhead.data.files"):
+        table = read_table(path)
+    assert table.columns == {"text": ["good film", "bad film", None]} and table.lines == [2, 5, 6]
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: 2 blank lines between rows skipped (lines 3, 4)"]
+    caplog.clear()
+    wide = tmp_path / "wide.csv"
+    wide.write_text("text,label\na,1\n\nb,2\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="llmhead.data.files"):
+        assert read_table(wide).columns == {"text": ["a", "b"], "label": ["1", "2"]}
+    assert not caplog.records
+
+
 def test_long_csv_cell_reads(tmp_path):
     long = "word " * 40_000  # more than the csv module's default field limit (128 KiB)
     path = tmp_path / "train.csv"

@@ -105,7 +105,7 @@ def run(p: Plan, batch_size: int, rows: int | None) -> int:
 
     bar = progress_bar(sys.stderr.isatty(), total=rows, unit="rows", file=sys.stderr, desc="predict")
     try:
-        for chunk in read_chunks(p.input, CHUNK_ROWS):
+        for chunk in read_chunks(p.input, CHUNK_ROWS, say_blank_lines=False):  # check() has said them
             logits = clf.logits(inputs(chunk, p, origin), batch_size=batch_size, templated=True)  # (N, outputs)
             added = {"prediction": labels.decode(logits)}
             if p.proba:

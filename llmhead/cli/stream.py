@@ -52,8 +52,9 @@ def file_format(path: str, role: str) -> str:
 
 
 # ---- reading -----------------------------------------------------------------------------------------------
-def read_chunks(path: str, size: int) -> Iterator[Chunk]:
-    """The rows of ``path`` (or JSON Lines on standard input for ``-``), ``size`` rows at a time."""
+def read_chunks(path: str, size: int, say_blank_lines: bool = True) -> Iterator[Chunk]:
+    """The rows of ``path`` (or JSON Lines on standard input for ``-``), ``size`` rows at a time; a CSV's skipped
+    blank lines are said unless ``say_blank_lines`` is False (a second pass over a file already checked)."""
     kind = file_format(path, "input")
     if path != STDIO:
         file = Path(path)
@@ -70,7 +71,7 @@ def read_chunks(path: str, size: int) -> Iterator[Chunk]:
         if kind == "jsonl":
             yield from _jsonl_chunks(raw, origin, size)
         else:
-            yield from _csv_chunks(raw, origin, size, "\t" if kind == "tsv" else ",")
+            yield from _csv_chunks(raw, origin, size, "\t" if kind == "tsv" else ",", say_blank_lines)
 
 
 def _text(raw, origin: str) -> io.TextIOWrapper:
@@ -82,11 +83,11 @@ def _text(raw, origin: str) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # -sig: a byte order mark is not a column name
 
 
-def _csv_chunks(raw, origin: str, size: int, delimiter: str) -> Iterator[Chunk]:
+def _csv_chunks(raw, origin: str, size: int, delimiter: str, say_blank_lines: bool) -> Iterator[Chunk]:
     text = _text(raw, origin)
     try:
         header, row, records, lines = None, 0, [], []
-        for start, record in csv_records(text, origin, delimiter):
+        for start, record in csv_records(text, origin, delimiter, say_blank_lines):
             if header is None:
                 header = check_header(record, origin, start, delimiter)
                 continue

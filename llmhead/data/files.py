@@ -6,11 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from llmhead.data.base import MAX_REPORTED, DataError, Table, duplicates, fail, from_columns, names
+
+log = logging.getLogger(__name__)
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -61,14 +64,14 @@ def _decode(data: bytes, path: Path) -> str:
         ) from None
 
 
-def csv_records(text, origin, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+def csv_records(text, origin, delimiter: str, say_blank_lines: bool = True) -> Iterator[tuple[int, list[str]]]:
     """(line the record starts on, its cells) for each record of the text stream ``text`` that is not a blank line,
     read as it is consumed (``predict`` streams a file through it chunk by chunk). A cell may be as long as a
     document (csv's field size limit is raised while reading and put back after)."""
     reader = csv.reader(text, delimiter=delimiter, strict=True)
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, 2**31 - 1))  # a long document is a text, not an error
-    records = 0
+    records, one_column, blank, between = 0, False, [], []
     try:
         while True:
             start = reader.line_num + 1
@@ -76,6 +79,8 @@ def csv_records(text, origin, delimiter: str) -> Iterator[tuple[int, list[str]]]
             try:
                 record = next(reader)
             except StopIteration:
+                if say_blank_lines:
+                    _say_blank_lines(origin, between)
                 return
             except csv.Error as exc:
                 lines = f"line {start}" if reader.line_num <= start else f"lines {start}-{reader.line_num}"
@@ -88,11 +93,23 @@ def csv_records(text, origin, delimiter: str) -> Iterator[tuple[int, list[str]]]
                     f"{origin}: near line {start} ({where}): byte 0x{exc.object[exc.start]:02x} is not valid UTF-8; "
                     "the file must be UTF-8 encoded (re-save it as UTF-8)"
                 ) from None
-            if record:  # a blank line holds no example
-                records += 1
-                yield start, record
+            if not record:  # a blank line holds no example
+                blank += [start] if one_column else []
+                continue
+            one_column = one_column or (records == 0 and len(record) == 1)
+            between, blank, records = between + blank, [], records + 1
+            yield start, record
     finally:
         csv.field_size_limit(limit)
+
+
+def _say_blank_lines(origin, lines: list[int]) -> None:
+    """A one-column file's blank line between rows may have been meant as a row: it is skipped, and said, so that
+    nothing is dropped unseen (blank lines at the end are not said; an empty cell is a missing value anyway)."""
+    if lines:
+        shown = ", ".join(map(str, lines[:MAX_REPORTED])) + (", ..." if len(lines) > MAX_REPORTED else "")
+        plural = "s" if len(lines) > 1 else ""
+        log.warning("%s: %d blank line%s between rows skipped (line%s %s)", origin, len(lines), plural, plural, shown)
 
 
 def check_header(header: list[str], origin, line: int, delimiter: str) -> list[str]:
