@@ -78,6 +78,7 @@ def check_classifier_round_trip(model: HeadModel, tokenizer, folder, merged: boo
         np.testing.assert_array_equal(one_by_one, own)  # the same forward passes
     np.testing.assert_allclose(proba, own, atol=1e-6, rtol=0)  # batched by length: padding rounds
     clf.save(folder)
+    assert clf.config.freeze_blocks == 0  # trained in the caller's loop: no frozen blocks are claimed
     loaded = llmhead.load(folder)
     np.testing.assert_array_equal(loaded.predict_proba(TEXTS), proba)
     assert loaded.predict(TEXTS) == clf.predict(TEXTS)

@@ -207,7 +207,8 @@ def test_describe_blocks_says_what_the_head_reads():  # what `llmhead info` show
 
 def test_freeze_blocks_counts_or_shares_the_depth():  # what full fine-tuning trains, and `llmhead info` says
     assert frozen_blocks(30, 0.5) == frozen_blocks(30, 15) == 15 and frozen_blocks(18, 0.5) == 9
-    assert frozen_blocks(30, 0.0) == frozen_blocks(30, 0) == 0 and frozen_blocks(5, 0.5) == 3  # half up, as layer
+    assert frozen_blocks(30, 0.0) == frozen_blocks(30, 0) == 0 and frozen_blocks(5, 0.5) == 2  # down: half trains
+    assert frozen_blocks(1, 0.5) == 0 and frozen_blocks(3, 0.5) == 1  # a 1-block model trains its block
     assert describe_training(30, 0.5, "full") == "blocks 16-30 of 30 (the embeddings and blocks 1-15 frozen)"
     assert describe_training(30, 0, "full") == "blocks 1-30 of 30 and the embeddings"
     assert describe_training(30, 1, "full") == "blocks 2-30 of 30 (the embeddings and block 1 frozen)"

@@ -220,6 +220,9 @@ def test_the_linear_model_defaults_to_the_tasks():
         ModelConfig(mode="probe", task="regression", probe="logreg")
     with pytest.raises(ValueError, match=r"probe is not used by mode='head'"):
         ModelConfig(mode="head", probe="logreg")
+    with pytest.raises(ValueError, match=r"probe='logreg' does not fit task='regression'"):
+        ModelConfig(mode="auto", task="regression", probe="logreg")  # refused before the ladder runs anything
+    assert ModelConfig(mode="auto", task="regression", probe_alpha=3.0).probe_alpha == 3.0  # its rungs' ridge
     old = {**dataclasses.asdict(ModelConfig(mode="lora")), "probe": "logreg"}
     assert ModelConfig(**upgrade(ModelConfig, old)).probe is None
     old = {**dataclasses.asdict(ModelConfig(mode="probe")), "probe": "svm"}

@@ -247,6 +247,25 @@ def test_resume_refuses_other_data_or_settings_and_says_what_differs(tiny_llama,
     assert {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # nothing touched
 
 
+def test_a_checkpoint_from_before_the_probe_default_resumes(tiny_llama, tmp_path):
+    """Checkpoints written before probe defaulted to None recorded probe='logreg' for every mode: an option the
+    mode never reads, so not a difference (the identity is read under today's defaults, config.upgrade)."""
+    run_dir = tmp_path / "r"
+    fit(tiny_llama, run_dir, checkpoint_every=2)
+    for state in (run_dir / "checkpoints").glob("step-*/trainer_state.json"):
+        saved = json.loads(state.read_text())
+        assert saved["identity"]["config"]["model.probe"] is None
+        saved["identity"]["config"]["model.probe"] = "logreg"
+        state.write_text(json.dumps(saved))
+    fit(tiny_llama, run_dir, checkpoint_every=2, resume=True)  # not refused
+    for state in (run_dir / "checkpoints").glob("step-*/trainer_state.json"):  # a real difference still is
+        saved = json.loads(state.read_text())
+        saved["identity"]["config"]["model.freeze_blocks"] = 1
+        state.write_text(json.dumps(saved))
+    with pytest.raises(ResumeError, match=r"model.freeze_blocks: 1 in the run, 0 now"):
+        fit(tiny_llama, run_dir, checkpoint_every=2, resume=True)
+
+
 def test_a_fresh_run_refuses_a_run_dir_that_holds_another_runs_checkpoints(tiny_llama, tmp_path):
     fit(tiny_llama, tmp_path / "r", checkpoint_every=2)
     with pytest.raises(ResumeError, match=r"already holds checkpoints .*resume=True"):

@@ -135,7 +135,7 @@ class ModelConfig:
     peft_config: Any = None  # a peft.PeftConfig; overrides the lora_* fields
     # ---- fine-tuning (lora, qlora, full) -----------------------------------------------------------------------------
     # full: the embeddings and the first k blocks stay frozen; LoRA: adapters on blocks >= k only. An int is a count,
-    # a float in [0, 1) a share of the depth (as `layer`); None: the mode's default (full FULL_FROZEN, LoRA 0)
+    # a float in [0, 1) a share of the depth, rounded down; None: the mode's default (full FULL_FROZEN, LoRA 0)
     freeze_blocks: int | float | None = None
 
     def __post_init__(self):
@@ -251,7 +251,8 @@ class ModelConfig:
                 f"mode={self.mode!r} fits a linear model on fixed pooled vectors: use pooling last, mean, max or "
                 "last+mean"
             )
-        if self.mode in ("probe", "tfidf", "hybrid") and (self.task == "regression") != (self.probe == "ridge"):
+        linear = self.mode in LINEAR or (self.mode == "auto" and self.probe is not None)  # auto: for its rungs
+        if linear and (self.task == "regression") != (self.probe == "ridge"):
             p.append(f"probe={self.probe!r} does not fit task={self.task!r}: ridge is for regression, logreg/svm not")
         if self.head_init == "lmhead" or self.mode == "lmhead":
             if self.pooling != "last" or self.layer is not None or self.layers is not None:
@@ -289,14 +290,15 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not (is_number(value) and value > 0):
                 p.append(f"{name} must be a number > 0 or None, got {value!r}")
-        if self.probe == "ridge" and self.probe_c is not None and self._uses("probe_c"):
+        probe = self.probe or ("ridge" if self.task == "regression" else "logreg")  # auto: its rungs' default
+        if probe == "ridge" and self.probe_c is not None and self._uses("probe_c"):
             p.append(
                 "probe_c is the C of probe logreg and svm; probe='ridge' takes probe_alpha (its penalty): "
                 f"use probe_alpha={self.probe_c!r}"
             )
-        if self.probe != "ridge" and self.probe_alpha is not None and self._uses("probe_alpha"):
+        if probe != "ridge" and self.probe_alpha is not None and self._uses("probe_alpha"):
             p.append(
-                f"probe_alpha is the penalty of probe='ridge'; probe={self.probe!r} takes probe_c (its C): "
+                f"probe_alpha is the penalty of probe='ridge'; probe={probe!r} takes probe_c (its C): "
                 "use probe_c, or set probe='ridge'"
             )
 

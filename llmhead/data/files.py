@@ -71,7 +71,8 @@ def csv_records(text, origin, delimiter: str, say_blank_lines: bool = True) -> I
     reader = csv.reader(text, delimiter=delimiter, strict=True)
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, 2**31 - 1))  # a long document is a text, not an error
-    records, one_column, blank, between = 0, False, [], []
+    records, one_column = 0, False
+    blank, between = _Blank(), _Blank()  # blank lines since the last record; those followed by a record
     try:
         while True:
             start = reader.line_num + 1
@@ -94,22 +95,35 @@ def csv_records(text, origin, delimiter: str, say_blank_lines: bool = True) -> I
                     "the file must be UTF-8 encoded (re-save it as UTF-8)"
                 ) from None
             if not record:  # a blank line holds no example
-                blank += [start] if one_column else []
+                if one_column:
+                    blank.add([start], 1)
                 continue
             one_column = one_column or (records == 0 and len(record) == 1)
-            between, blank, records = between + blank, [], records + 1
+            between.add(blank.lines, blank.count)
+            blank, records = _Blank(), records + 1
             yield start, record
     finally:
         csv.field_size_limit(limit)
 
 
-def _say_blank_lines(origin, lines: list[int]) -> None:
+class _Blank:
+    """A count of blank lines and the first few of their numbers (a file of millions of rows keeps no more)."""
+
+    def __init__(self):
+        self.count, self.lines = 0, []
+
+    def add(self, lines: list[int], count: int) -> None:
+        self.count += count
+        self.lines += lines[: MAX_REPORTED - len(self.lines)]
+
+
+def _say_blank_lines(origin, blank: _Blank) -> None:
     """A one-column file's blank line between rows may have been meant as a row: it is skipped, and said, so that
     nothing is dropped unseen (blank lines at the end are not said; an empty cell is a missing value anyway)."""
-    if lines:
-        shown = ", ".join(map(str, lines[:MAX_REPORTED])) + (", ..." if len(lines) > MAX_REPORTED else "")
-        plural = "s" if len(lines) > 1 else ""
-        log.warning("%s: %d blank line%s between rows skipped (line%s %s)", origin, len(lines), plural, plural, shown)
+    if blank.count:
+        shown = ", ".join(map(str, blank.lines)) + (", ..." if blank.count > len(blank.lines) else "")
+        plural = "s" if blank.count > 1 else ""
+        log.warning("%s: %d blank line%s between rows skipped (line%s %s)", origin, blank.count, plural, plural, shown)
 
 
 def check_header(header: list[str], origin, line: int, delimiter: str) -> list[str]:

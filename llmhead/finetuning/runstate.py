@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from llmhead.config import ModelConfig, upgrade
 from llmhead.io.save import file_digest, folder_digests
 from llmhead.io.save import load_tensors as read_tensors
 from llmhead.io.save import sync_tree as sync  # noqa: F401  (flush a checkpoint before it is renamed in)
@@ -182,13 +183,22 @@ def differences(then: dict, now: dict) -> list[str]:
     return out
 
 
+def upgraded(identity: dict) -> dict:
+    """A checkpoint's identity with its model settings under today's names and defaults (``config.upgrade``): an
+    option its mode never read, recorded at an old default (probe='logreg'), is not a difference."""
+    config = identity.get("config") or {}
+    model = {k.removeprefix("model."): v for k, v in config.items() if k.startswith("model.")}
+    model = {f"model.{k}": v for k, v in upgrade(ModelConfig, model).items()}
+    return {**identity, "config": {**{k: v for k, v in config.items() if not k.startswith("model.")}, **model}}
+
+
 def check_identity(checkpoint: Path, saved: dict | None, now: dict) -> None:
     if saved is None:
         raise ResumeError(
             f"{checkpoint} was written by an older llmhead without a record of its data and configuration, so it "
             "cannot be checked: start a new run_dir"
         )
-    diff = differences(saved, now)
+    diff = differences(upgraded(saved), now)
     if diff:
         raise ResumeError(
             f"resume refused: {checkpoint} belongs to a run with other data or settings:\n  - "

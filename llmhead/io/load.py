@@ -74,6 +74,7 @@ def from_model(model: HeadModel, tokenizer, labels: list | None = None, template
         task=model.task,
         labels=names if model.task != "regression" else None,
         mode="full",
+        freeze_blocks=0,  # trained in the caller's loop: any weight may have changed, and the backbone is saved whole
         pooling=model.pooling,
         layers=model.layers,
         layer_mix=head["layer_mix"],

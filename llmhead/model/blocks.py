@@ -40,12 +40,12 @@ def block_plan(total: int, layer: int | float | None, layers: list[int] | None) 
 
 def frozen_blocks(total: int, freeze_blocks: int | float) -> int:
     """How many of ``total`` blocks (from the bottom, with the embeddings) stay frozen: an int is a count, a float in
-    [0, 1) a share of the depth, rounded half up as ``layer``: 0.5 of SmolLM2's 30 blocks is 15, of Gemma-3's 18 is 9.
-    """
+    [0, 1) a share of the depth, rounded down so that at least the rest trains: 0.5 of SmolLM2's 30 blocks is 15, of
+    Gemma-3's 18 is 9, of 3 blocks 1, of a 1-block model none."""
     if isinstance(freeze_blocks, float):
         if not 0 <= freeze_blocks < 1:
             raise ValueError(f"a fractional freeze_blocks is a share of the depth in [0, 1), got {freeze_blocks!r}")
-        return min(total, int(freeze_blocks * total + 0.5))
+        return int(freeze_blocks * total)
     return freeze_blocks
 
 

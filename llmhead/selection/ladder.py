@@ -47,12 +47,13 @@ RUNGS = ("tfidf", "icl", "lmhead", "probe", "head", "hybrid", "lora", "full")
 ALWAYS = ("tfidf", "hybrid")  # the baseline and the route that combines it with the LLM: in every table
 WORDS = ("icl", "lmhead")  # they score label words: classification only
 # forward-pass equivalents per training example and epoch (forward + backward), for the budget estimate: the
-# training steps' seconds per example in benchmarks/results/tta-rt-{lora,full}.json (evaluations taken out:
-# 0.056 s, 0.068 s) over a feature pass through all the blocks (0.021 s, tta-rt-head.json of 2026-12-07, before
-# the head's default stopped at 3/4 of the depth), SmolLM2-135M on 2 CPU threads; full's then scaled by 0.72, the
-# ratio of two runs of its table once its default froze the bottom half of the blocks (0.043 s against 0.059 s
-# per training example, tta-rt-full.json against tta-rt-full-allblocks.json). Each rung's pass cost is the
-# measured one scaled to the blocks it runs (_pass_cost)
+# training steps' seconds per example in benchmarks/results/tta-rt-{lora,full}.json as they were on 2026-12-07
+# (evaluations taken out: 0.056 s, 0.068 s; full then trained every block) over a feature pass through all the
+# blocks (0.021 s, tta-rt-head.json of that day, before the head's default stopped at 3/4 of the depth),
+# SmolLM2-135M on 2 CPU threads; full's then scaled by 0.72, the ratio of two runs of its table once its default
+# froze the bottom half of the blocks (0.043 s against 0.059 s per training example, tta-rt-full.json against
+# tta-rt-full-allblocks.json). A full rung with freeze_blocks=0 costs ~1.4x this estimate. Each rung's pass cost
+# is the measured one scaled to the blocks it runs (_pass_cost)
 TRAIN_COST = {"lora": 2.7, "full": 2.4}
 
 

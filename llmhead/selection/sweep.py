@@ -51,7 +51,7 @@ def layer_sweep(
     **model_options,
 ) -> SweepResult:
     """Score blocks every, 2*every, ... (and always the last) by ``folds``-fold cross-validated probe
-    accuracy (classification; R^2 for regression with probe='ridge'), all from a single forward pass."""
+    accuracy (classification; R^2 for regression, whose probe is ridge), all from a single forward pass."""
     if model is not None:
         model_options["model"] = model
     model_options.setdefault("mode", "probe")
