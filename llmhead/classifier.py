@@ -29,7 +29,7 @@ from llmhead.features.extract import FeatureSet
 from llmhead.features.extractor import FeatureExtractor
 from llmhead.io import save as saving
 from llmhead.model import backbone as bb
-from llmhead.model.blocks import block_plan
+from llmhead.model.blocks import block_plan, check_distinct
 from llmhead.model.headmodel import HeadModel
 from llmhead.model.heads import MLPHead
 from llmhead.model.loading import Loaded
@@ -241,6 +241,8 @@ class Classifier:
             problems.append(f"pair_separator={c.pair_separator!r} joins a text pair; text={text!r} is one column")
         if problems:
             raise invalid(problems)
+        if self.strategy.reads_backbone:
+            check_distinct(self.extractor.blocks(), c.layers)  # from the model's config.json: no weights load
         labels = LabelSpace.learn(c.task, examples.raw, c.labels, label, origin=examples.origin)
         y_train = labels.encode(examples.raw, examples.origin)
         texts, val_texts, y_val = examples.texts, [], None

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import llmhead
 from llmhead.features.extract import aggregate, chunk
-from llmhead.model.blocks import block_plan, describe_blocks, describe_training, frozen_blocks
+from llmhead.model.blocks import block_plan, check_distinct, describe_blocks, describe_training, frozen_blocks
 from llmhead.model.pooling import last_token_index, pool
 
 
@@ -202,7 +202,9 @@ def test_describe_blocks_says_what_the_head_reads():  # what `llmhead info` show
     with pytest.raises(ValueError, match="out of range"):
         describe_blocks(30, 31, None)
     with pytest.raises(ValueError, match=r"layers \[2, -1\] name block 2 more than once on this 2-block model"):
-        block_plan(2, None, [2, -1])
+        check_distinct(2, [2, -1])
+    check_distinct(2, [1, -1])
+    assert block_plan(2, None, [2, -1]) == (2, [2, 2])  # a model saved so still loads
 
 
 def test_freeze_blocks_counts_or_shares_the_depth():  # what full fine-tuning trains, and `llmhead info` says
@@ -217,3 +219,9 @@ def test_freeze_blocks_counts_or_shares_the_depth():  # what full fine-tuning tr
     assert describe_training(30, 29, "lora") == "adapters on block 30 of 30"
     with pytest.raises(ValueError, match=r"share of the depth in \[0, 1\)"):
         frozen_blocks(30, 1.5)
+
+
+def test_a_block_named_twice_is_refused_before_any_weights_load(tiny_llama, no_model_load):
+    clf = llmhead.from_pretrained(tiny_llama, mode="head", layers=[2, -1])
+    with pytest.raises(ValueError, match=r"layers \[2, -1\] name block 2 more than once on this 2-block model"):
+        clf.fit(sentiment_rows(1), progress=False)

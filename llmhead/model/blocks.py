@@ -28,14 +28,22 @@ def block_plan(total: int, layer: int | float | None, layers: list[int] | None) 
         return absolute(layer, 1), None
     if layers is not None:
         indices = [absolute(i, 0) for i in layers]
-        if len(set(indices)) < len(indices):  # e.g. [2, -1] of 2 blocks: the same features twice
-            twice = sorted({j for j in indices if indices.count(j) > 1})
-            raise ValueError(
-                f"layers {layers} name block{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} more than "
-                f"once on this {total}-block model (negative numbers count from the top): name each block once"
-            )
         return max(1, *indices), indices
     return total, None
+
+
+def check_distinct(total: int, layers: list[int] | None) -> None:
+    """A new fit's ``layers`` name each block once on a ``total``-block model: [2, -1] of 2 blocks would feed the
+    head the same features twice. (Checked when training, not when loading: a model saved so still loads.)"""
+    if layers is None:
+        return
+    indices = block_plan(total, None, layers)[1]
+    twice = sorted({j for j in indices if indices.count(j) > 1})
+    if twice:
+        raise ValueError(
+            f"layers {layers} name block{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} more than once "
+            f"on this {total}-block model (negative numbers count from the top): name each block once"
+        )
 
 
 def frozen_blocks(total: int, freeze_blocks: int | float) -> int:
