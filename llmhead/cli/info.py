@@ -98,13 +98,15 @@ def _reads(model: dict, backbone: dict) -> str | None:
 def _trains(model: dict, backbone: dict) -> str | None:
     """The blocks fine-tuning trained ("blocks 16-30 of 30 (the embeddings and blocks 1-15 frozen)"); None for a
     frozen backbone, a peft_config of the caller's own, or an older manifest."""
+    from llmhead.config.checks import is_number
+    from llmhead.config.usage import FINE_TUNING
     from llmhead.model.blocks import describe_training
 
     total, freeze, mode = backbone.get("source_blocks"), model.get("freeze_blocks"), model.get("mode")
-    if mode not in ("lora", "qlora", "full") or not isinstance(total, int) or isinstance(freeze, bool):
+    if mode not in FINE_TUNING or not isinstance(total, int) or not is_number(freeze):
         return None
     try:
-        return describe_training(total, freeze, mode) if isinstance(freeze, (int, float)) else None
+        return describe_training(total, freeze, mode)
     except ValueError:  # a hand-edited manifest: loading says what is wrong
         return None
 
